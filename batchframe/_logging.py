@@ -1,0 +1,58 @@
+"""The run's log handlers: every record to ``logs.txt``, and to the console through rich."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+FILE_FORMAT = "%(asctime)s %(levelname)-8s %(name)s: %(message)s"
+
+
+def console_level(verbosity: int) -> int:
+    """INFO by default, DEBUG with -v or more."""
+    return logging.DEBUG if verbosity >= 1 else logging.INFO
+
+
+@contextmanager
+def run_logging(log_file: Path | None, *, verbosity: int = 0, console: Console | None = None) -> Iterator[None]:
+    """Send every log record of the run to ``log_file`` and the console; undo it afterwards.
+
+    The file gets INFO and above (DEBUG with -v), the user's own ``logging`` calls included; the
+    console shows the same through rich's handler, printed above the live progress display.
+    """
+    from rich.logging import RichHandler
+
+    from batchframe._console import console as shared_console
+
+    root = logging.getLogger()
+    level = console_level(verbosity)
+    handlers: list[logging.Handler] = []
+    if log_file is not None:
+        file_handler = logging.FileHandler(log_file, encoding="utf-8")
+        file_handler.setFormatter(logging.Formatter(FILE_FORMAT))
+        file_handler.setLevel(level)
+        handlers.append(file_handler)
+    rich_handler = RichHandler(
+        console=console or shared_console(stderr=True), show_path=verbosity >= 2, rich_tracebacks=verbosity >= 2
+    )
+    rich_handler.setLevel(level)
+    handlers.append(rich_handler)
+    previous_level = root.level
+    root.setLevel(level)
+    for handler in handlers:
+        root.addHandler(handler)
+    logging.captureWarnings(True)
+    try:
+        yield
+    finally:
+        logging.captureWarnings(False)
+        for handler in handlers:
+            root.removeHandler(handler)
+            handler.close()
+        root.setLevel(previous_level)

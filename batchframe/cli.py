@@ -1,0 +1,108 @@
+"""The ``batchframe`` command line: thin typer commands that call into the runtime modules.
+
+Only typer is imported at start-up; each command imports what it needs, so ``batchframe --help``
+stays fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+app = typer.Typer(
+    name="batchframe",
+    help="Run a Source of work items through a Service: concurrency, retries, logs and progress included.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+PathArg = Annotated[Path, typer.Argument(help="A .py file, a package directory or a directory of modules.")]
+ConfigOpt = Annotated[
+    Optional[str],  # noqa: UP045 - typer needs Optional on Python 3.10
+    typer.Option("-c", "--config", help="Config to use: config/NAME.py in the project (e.g. config_dev)."),
+]
+ParamOpt = Annotated[
+    Optional[list[str]],  # noqa: UP045
+    typer.Option(
+        "-p", "--param", "--params", help="Set a parameter: -p NAME=VALUE (repeatable).", metavar="NAME=VALUE"
+    ),
+]
+OutputOpt = Annotated[Path, typer.Option("-d", "--output-dir", help="Where run folders are created.")]
+VerboseOpt = Annotated[int, typer.Option("-v", "--verbose", count=True, help="-v: debug logs; -vv: also tracebacks.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        from batchframe import __version__
+
+        typer.echo(f"batchframe {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
+) -> None:
+    """Run a Source of work items through a Service: concurrency, retries, logs and progress included."""
+
+
+@contextmanager
+def _errors_as_exit_codes(verbosity: int = 0) -> Iterator[None]:
+    """The CLI's one error boundary: a BatchframeError becomes a panel and its exit code."""
+    from batchframe.errors import BatchframeError
+
+    try:
+        yield
+    except BatchframeError as error:
+        from batchframe._console import print_error
+
+        print_error(error, show_traceback=verbosity >= 2)
+        raise typer.Exit(error.exit_code) from None
+    except KeyboardInterrupt:
+        typer.echo("Interrupted.", err=True)
+        raise typer.Exit(130) from None
+
+
+@app.command("exec")
+def exec_(
+    path: PathArg,
+    param: ParamOpt = None,
+    config: ConfigOpt = None,
+    output_dir: OutputOpt = Path("batchframe_outputs"),
+    verbose: VerboseOpt = 0,
+    no_input: Annotated[bool, typer.Option("--no-input", help="Never prompt; fail if a parameter is missing.")] = False,
+) -> None:
+    """Run the project at PATH: every item of its Source through its Service."""
+    with _errors_as_exit_codes(verbose):
+        from batchframe.run import run_project
+
+        result = run_project(path, config=config, params=param or [], output_dir=output_dir, verbosity=verbose)
+    raise typer.Exit(result.exit_code)
+
+
+@app.command("params")
+def params(path: PathArg, config: ConfigOpt = None, verbose: VerboseOpt = 0) -> None:
+    """List every parameter of the project at PATH: name, type, default, description, owner."""
+    with _errors_as_exit_codes(verbose):
+        from batchframe._console import print_table
+        from batchframe.project import load_project
+        from batchframe.run import collect_specs
+
+        specs = collect_specs(load_project(path, config))
+        rows = [
+            [
+                spec.name,
+                spec.type_name,
+                "required" if spec.required else repr(spec.default),
+                spec.description,
+                spec.owner.__qualname__,
+            ]
+            for spec in specs.values()
+        ]
+        print_table(f"Parameters of {path}", ["name", "type", "default", "description", "owner"], rows)

@@ -1,0 +1,34 @@
+"""The base Configuration: runtime settings every project has, overridable with ``-p``."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Annotated, Literal
+
+from batchframe.params import BatchframeParam
+
+ExecutorName = Literal["asyncio", "threads", "processes", "dask"]
+
+
+@dataclasses.dataclass
+class Configuration:
+    """Runtime settings. Subclass it (a dataclass) for your own settings and per-environment values.
+
+    Override a default in a subclass with a plain class attribute or a re-declared field; annotate
+    your own fields ``BatchframeParam[T]`` to make them settable with ``-p NAME=VALUE``.
+    """
+
+    concurrency: Annotated[int, BatchframeParam, "number of items processed at the same time"] = 8
+    queue_size: Annotated[int | None, BatchframeParam, "items read ahead of the workers (default 2 x concurrency)"] = (
+        None
+    )
+    max_retries: Annotated[int, BatchframeParam, "retries of a retryable failure before the item fails"] = 3
+    retry_backoff_sec: Annotated[float, BatchframeParam, "delay before the first retry, doubled each time"] = 1.0
+    retry_backoff_max_sec: Annotated[float, BatchframeParam, "cap on the delay between retries"] = 60.0
+    retry_delays_sec: Annotated[
+        list[float] | None, BatchframeParam, "explicit retry delays, e.g. 1,5,30 (overrides the backoff)"
+    ] = None
+    item_timeout_sec: Annotated[float | None, BatchframeParam, "time limit per attempt (none = no limit)"] = None
+    max_per_second: Annotated[float | None, BatchframeParam, "rate limit in items started per second"] = None
+    executor: Annotated[ExecutorName, BatchframeParam, "asyncio, threads, processes or dask"] = "asyncio"
+    scheduler: Annotated[str | None, BatchframeParam, "dask scheduler address (none = local cluster)"] = None

@@ -1,0 +1,92 @@
+"""The errors batchframe raises, each with an exit code and a message that says what to do.
+
+The tree::
+
+    BatchframeError (exit 1)
+    ├── RunError               fatal failure while running (the Source raised, a Service could not be built)
+    └── UsageError (exit 2)    the command line or the project is wrong; nothing ran
+        ├── ProjectError       PATH missing, import failure, no or ambiguous Source/Service
+        ├── ConfigError        ``-c`` names a config that does not exist, or a config is invalid
+        └── ParamError         a ``-p`` value that is malformed, unknown, unparsable or missing
+
+The CLI prints ``str(error)`` in one panel and exits with ``error.exit_code``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = [
+    "BatchframeError",
+    "ConfigError",
+    "ParamError",
+    "ProjectError",
+    "RunError",
+    "UsageError",
+]
+
+
+class BatchframeError(Exception):
+    """Root of every error batchframe reports to the user.
+
+    Attributes:
+        exit_code: the process exit code the CLI uses for this error.
+        hint: what the user can do about it (also part of ``str(error)``).
+        user_traceback: the formatted frames of the user's own code that led here, if any.
+    """
+
+    exit_code: int = 1
+    title: str = "batchframe error"
+
+    def __init__(self, message: str, *, hint: str | None = None, user_traceback: str | None = None) -> None:
+        self.message = message
+        self.hint = hint
+        self.user_traceback = user_traceback
+        super().__init__(message if hint is None else f"{message}\n{hint}")
+
+
+class RunError(BatchframeError):
+    """The run could not go on: the Source raised, or the Service could not be built."""
+
+    title = "Run failed"
+
+
+class UsageError(BatchframeError):
+    """The command line or the project is wrong; nothing was processed."""
+
+    exit_code = 2
+    title = "Usage error"
+
+
+class ProjectError(UsageError, ImportError):
+    """The project at PATH cannot be found, imported, or has no single Source and Service."""
+
+    title = "Project error"
+
+
+class ConfigError(UsageError, LookupError):
+    """The selected configuration does not exist or cannot be used.
+
+    Attributes:
+        available: the config names that do exist (may be empty).
+    """
+
+    title = "Config error"
+
+    def __init__(self, message: str, *, hint: str | None = None, available: Sequence[str] = ()) -> None:
+        self.available = list(available)
+        super().__init__(message, hint=hint)
+
+
+class ParamError(UsageError, ValueError):
+    """A parameter given with ``-p`` is malformed, unknown, does not parse, or is missing.
+
+    Attributes:
+        param: the parameter name concerned, when there is exactly one.
+    """
+
+    title = "Parameter error"
+
+    def __init__(self, message: str, *, hint: str | None = None, param: str | None = None) -> None:
+        self.param = param
+        super().__init__(message, hint=hint)

@@ -1,0 +1,382 @@
+"""The asyncio executor: a bounded read-ahead queue, N workers, retries that hold no worker, a graceful stop.
+
+Per item: take it from the queue -> call ``process`` (under the rate limit and timeout) -> on an
+exception, schedule a retry (a timer; no worker waits for it) or record the failure -> count it done.
+The executor never reads more than ``queue_size`` items ahead of the workers, so memory stays flat
+however long the source is. Completion is an event set by the last item, not a polling loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import enum
+import inspect
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from batchframe.errors import ParamError
+from batchframe.failures import FailedItem
+from batchframe.retry import RetryPolicy
+from batchframe.source import is_async_source, iter_async_source, iter_sync_source, source_length
+
+logger = logging.getLogger(__name__)
+
+ItemCall = Callable[[Any], Awaitable[Any]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExecutorSettings:
+    """How the executor runs: validated on creation, each error naming the config field.
+
+    Attributes:
+        concurrency: items processed at the same time (workers).
+        queue_size: items read ahead of the workers (default: twice the concurrency).
+        retry: the retry policy.
+        item_timeout_s: time limit for one attempt, or None.
+        rate_per_s: items started per second at most, or None.
+    """
+
+    concurrency: int = 8
+    queue_size: int | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    item_timeout_s: float | None = None
+    rate_per_s: float | None = None
+
+    def __post_init__(self) -> None:
+        _check_positive("concurrency", self.concurrency, integer=True)
+        if self.queue_size is not None:
+            _check_positive("queue_size", self.queue_size, integer=True)
+        if self.item_timeout_s is not None:
+            _check_positive("item_timeout_sec", self.item_timeout_s)
+        if self.rate_per_s is not None:
+            _check_positive("max_per_second", self.rate_per_s)
+
+    @property
+    def read_ahead(self) -> int:
+        """The bound of the queue between the source and the workers."""
+        return self.queue_size or 2 * self.concurrency
+
+
+def _check_positive(name: str, value: float, *, integer: bool = False) -> None:
+    if (integer and (isinstance(value, bool) or not isinstance(value, int))) or not value > 0:
+        kind = "a whole number" if integer else "a number"
+        raise ParamError(
+            f"{name} must be {kind} greater than 0, got {value!r}.",
+            hint=f"Set it with -p {name}=VALUE or in your config.",
+            param=name,
+        )
+
+
+@dataclass
+class Stats:
+    """Live counters of a run; the progress display and the summary read them.
+
+    Attributes:
+        total: the source's length when it has one.
+        read: items taken from the source so far.
+        succeeded: items processed successfully.
+        failed: items that failed for good (including items a stopped run never ran).
+        retrying: items waiting for a retry.
+        in_flight: items being processed right now.
+        failures_by_type: failed items counted by exception type name.
+    """
+
+    total: int | None = None
+    read: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    retrying: int = 0
+    in_flight: int = 0
+    failures_by_type: collections.Counter[str] = field(default_factory=collections.Counter)
+    started_at: float = field(default_factory=time.monotonic)
+    finished_at: float | None = None
+
+    @property
+    def done(self) -> int:
+        """Items finished either way."""
+        return self.succeeded + self.failed
+
+    @property
+    def elapsed_s(self) -> float:
+        """Seconds since the run started (until it finished)."""
+        return (self.finished_at or time.monotonic()) - self.started_at
+
+    @property
+    def rate_per_s(self) -> float:
+        """Finished items per second so far."""
+        elapsed = self.elapsed_s
+        return self.done / elapsed if elapsed > 0 else 0.0
+
+
+class Outcome(enum.Enum):
+    """How a run ended."""
+
+    COMPLETED = "completed"
+    STOPPED = "stopped"
+    FATAL = "fatal"
+
+
+@dataclass(slots=True)
+class _Work:
+    index: int
+    item: Any
+    attempts: int = 0
+
+
+class Executor:
+    """Runs ``service.process`` over every item of ``source``.
+
+    Args:
+        source: the user's Source instance.
+        service: the user's Service instance.
+        settings: concurrency, retry, timeout and rate settings.
+        on_failure: called with each item that fails for good, as it fails.
+    """
+
+    def __init__(
+        self,
+        source: Any,
+        service: Any,
+        *,
+        settings: ExecutorSettings,
+        on_failure: Callable[[FailedItem], None] | None = None,
+    ) -> None:
+        self.source = source
+        self.service = service
+        self.settings = settings
+        self.policy = RetryPolicy.with_exceptions(settings.retry, _retryable(service))
+        self.stats = Stats(total=source_length(source))
+        self.failed: list[FailedItem] = []
+        self.outcome = Outcome.COMPLETED
+        self.fatal_error: BaseException | None = None
+        self._on_failure = on_failure
+        self._stopping = False
+        self._stop_reason = "the run was stopped"
+        self._feeding_done = False
+        self._outstanding = 0
+        self._ready_retries: collections.deque[_Work] = collections.deque()
+        self._waiting_retries: dict[int, tuple[asyncio.TimerHandle, _Work]] = {}
+        self._queue: asyncio.Queue[_Work | None] | None = None
+        self._all_done: asyncio.Event | None = None
+        self._feeder: asyncio.Task[None] | None = None
+        self._thread_pool: ThreadPoolExecutor | None = None
+
+    # ----------------------------------------------------------------------------------- lifecycle
+
+    async def run(self) -> Stats:
+        """Process every item; return the final counters. Never raises for a failing item."""
+        self._queue = asyncio.Queue(self.settings.read_ahead)
+        self._all_done = asyncio.Event()
+        call = self._build_call()
+        self.stats.started_at = time.monotonic()
+        workers = [asyncio.create_task(self._worker(call)) for _ in range(self.settings.concurrency)]
+        self._feeder = asyncio.create_task(self._feed())
+        try:
+            await self._all_done.wait()
+            for _ in workers:
+                self._queue.put_nowait(None)
+            await asyncio.gather(*workers)
+            await self._feeder
+        finally:
+            self.stats.finished_at = time.monotonic()
+            if self._thread_pool is not None:
+                self._thread_pool.shutdown(wait=False, cancel_futures=True)
+        return self.stats
+
+    def stop(self, reason: str = "the run was stopped") -> None:
+        """Stop gracefully: read no more items, let in-flight items finish, record the rest as not processed."""
+        if self._stopping:
+            return
+        self._stopping = True
+        self._stop_reason = reason
+        if self.outcome is Outcome.COMPLETED:
+            self.outcome = Outcome.STOPPED
+        logger.info("Stopping: %s; in-flight items will finish.", reason)
+        if self._feeder is not None and not self._feeder.done():
+            self._feeder.cancel()
+        for handle, work in list(self._waiting_retries.values()):
+            handle.cancel()
+            self.stats.retrying -= 1
+            self._not_processed(work)
+        self._waiting_retries.clear()
+        while self._ready_retries:
+            self._not_processed(self._ready_retries.popleft())
+
+    # ------------------------------------------------------------------------------------- reading
+
+    async def _feed(self) -> None:
+        try:
+            if is_async_source(self.source):
+                async for item in iter_async_source(self.source):
+                    await self._submit(item)
+            else:
+                for item in iter_sync_source(self.source):
+                    await self._submit(item)
+        except asyncio.CancelledError:
+            pass  # stop() cancels the feeder; the item being submitted was recorded by _submit
+        except Exception as exc:
+            self._fatal(exc)
+        finally:
+            self._feeding_done = True
+            self._check_all_done()
+
+    async def _submit(self, item: Any) -> None:
+        work = _Work(self.stats.read, item)
+        self.stats.read += 1
+        self._outstanding += 1
+        queue = self._queue
+        assert queue is not None
+        if not queue.full():
+            queue.put_nowait(work)
+            return
+        try:
+            await queue.put(work)
+        except asyncio.CancelledError:
+            self._not_processed(work)
+            raise
+
+    def _fatal(self, exc: BaseException) -> None:
+        logger.error("The source raised %s: %s; stopping the run.", type(exc).__name__, exc)
+        self.fatal_error = exc
+        self.outcome = Outcome.FATAL
+        self.stop(f"the source raised {type(exc).__name__}")
+
+    # ---------------------------------------------------------------------------------- processing
+
+    async def _worker(self, call: ItemCall) -> None:
+        queue = self._queue
+        ready = self._ready_retries
+        assert queue is not None
+        while True:
+            work = ready.popleft() if ready else await queue.get()
+            if work is None:
+                return
+            if self._stopping:
+                self._not_processed(work)
+                continue
+            await self._attempt(work, call)
+
+    async def _attempt(self, work: _Work, call: ItemCall) -> None:
+        stats = self.stats
+        work.attempts += 1
+        stats.in_flight += 1
+        try:
+            await call(work.item)
+        except Exception as exc:
+            stats.in_flight -= 1
+            self._handle_error(work, exc)
+            return
+        stats.in_flight -= 1
+        stats.succeeded += 1
+        self._finish_one()
+
+    def _build_call(self) -> ItemCall:
+        """Compose the per-item call once, so the hot path has no per-item branching."""
+        process = self.service.process
+        call: ItemCall
+        if inspect.iscoroutinefunction(process):
+            call = process
+        else:
+            self._thread_pool = ThreadPoolExecutor(self.settings.concurrency, thread_name_prefix="batchframe")
+            call = _in_thread(process, self._thread_pool)
+        if self.settings.item_timeout_s is not None:
+            call = _with_timeout(call, self.settings.item_timeout_s)
+        if self.settings.rate_per_s is not None:
+            call = _with_rate_limit(call, self.settings.rate_per_s)
+        return call
+
+    # ------------------------------------------------------------------------------ error handling
+
+    def _handle_error(self, work: _Work, exc: Exception) -> None:
+        if not self.policy.should_retry(exc, work.attempts):
+            self._record_failure(FailedItem.from_exception(work.index, work.item, exc, work.attempts))
+        elif self._stopping:
+            self._not_processed(work, f"{type(exc).__name__}: {exc}")
+        else:
+            self._schedule_retry(work, self.policy.delay_s(work.attempts, exc))
+            logger.debug("item %d: %s (attempt %d), retrying", work.index, type(exc).__name__, work.attempts)
+
+    def _schedule_retry(self, work: _Work, delay_s: float) -> None:
+        self.stats.retrying += 1
+        handle = asyncio.get_running_loop().call_later(delay_s, self._retry_ready, work)
+        self._waiting_retries[work.index] = (handle, work)
+
+    def _retry_ready(self, work: _Work) -> None:
+        del self._waiting_retries[work.index]
+        self.stats.retrying -= 1
+        queue = self._queue
+        assert queue is not None
+        # A full queue means every worker is busy and will look at the ready list before the queue.
+        if queue.full():
+            self._ready_retries.append(work)
+        else:
+            queue.put_nowait(work)
+
+    def _record_failure(self, failed: FailedItem) -> None:
+        self.stats.failed += 1
+        self.stats.failures_by_type[failed.error_type] += 1
+        self.failed.append(failed)
+        if failed.exception is not None:
+            logger.debug("item %d failed: %s: %s", failed.index, failed.error_type, failed.message)
+        if self._on_failure is not None:
+            self._on_failure(failed)
+        self._finish_one()
+
+    def _not_processed(self, work: _Work, why: str | None = None) -> None:
+        self._record_failure(FailedItem.not_processed(work.index, work.item, work.attempts, why or self._stop_reason))
+
+    def _finish_one(self) -> None:
+        self._outstanding -= 1
+        self._check_all_done()
+
+    def _check_all_done(self) -> None:
+        if self._feeding_done and self._outstanding == 0 and self._all_done is not None:
+            self._all_done.set()
+
+
+def _retryable(service: Any) -> tuple[type[BaseException], ...]:
+    configured = getattr(service, "exceptions_to_retry_for", None)
+    if configured is None:
+        return (TimeoutError, ConnectionError)
+    if isinstance(configured, type):
+        configured = (configured,)
+    return tuple(configured)
+
+
+def _in_thread(process: Callable[[Any], Any], pool: ThreadPoolExecutor) -> ItemCall:
+    async def call(item: Any) -> Any:
+        result = await asyncio.get_running_loop().run_in_executor(pool, process, item)
+        if inspect.isawaitable(result):
+            return await result
+        return result
+
+    return call
+
+
+def _with_timeout(call: ItemCall, timeout_s: float) -> ItemCall:
+    async def timed(item: Any) -> Any:
+        try:
+            return await asyncio.wait_for(call(item), timeout_s)
+        except asyncio.TimeoutError:
+            # On Python 3.10 asyncio's TimeoutError is not the builtin one users list as retryable.
+            raise TimeoutError(f"item took longer than item_timeout_sec={timeout_s}") from None
+
+    return timed
+
+
+def _with_rate_limit(call: ItemCall, rate_per_s: float) -> ItemCall:
+    from aiolimiter import AsyncLimiter
+
+    # aiolimiter needs a capacity of at least one item: express slow rates as 1 item per period.
+    limiter = AsyncLimiter(rate_per_s, 1.0) if rate_per_s >= 1 else AsyncLimiter(1, 1.0 / rate_per_s)
+
+    async def limited(item: Any) -> Any:
+        async with limiter:
+            return await call(item)
+
+    return limited

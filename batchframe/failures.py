@@ -1,0 +1,92 @@
+"""Failed items: the record kept for each, and ``failed.jsonl`` in the run folder."""
+
+from __future__ import annotations
+
+import json
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+NOT_PROCESSED = "NotProcessed"
+"""The error type recorded for items a stopped or crashed run never finished."""
+
+
+@dataclass(frozen=True, slots=True)
+class FailedItem:
+    """One item that did not succeed.
+
+    Attributes:
+        index: the item's position in the source (0-based).
+        item: the item itself.
+        error_type: the exception's class name (``NotProcessed`` for items a stopped run never ran).
+        message: the exception's message.
+        attempts: how many times it was tried.
+        traceback: the formatted traceback of the last attempt.
+        exception: the exception itself (not serialised).
+    """
+
+    index: int
+    item: Any
+    error_type: str
+    message: str
+    attempts: int
+    traceback: str = ""
+    exception: BaseException | None = None
+
+    @classmethod
+    def from_exception(cls, index: int, item: Any, exc: BaseException, attempts: int) -> FailedItem:
+        """Build the record of an item whose last attempt raised ``exc``."""
+        return cls(
+            index=index,
+            item=item,
+            error_type=type(exc).__qualname__,
+            message=str(exc),
+            attempts=attempts,
+            traceback="".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+            exception=exc,
+        )
+
+    @classmethod
+    def not_processed(cls, index: int, item: Any, attempts: int, why: str) -> FailedItem:
+        """Build the record of an item the run stopped before finishing."""
+        return cls(index=index, item=item, error_type=NOT_PROCESSED, message=why, attempts=attempts)
+
+    def to_json(self) -> str:
+        """One ``failed.jsonl`` line: the item as JSON, or its repr when it is not JSON-serialisable."""
+        record = {
+            "index": self.index,
+            "item": self.item,
+            "error_type": self.error_type,
+            "message": self.message,
+            "attempts": self.attempts,
+            "traceback": self.traceback,
+        }
+        try:
+            return json.dumps(record, ensure_ascii=False)
+        except (TypeError, ValueError):
+            record.update(item=None, item_repr=repr(self.item))
+            return json.dumps(record, ensure_ascii=False)
+
+
+class FailureLog:
+    """Appends each failed item to ``failed.jsonl`` as it fails, so a crash loses none of them."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._file: IO[str] | None = None
+
+    def write(self, failed: FailedItem) -> None:
+        """Append one record and flush it to the OS."""
+        if self.path is None:
+            return
+        if self._file is None:
+            self._file = self.path.open("a", encoding="utf-8")
+        self._file.write(failed.to_json() + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        """Close the file (if anything was written)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None

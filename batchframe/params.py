@@ -1,0 +1,382 @@
+"""BatchframeParam: discovery on the user's classes, and turning ``-p NAME=VALUE`` text into typed values."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import difflib
+import enum
+import inspect
+import logging
+import types
+import typing
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Annotated, Any, Literal, TypeVar, Union
+
+from batchframe.errors import ParamError
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class _ParamMarker:
+    """The metadata object that marks an annotation as a BatchframeParam."""
+
+    def __repr__(self) -> str:
+        return "BatchframeParam"
+
+
+_MARKER = _ParamMarker()
+
+BatchframeParam = Annotated[T, _MARKER]
+"""Marks a constructor argument (or a Configuration field) as a parameter settable with ``-p NAME=VALUE``.
+
+``count: BatchframeParam[int] = 10`` is an optional parameter with a default; without a default it is
+required. A description can be attached with ``Annotated[int, BatchframeParam, "how many items"]``.
+"""
+
+_NOTHING: Any = dataclasses.MISSING
+_NONE_WORDS = frozenset({"none", "null"})
+_TRUE_WORDS = frozenset({"1", "true", "t", "yes", "y", "on"})
+_FALSE_WORDS = frozenset({"0", "false", "f", "no", "n", "off"})
+
+
+@dataclasses.dataclass(frozen=True)
+class ParamSpec:
+    """One parameter: where it is declared, its type and its default.
+
+    Attributes:
+        name: the argument or field name, as given to ``-p``.
+        type: the annotation with BatchframeParam stripped (e.g. ``int``, ``list[Path]``).
+        default: the default value, or ``dataclasses.MISSING`` when the parameter is required.
+        owner: the class that declares it.
+        description: text from ``Annotated[..., "description"]``, or empty.
+    """
+
+    name: str
+    type: Any
+    default: Any
+    owner: type
+    description: str = ""
+
+    @property
+    def required(self) -> bool:
+        """True when the parameter has no default."""
+        return self.default is _NOTHING
+
+    @property
+    def type_name(self) -> str:
+        """A short human-readable name for the type, e.g. ``list[int]`` or ``Color``."""
+        return type_name(self.type)
+
+
+def is_param_annotation(annotation: Any) -> bool:
+    """Whether an annotation (already evaluated, with extras) is a BatchframeParam."""
+    if typing.get_origin(annotation) is not Annotated:
+        return False
+    return any(meta is _MARKER or meta is BatchframeParam for meta in annotation.__metadata__)
+
+
+def _split_annotation(annotation: Any) -> tuple[Any, str]:
+    """Return the bare type and the description of a BatchframeParam annotation."""
+    description = " ".join(m for m in annotation.__metadata__ if isinstance(m, str))
+    return annotation.__origin__, description
+
+
+def type_hints(obj: Any) -> dict[str, Any]:
+    """``get_type_hints`` with extras, tolerant of names that cannot be resolved."""
+    target = inspect.unwrap(obj) if callable(obj) and not isinstance(obj, type) else obj
+    try:
+        return typing.get_type_hints(target, include_extras=True)
+    except Exception:  # an unresolvable forward reference: keep what evaluates
+        logger.debug("could not resolve all annotations of %r", obj, exc_info=True)
+        return {k: v for k, v in getattr(target, "__annotations__", {}).items() if not isinstance(v, str)}
+
+
+def params_of_class(cls: type) -> list[ParamSpec]:
+    """The BatchframeParams a class declares: ``__init__`` arguments, or dataclass fields."""
+    if _is_configuration(cls):
+        return _config_params(cls)
+    init = cls.__dict__.get("__init__")
+    if init is None:
+        return []
+    hints = type_hints(init)
+    specs = []
+    for name, parameter in inspect.signature(inspect.unwrap(init)).parameters.items():
+        annotation = hints.get(name)
+        if annotation is not None and is_param_annotation(annotation):
+            bare, description = _split_annotation(annotation)
+            default = _NOTHING if parameter.default is inspect.Parameter.empty else parameter.default
+            specs.append(ParamSpec(name, bare, default, cls, description))
+    return specs
+
+
+def _is_configuration(cls: type) -> bool:
+    from batchframe.configuration import Configuration
+
+    return issubclass(cls, Configuration)
+
+
+def _config_params(cls: type) -> list[ParamSpec]:
+    """Attributes annotated BatchframeParam anywhere in the MRO; defaults from the most derived class.
+
+    Configurations are dataclasses, but a subclass may override a default with a plain class
+    attribute (``concurrency = 2``) or add annotated attributes without ``@dataclass``: both count.
+    """
+    fields = {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
+    names = dict.fromkeys(name for klass in reversed(cls.__mro__) for name in getattr(klass, "__annotations__", {}))
+    specs = []
+    for name in names:
+        annotation, owner = _param_annotation_in_mro(cls, name)
+        if annotation is None or owner is None:
+            continue
+        bare, description = _split_annotation(annotation)
+        specs.append(ParamSpec(name, bare, class_default(cls, name, fields.get(name)), owner, description))
+    return specs
+
+
+def _param_annotation_in_mro(cls: type, name: str) -> tuple[Any, type | None]:
+    annotation: Any = None
+    owner: type | None = None
+    for klass in reversed(cls.__mro__):
+        hint = type_hints(klass).get(name) if name in vars(klass).get("__annotations__", {}) else None
+        if hint is not None and is_param_annotation(hint):
+            annotation, owner = hint, klass
+    return annotation, owner
+
+
+def class_default(cls: type, name: str, field: dataclasses.Field[Any] | None = None) -> Any:
+    """The default of attribute ``name`` as seen on ``cls``: a plain class attribute in a subclass wins."""
+    if any(name in vars(klass) for klass in cls.__mro__):
+        return getattr(cls, name)
+    if field is not None and field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return _NOTHING
+
+
+# ---------------------------------------------------------------------------------------------- parsing
+
+
+def type_name(annotation: Any) -> str:
+    """A short name for a type, for messages and tables."""
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(annotation))
+    if origin in (Union, types.UnionType):
+        return " | ".join(type_name(a) for a in typing.get_args(annotation))
+    if origin is not None:
+        args = ", ".join("..." if a is Ellipsis else type_name(a) for a in typing.get_args(annotation))
+        return f"{getattr(origin, '__name__', str(origin))}[{args}]"
+    if annotation is type(None):
+        return "None"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def parse_value(annotation: Any, raw: str | Sequence[str]) -> Any:
+    """Turn command-line text into a value of ``annotation``.
+
+    ``raw`` is a list when the parameter was given more than once (only valid for collections).
+
+    Raises:
+        ValueError: the text does not parse; the message says what was expected.
+    """
+    origin = typing.get_origin(annotation)
+    if origin in (Union, types.UnionType) and not isinstance(raw, str):
+        members = [m for m in typing.get_args(annotation) if m is not type(None)]
+        if len(members) == 1:
+            return parse_value(members[0], raw)
+    if origin in (list, tuple, set, frozenset, Sequence, Iterable):
+        return _parse_collection(annotation, raw)
+    if not isinstance(raw, str):
+        raise ValueError("given more than once, but it takes a single value")
+    return _parse_scalar(annotation, raw)
+
+
+def _parse_collection(annotation: Any, raw: str | Sequence[str]) -> Any:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    parts = [raw] if isinstance(raw, str) else list(raw)
+    pieces = [piece.strip() for part in parts for piece in part.split(",") if piece.strip()]
+    if origin is tuple and args and (len(args) != 2 or args[1] is not Ellipsis):
+        if len(pieces) != len(args):
+            raise ValueError(f"expected {len(args)} comma-separated values, got {len(pieces)}")
+        return tuple(_parse_scalar(a, p) for a, p in zip(args, pieces, strict=True))
+    item_type = args[0] if args else str
+    values = [_parse_scalar(item_type, p) for p in pieces]
+    if origin in (set, frozenset):
+        return origin(values)
+    return tuple(values) if origin is tuple else values
+
+
+def _parse_scalar(annotation: Any, raw: str) -> Any:  # noqa: C901 - one flat dispatch over types
+    origin = typing.get_origin(annotation)
+    if annotation is Any or annotation is str:
+        return raw
+    if origin in (Union, types.UnionType):
+        return _parse_union(typing.get_args(annotation), raw)
+    if origin is Literal:
+        return _parse_literal(typing.get_args(annotation), raw)
+    if annotation is bool:
+        return _parse_bool(raw)
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return _parse_enum(annotation, raw)
+    if annotation is dt.datetime:
+        return dt.datetime.fromisoformat(raw)
+    if annotation is dt.date:
+        return dt.date.fromisoformat(raw)
+    if annotation is type(None):
+        if raw.lower() in _NONE_WORDS:
+            return None
+        raise ValueError("expected none")
+    if isinstance(annotation, type):
+        # int, float, Path, Decimal and any class whose constructor takes one string
+        return annotation(raw)
+    raise ValueError(f"batchframe cannot parse values of type {type_name(annotation)}")
+
+
+def _parse_union(members: tuple[Any, ...], raw: str) -> Any:
+    if type(None) in members and raw.lower() in _NONE_WORDS | {""}:
+        return None
+    errors = []
+    for member in members:
+        if member is type(None):
+            continue
+        try:
+            return parse_value(member, raw)
+        except (ValueError, TypeError) as exc:
+            errors.append(str(exc))
+    raise ValueError("; ".join(errors) or "no type accepts it")
+
+
+def _parse_literal(choices: tuple[Any, ...], raw: str) -> Any:
+    for choice in choices:
+        if str(choice) == raw or (isinstance(choice, str) and choice.lower() == raw.lower()):
+            return choice
+    raise ValueError("expected one of " + ", ".join(str(c) for c in choices))
+
+
+def _parse_bool(raw: str) -> bool:
+    word = raw.strip().lower()
+    if word in _TRUE_WORDS:
+        return True
+    if word in _FALSE_WORDS:
+        return False
+    raise ValueError("expected true or false (also yes/no, on/off, 1/0)")
+
+
+def _parse_enum(enum_cls: type[enum.Enum], raw: str) -> enum.Enum:
+    for member in enum_cls:
+        if raw in (member.name, str(member.value)) or raw.lower() == member.name.lower():
+            return member
+    raise ValueError("expected one of " + ", ".join(m.name for m in enum_cls))
+
+
+# ------------------------------------------------------------------------------------- the CLI's -p
+
+
+def split_assignments(assignments: Iterable[str]) -> dict[str, list[str]]:
+    """Split ``NAME=VALUE`` strings into a name -> values mapping (a name may repeat).
+
+    Raises:
+        ParamError: an assignment has no ``=`` or an empty name.
+    """
+    result: dict[str, list[str]] = {}
+    for assignment in assignments:
+        name, sep, value = assignment.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise ParamError(
+                f"-p {assignment!r} is not of the form NAME=VALUE.",
+                hint=f"Write it as -p {name or 'NAME'}=VALUE (one -p per parameter; quote values with spaces).",
+                param=name or None,
+            )
+        result.setdefault(name, []).append(value)
+    return result
+
+
+def merge_specs(specs: Iterable[ParamSpec]) -> dict[str, ParamSpec]:
+    """Index parameters by name; a name declared by two unrelated classes is an error.
+
+    A subclass re-declaring its parent's parameter is fine: the subclass's declaration wins.
+
+    Raises:
+        ParamError: two unrelated classes declare the same parameter name.
+    """
+    merged: dict[str, ParamSpec] = {}
+    for spec in specs:
+        seen = merged.get(spec.name)
+        if seen is None or issubclass(spec.owner, seen.owner):
+            merged[spec.name] = spec
+        elif not issubclass(seen.owner, spec.owner):
+            raise ParamError(
+                f"Parameter {spec.name!r} is declared by both {_where(seen.owner)} and {_where(spec.owner)}; "
+                "a -p name must mean one thing.",
+                hint="Rename one of them, or declare it once on your Configuration and inject the config.",
+                param=spec.name,
+            )
+    return merged
+
+
+def _where(cls: type) -> str:
+    return f"{cls.__qualname__} ({cls.__module__})"
+
+
+def resolve_values(specs: Mapping[str, ParamSpec], given: Mapping[str, list[str]]) -> dict[str, Any]:
+    """Parse the given values against their specs and fill in defaults.
+
+    Returns:
+        name -> value for every parameter that has a value (given or default).
+
+    Raises:
+        ParamError: an unknown name (with a did-you-mean hint) or a value that does not parse.
+    """
+    values: dict[str, Any] = {}
+    for name, raws in given.items():
+        spec = specs.get(name)
+        if spec is None:
+            raise _unknown_param(name, specs)
+        raw: str | list[str] = raws[0] if len(raws) == 1 else raws
+        try:
+            values[name] = parse_value(spec.type, raw)
+        except (ValueError, TypeError) as exc:
+            raise ParamError(
+                f"Parameter {name!r} expects {spec.type_name}, but got {', '.join(map(repr, raws))}: {exc}.",
+                hint=f"Pass a valid value, e.g. -p {name}=... (see the type above).",
+                param=name,
+            ) from None
+    for name, spec in specs.items():
+        if name not in values and not spec.required:
+            values[name] = spec.default
+    return values
+
+
+def _unknown_param(name: str, specs: Mapping[str, ParamSpec]) -> ParamError:
+    close = difflib.get_close_matches(name, list(specs), n=1, cutoff=0.6)
+    hint = f"Did you mean {close[0]!r}?" if close else ""
+    known = ", ".join(sorted(specs)) or "(none)"
+    return ParamError(
+        f"Unknown parameter {name!r}. {hint}".strip(),
+        hint=f"This project's parameters are: {known}.",
+        param=name,
+    )
+
+
+def missing_params(specs: Mapping[str, ParamSpec], values: Mapping[str, Any]) -> list[ParamSpec]:
+    """The required parameters that have no value yet, in declaration order."""
+    return [spec for name, spec in specs.items() if spec.required and name not in values]
+
+
+def missing_params_error(missing: Sequence[ParamSpec], *, project: str = "PATH") -> ParamError:
+    """One error that lists every missing parameter with its type and description."""
+    lines = [
+        f"  - {spec.name} ({spec.type_name}, {spec.owner.__qualname__})"
+        + (f": {spec.description}" if spec.description else "")
+        for spec in missing
+    ]
+    example = " ".join(f"-p {spec.name}=..." for spec in missing)
+    return ParamError(
+        "Missing required parameter" + ("s" if len(missing) > 1 else "") + ":\n" + "\n".join(lines),
+        hint=f"Give them on the command line: {example}   (list all with: batchframe params {project})",
+        param=missing[0].name if len(missing) == 1 else None,
+    )

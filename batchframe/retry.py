@@ -1,0 +1,89 @@
+"""The retry policy: which failures are retried, and how long to wait before each retry."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
+
+from batchframe.errors import ParamError
+
+
+class Retry(Exception):  # noqa: N818 - named for what the user asks for, like arq's Retry
+    """Raise from ``Service.process`` to retry the item explicitly, whatever its exception type.
+
+    Args:
+        delay_s: wait this long before the retry (default: the policy's backoff).
+        reason: why, for the logs and failed.jsonl if the retries run out.
+    """
+
+    def __init__(self, delay_s: float | None = None, reason: str = "retry requested") -> None:
+        super().__init__(reason)
+        self.delay_s = delay_s
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetryPolicy:
+    """Exponential backoff with full jitter, capped; or an explicit list of delays.
+
+    Attempt ``n`` (1 = the first retry) waits ``uniform(0, min(cap, base * 2**(n-1)))`` seconds
+    ("full jitter", https://aws.amazon.com/blogs/architecture/exponential-backoff-and-jitter/),
+    or ``delays_s[n-1]`` (the last one repeating) when delays are given.
+
+    Attributes:
+        max_retries: retries after the first attempt; 0 disables retrying.
+        base_s: the first delay.
+        cap_s: the largest delay.
+        delays_s: explicit delays, overriding base and cap.
+        retry_on: exception types retried (matched with isinstance).
+    """
+
+    max_retries: int = 3
+    base_s: float = 1.0
+    cap_s: float = 60.0
+    delays_s: Sequence[float] | None = None
+    retry_on: tuple[type[BaseException], ...] = (TimeoutError, ConnectionError)
+    jitter: Callable[[float, float], float] = field(default=random.uniform, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        _check_non_negative("max_retries", self.max_retries)
+        _check_non_negative("retry_backoff_sec", self.base_s)
+        _check_non_negative("retry_backoff_max_sec", self.cap_s)
+        for delay in self.delays_s or ():
+            _check_non_negative("retry_delays_sec", delay)
+
+    @classmethod
+    def with_exceptions(cls, policy: RetryPolicy, retry_on: Collection[type[BaseException]]) -> RetryPolicy:
+        """A copy of ``policy`` that retries ``retry_on``."""
+        return cls(
+            max_retries=policy.max_retries,
+            base_s=policy.base_s,
+            cap_s=policy.cap_s,
+            delays_s=policy.delays_s,
+            retry_on=tuple(retry_on),
+            jitter=policy.jitter,
+        )
+
+    def should_retry(self, exc: BaseException, attempts: int) -> bool:
+        """Whether an item that failed its ``attempts``-th attempt with ``exc`` gets another one."""
+        if attempts > self.max_retries:
+            return False
+        return isinstance(exc, (Retry, *self.retry_on))
+
+    def delay_s(self, attempts: int, exc: BaseException | None = None) -> float:
+        """Seconds to wait after the ``attempts``-th failed attempt."""
+        if isinstance(exc, Retry) and exc.delay_s is not None:
+            return max(exc.delay_s, 0.0)
+        if self.delays_s:
+            return float(self.delays_s[min(attempts, len(self.delays_s)) - 1])
+        ceiling = min(self.cap_s, self.base_s * 2 ** (attempts - 1))
+        return self.jitter(0.0, ceiling)
+
+
+def _check_non_negative(name: str, value: float) -> None:
+    if value < 0:
+        raise ParamError(
+            f"{name} must be zero or more, got {value!r}.",
+            hint=f"Set it with -p {name}=VALUE (or in your config).",
+            param=name,
+        )

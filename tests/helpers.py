@@ -1,0 +1,83 @@
+"""Helpers for writing user projects inline and running the CLI for real."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "examples"
+
+
+def build_file_tree(root: Path, files: dict[str, str]) -> Path:
+    """Write ``{relative path: text}`` under ``root`` (text is dedented) and return ``root``."""
+    for relative, text in files.items():
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
+    return root
+
+
+def batchframe_cli(*args: str | os.PathLike[str], cwd: Path, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run the real ``batchframe`` console script in a subprocess (no terminal)."""
+    executable = Path(sys.executable).parent / "batchframe"
+    command = [str(executable)] if executable.exists() else [sys.executable, "-m", "batchframe"]
+    full_env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1", **env}
+    return subprocess.run(
+        [*command, *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def only_run_dir(output_dir: Path) -> Path:
+    """The single run folder inside ``output_dir``."""
+    runs = sorted(p for p in output_dir.iterdir() if p.is_dir())
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The records of a .jsonl file."""
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+SIMPLE_PROJECT = '''
+import logging
+from batchframe import BatchframeParam, Service, Source, inject
+
+@inject
+class Numbers(Source[int]):
+    def __init__(self, count: BatchframeParam[int] = 5):
+        self.it = iter(range(count))
+        self.count = count
+        self.failed = None
+
+    def __len__(self):
+        return self.count
+
+    def next(self):
+        return next(self.it)
+
+    def persist_failed(self, failed):
+        self.failed = failed
+
+@inject
+class Echo(Service[int]):
+    def __init__(self, source: Source[int]):
+        self.source = source
+        self.seen = []
+
+    async def process(self, item):
+        logging.getLogger("user.code").info("processing %s", item)
+        self.seen.append(item)
+'''

@@ -1,0 +1,185 @@
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+from pathlib import Path
+from typing import Annotated, Literal, Optional
+
+import pytest
+
+from batchframe import BatchframeParam, Configuration, ParamError
+from batchframe.params import (
+    merge_specs,
+    missing_params,
+    missing_params_error,
+    params_of_class,
+    parse_value,
+    resolve_values,
+    split_assignments,
+)
+
+
+class Color(enum.Enum):
+    RED = "red"
+    GREEN = "green"
+
+
+@pytest.mark.parametrize(
+    ("annotation", "raw", "expected"),
+    [
+        (str, "hello world", "hello world"),
+        (int, "42", 42),
+        (int, "-3", -3),
+        (float, "2.5", 2.5),
+        (bool, "true", True),
+        (bool, "No", False),
+        (bool, "1", True),
+        (bool, "off", False),
+        (dt.datetime, "2026-11-25T10:30:00", dt.datetime(2026, 11, 25, 10, 30)),
+        (dt.date, "2026-11-25", dt.date(2026, 11, 25)),
+        (Path, "data/in.csv", Path("data/in.csv")),
+        (Color, "RED", Color.RED),
+        (Color, "green", Color.GREEN),
+        (Literal["fast", "slow"], "slow", "slow"),
+        (Literal[1, 2], "2", 2),
+        (Optional[int], "7", 7),  # noqa: UP045
+        (Optional[int], "none", None),  # noqa: UP045
+        (int | None, "", None),
+        (list[int], "1,2, 3", [1, 2, 3]),
+        (list[int], ["1", "2,3"], [1, 2, 3]),
+        (tuple[float, ...], "1,2.5", (1.0, 2.5)),
+        (tuple[int, str], "1,a", (1, "a")),
+        (set[str], "a,b,a", {"a", "b"}),
+        (list[Path] | None, "a,b", [Path("a"), Path("b")]),
+    ],
+)
+def test_parse_value_casts_each_supported_type(annotation, raw, expected) -> None:
+    assert parse_value(annotation, raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("annotation", "raw"),
+    [
+        (int, "abc"),
+        (float, "fast"),
+        (bool, "maybe"),
+        (dt.date, "25/11/2026"),
+        (Color, "BLUE"),
+        (Literal["a", "b"], "c"),
+        (list[int], "1,x"),
+        (tuple[int, int], "1"),
+        (int, ["1", "2"]),
+    ],
+)
+def test_parse_value_rejects_bad_text(annotation, raw) -> None:
+    with pytest.raises(ValueError):
+        parse_value(annotation, raw)
+
+
+def test_split_assignments_groups_repeats_and_keeps_equals_in_values() -> None:
+    assert split_assignments(["a=1", "b=x=y", "a=2", "c="]) == {"a": ["1", "2"], "b": ["x=y"], "c": [""]}
+
+
+def test_split_assignments_without_equals_shows_the_right_spelling() -> None:
+    with pytest.raises(ParamError) as info:
+        split_assignments(["count"])
+    assert "NAME=VALUE" in str(info.value)
+    assert "-p count=VALUE" in str(info.value)
+    assert info.value.exit_code == 2
+
+
+class Job:
+    def __init__(
+        self,
+        other: object = None,
+        count: BatchframeParam[int] = 10,
+        when: BatchframeParam[dt.date] = dt.date(2026, 1, 1),
+        name: Annotated[str, BatchframeParam, "who to greet"] = "x",
+        must: BatchframeParam[Path] = ...,  # type: ignore[assignment]
+    ) -> None: ...
+
+
+class Required:
+    def __init__(self, token: BatchframeParam[str], retries: BatchframeParam[int]) -> None: ...
+
+
+def test_params_of_class_finds_only_marked_arguments_with_defaults_and_descriptions() -> None:
+    specs = {s.name: s for s in params_of_class(Job)}
+    assert list(specs) == ["count", "when", "name", "must"]
+    assert specs["count"].type is int and specs["count"].default == 10 and not specs["count"].required
+    assert specs["name"].description == "who to greet"
+    assert specs["when"].owner is Job
+    required = params_of_class(Required)
+    assert [s.required for s in required] == [True, True]
+
+
+def test_configuration_params_include_runtime_fields_and_subclass_overrides() -> None:
+    @dataclasses.dataclass
+    class Mine(Configuration):
+        api_key: BatchframeParam[str] = "k"
+        plain: str = "not a param"
+
+    class Override(Mine):  # a plain class attribute overrides a default, no @dataclass needed
+        concurrency = 3
+        extra: BatchframeParam[int] = 5
+
+    specs = {s.name: s for s in params_of_class(Override)}
+    assert specs["concurrency"].default == 3
+    assert specs["concurrency"].owner is Configuration
+    assert specs["api_key"].owner is Mine
+    assert specs["extra"].default == 5
+    assert "plain" not in specs
+    assert {"max_retries", "retry_backoff_sec", "item_timeout_sec", "executor"} <= set(specs)
+
+
+class OtherJob:
+    def __init__(self, count: BatchframeParam[int] = 1) -> None: ...
+
+
+class SubJob(Job):
+    def __init__(self, count: BatchframeParam[int] = 99) -> None: ...
+
+
+def test_merge_specs_rejects_the_same_name_on_two_unrelated_classes() -> None:
+    with pytest.raises(ParamError) as info:
+        merge_specs([*params_of_class(Job), *params_of_class(OtherJob)])
+    message = str(info.value)
+    assert "'count'" in message and "Job" in message and "OtherJob" in message
+    assert info.value.exit_code == 2
+
+
+def test_merge_specs_lets_a_subclass_redeclare_a_parameter() -> None:
+    merged = merge_specs([*params_of_class(Job), *params_of_class(SubJob)])
+    assert merged["count"].default == 99
+
+
+def test_resolve_values_parses_given_and_fills_defaults() -> None:
+    specs = merge_specs(params_of_class(Job))
+    values = resolve_values(specs, {"count": ["5"]})
+    assert values["count"] == 5
+    assert values["when"] == dt.date(2026, 1, 1)
+
+
+def test_unknown_parameter_suggests_the_closest_name() -> None:
+    specs = merge_specs(params_of_class(Job))
+    with pytest.raises(ParamError) as info:
+        resolve_values(specs, {"cuont": ["5"]})
+    assert "Did you mean 'count'?" in str(info.value)
+
+
+def test_bad_value_names_the_parameter_the_type_and_the_value() -> None:
+    specs = merge_specs(params_of_class(Job))
+    with pytest.raises(ParamError) as info:
+        resolve_values(specs, {"count": ["lots"]})
+    message = str(info.value)
+    assert "'count'" in message and "int" in message and "'lots'" in message
+
+
+def test_missing_params_error_lists_every_missing_one_with_type() -> None:
+    specs = merge_specs(params_of_class(Required))
+    missing = missing_params(specs, resolve_values(specs, {}))
+    assert [s.name for s in missing] == ["token", "retries"]
+    message = str(missing_params_error(missing, project="job.py"))
+    assert "token (str" in message and "retries (int" in message
+    assert "-p token=... -p retries=..." in message
