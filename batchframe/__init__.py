@@ -1,24 +1,40 @@
 """batchframe: run a Source of work items through a Service, with everything around that loop done for you.
 
 Write a ``Source`` (the items) and a ``Service`` (``process(item)``), then run ``batchframe exec PATH``.
+
+The names below are imported on first use (PEP 562), so ``batchframe --help`` does not pay for kink
+and asyncio.
 """
 
-from __future__ import annotations
+from importlib import import_module as _import_module
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
 
-from importlib.metadata import PackageNotFoundError, version
+if _TYPE_CHECKING:
+    from batchframe.configuration import Configuration
+    from batchframe.container import inject
+    from batchframe.errors import BatchframeError, ConfigError, ParamError, ProjectError, RunError, UsageError
+    from batchframe.params import BatchframeParam
+    from batchframe.retry import Retry
+    from batchframe.service import Service
+    from batchframe.source import Source
 
-from batchframe.configuration import Configuration
-from batchframe.container import inject
-from batchframe.errors import BatchframeError, ConfigError, ParamError, ProjectError, RunError, UsageError
-from batchframe.params import BatchframeParam
-from batchframe.retry import Retry
-from batchframe.service import Service
-from batchframe.source import Source
+    __version__: str
 
-try:
-    __version__ = version("batchframe")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree that was never installed
-    __version__ = "0.0.0"
+_HOMES = {
+    "BatchframeError": "batchframe.errors",
+    "BatchframeParam": "batchframe.params",
+    "ConfigError": "batchframe.errors",
+    "Configuration": "batchframe.configuration",
+    "ParamError": "batchframe.errors",
+    "ProjectError": "batchframe.errors",
+    "Retry": "batchframe.retry",
+    "RunError": "batchframe.errors",
+    "Service": "batchframe.service",
+    "Source": "batchframe.source",
+    "UsageError": "batchframe.errors",
+    "inject": "batchframe.container",
+}
 
 __all__ = [
     "BatchframeError",
@@ -35,3 +51,29 @@ __all__ = [
     "__version__",
     "inject",
 ]
+
+
+def _read_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("batchframe")
+    except PackageNotFoundError:  # pragma: no cover - a source tree that was never installed
+        return "0.0.0"
+
+
+def __getattr__(name: str) -> _Any:
+    if name == "__version__":
+        # importlib.metadata costs ~70 ms to import: only pay for it when asked.
+        value = globals()["__version__"] = _read_version()
+        return value
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'batchframe' has no attribute {name!r}")
+    value = getattr(_import_module(home), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

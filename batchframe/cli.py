@@ -18,6 +18,8 @@ app = typer.Typer(
     help="Run a Source of work items through a Service: concurrency, retries, logs and progress included.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    # Plain click help: typer's rich help imports rich.markdown and markdown-it (~150 ms) on every --help.
+    rich_markup_mode=None,
 )
 
 PathArg = Annotated[Path, typer.Argument(help="A .py file, a package directory or a directory of modules.")]

@@ -197,8 +197,9 @@ class Executor:
         if self.outcome is Outcome.COMPLETED:
             self.outcome = Outcome.STOPPED
         logger.info("Stopping: %s; in-flight items will finish.", reason)
-        if self._feeder is not None and not self._feeder.done():
-            self._feeder.cancel()
+        feeder = self._feeder
+        if feeder is not None and not feeder.done() and feeder is not asyncio.current_task():
+            feeder.cancel()
         for handle, work in list(self._waiting_retries.values()):
             handle.cancel()
             self.stats.retrying -= 1

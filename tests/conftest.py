@@ -8,7 +8,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from helpers import build_file_tree  # noqa: E402
+from helpers import build_file_tree
 
 
 @pytest.fixture(autouse=True)
@@ -40,5 +40,19 @@ def make_project(tmp_path: Path) -> Callable[..., Path]:
 
     def make(files: dict[str, str], name: str = "proj") -> Path:
         return build_file_tree(tmp_path / name, files)
+
+    return make
+
+
+@pytest.fixture
+def make_executor() -> Callable[..., object]:
+    """Build an Executor over a list (or any source) and a service; keyword overrides go to its settings."""
+    from batchframe.executor import Executor, ExecutorSettings
+    from batchframe.retry import RetryPolicy
+
+    def make(source: object, service: object, *, retry: dict[str, object] | None = None, **overrides: object):
+        policy = RetryPolicy(**{"base_s": 0.001, "cap_s": 0.005, **(retry or {})})  # type: ignore[arg-type]
+        settings = ExecutorSettings(retry=policy, **overrides)  # type: ignore[arg-type]
+        return Executor(source, service, settings=settings)
 
     return make

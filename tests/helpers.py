@@ -23,7 +23,9 @@ def build_file_tree(root: Path, files: dict[str, str]) -> Path:
     return root
 
 
-def batchframe_cli(*args: str | os.PathLike[str], cwd: Path, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
+def batchframe_cli(
+    *args: str | os.PathLike[str], cwd: Path, timeout: float = 60, **env: str
+) -> subprocess.CompletedProcess[str]:
     """Run the real ``batchframe`` console script in a subprocess (no terminal)."""
     executable = Path(sys.executable).parent / "batchframe"
     command = [str(executable)] if executable.exists() else [sys.executable, "-m", "batchframe"]
@@ -51,7 +53,7 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-SIMPLE_PROJECT = '''
+SIMPLE_PROJECT = """
 import logging
 from batchframe import BatchframeParam, Service, Source, inject
 
@@ -80,4 +82,4 @@ class Echo(Service[int]):
     async def process(self, item):
         logging.getLogger("user.code").info("processing %s", item)
         self.seen.append(item)
-'''
+"""

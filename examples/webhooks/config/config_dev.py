@@ -10,7 +10,8 @@ class DevConfig(WebhookConfig):
     """Local settings."""
 
     endpoint: str = "http://localhost:8080/hook"
-    failure_rate: float = 0.2
+    failure_rate: float = 0.1
     concurrency: int = 4
     retry_backoff_sec: float = 0.01
     retry_backoff_max_sec: float = 0.05
+    max_retries: int = 5

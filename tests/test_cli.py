@@ -1,0 +1,142 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from helpers import SIMPLE_PROJECT, batchframe_cli, only_run_dir
+from typer.testing import CliRunner
+
+from batchframe import __version__
+from batchframe.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args: str | Path):
+    return runner.invoke(app, [str(a) for a in args], env={"COLUMNS": "200", "NO_COLOR": "1"})
+
+
+def assert_usage_error(result, *fragments: str) -> None:
+    assert result.exit_code == 2, result.output
+    for fragment in fragments:
+        assert fragment in result.output, result.output
+    assert "Traceback" not in result.output
+
+
+def test_version() -> None:
+    result = invoke("--version")
+    assert result.exit_code == 0
+    assert result.output.strip() == f"batchframe {__version__}"
+
+
+def test_exec_runs_a_project_and_exits_0(make_project, tmp_path: Path) -> None:
+    root = make_project({"job.py": SIMPLE_PROJECT})
+    result = invoke("exec", root / "job.py", "--param", "count=3", "-d", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert "succeeded" in result.output
+    assert only_run_dir(tmp_path / "out").is_dir()
+
+
+def test_exit_code_3_when_items_fail(make_project) -> None:
+    failing = SIMPLE_PROJECT.replace("self.seen.append(item)", "raise ValueError(item)")
+    root = make_project({"job.py": failing})
+    result = invoke("exec", root / "job.py")
+    assert result.exit_code == 3, result.output
+    assert "ValueError" in result.output
+
+
+def test_missing_path() -> None:
+    assert_usage_error(invoke("exec", "does/not/exist.py"), "does not exist")
+
+
+def test_syntax_error(make_project) -> None:
+    root = make_project({"job.py": "def broken(:\n    pass\n"})
+    assert_usage_error(invoke("exec", root / "job.py"), "job.py, line 1", "syntax error")
+
+
+def test_import_error_shows_the_users_frame(make_project) -> None:
+    root = make_project({"job.py": "import json\nfrom json import not_there\n"})
+    result = invoke("exec", root / "job.py")
+    assert_usage_error(result, "ImportError", "job.py", "line 2", "from json import not_there")
+
+
+@pytest.mark.parametrize(
+    ("cut", "message"),
+    [("@inject\nclass Echo", "No Service found"), ("@inject\nclass Numbers", "No Source found")],
+)
+def test_missing_source_or_service(make_project, cut: str, message: str) -> None:
+    text = SIMPLE_PROJECT.split(cut)[0] if "Echo" in cut else SIMPLE_PROJECT.split(cut)[0] + "\nx = 1\n"
+    root = make_project({"job.py": text})
+    assert_usage_error(invoke("exec", root / "job.py"), message)
+
+
+def test_two_sources(make_project) -> None:
+    extra = "\nclass More(Source[int]):\n    def next(self):\n        raise StopIteration\n"
+    root = make_project({"job.py": SIMPLE_PROJECT + extra})
+    assert_usage_error(invoke("exec", root / "job.py"), "2 Source classes", "Numbers", "More")
+
+
+def test_unknown_config_lists_available(make_project) -> None:
+    root = make_project(
+        {
+            "job.py": SIMPLE_PROJECT,
+            "config/config_dev.py": "from batchframe import Configuration\nclass Dev(Configuration):\n    pass\n",
+        }
+    )
+    assert_usage_error(
+        invoke("exec", root / "job.py", "-c", "config_prod"), "config_prod", "Available configs: config_dev"
+    )
+
+
+def test_param_without_equals(make_project) -> None:
+    root = make_project({"job.py": SIMPLE_PROJECT})
+    assert_usage_error(invoke("exec", root / "job.py", "-p", "count"), "NAME=VALUE", "-p count=VALUE")
+
+
+def test_unknown_param_suggests(make_project) -> None:
+    root = make_project({"job.py": SIMPLE_PROJECT})
+    assert_usage_error(
+        invoke("exec", root / "job.py", "-p", "conut=3"), "Unknown parameter 'conut'", "Did you mean 'count'?"
+    )
+
+
+def test_unparsable_value(make_project) -> None:
+    root = make_project({"job.py": SIMPLE_PROJECT})
+    assert_usage_error(invoke("exec", root / "job.py", "-p", "count=many"), "'count'", "int", "'many'")
+
+
+def test_same_param_on_two_unrelated_classes(make_project) -> None:
+    clash = SIMPLE_PROJECT.replace(
+        "def __init__(self, source: Source[int]):",
+        "def __init__(self, source: Source[int], count: BatchframeParam[int] = 1):",
+    )
+    root = make_project({"job.py": clash})
+    assert_usage_error(invoke("exec", root / "job.py"), "'count' is declared by both", "Numbers", "Echo")
+
+
+def test_invalid_concurrency_is_a_usage_error(make_project) -> None:
+    root = make_project({"job.py": SIMPLE_PROJECT})
+    assert_usage_error(invoke("exec", root / "job.py", "-p", "concurrency=0"), "concurrency must be", "greater than 0")
+
+
+def test_params_command_lists_parameters(make_project) -> None:
+    root = make_project({"job.py": SIMPLE_PROJECT})
+    result = invoke("params", root / "job.py")
+    assert result.exit_code == 0, result.output
+    assert "count" in result.output and "Numbers" in result.output and "concurrency" in result.output
+
+
+def test_verbose_twice_shows_the_traceback_in_a_real_process(make_project, tmp_path: Path) -> None:
+    root = make_project({"job.py": "import json\nfrom json import not_there\n"})
+    quiet = batchframe_cli("exec", root / "job.py", cwd=tmp_path)
+    loud = batchframe_cli("exec", root / "job.py", "-vv", cwd=tmp_path)
+    assert quiet.returncode == loud.returncode == 2
+    assert "Traceback" not in quiet.stderr
+    assert "Traceback" in loud.stderr
+
+
+def test_no_traceback_for_bad_input_in_a_real_process(tmp_path: Path) -> None:
+    result = batchframe_cli("exec", "missing.py", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "does not exist" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout

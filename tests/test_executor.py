@@ -1,0 +1,234 @@
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import Counter
+
+import pytest
+
+from batchframe import ParamError, Retry, Service, Source
+from batchframe.executor import ExecutorSettings, Outcome
+from batchframe.failures import NOT_PROCESSED
+
+
+class ListSource(Source[int]):
+    def __init__(self, items) -> None:
+        self.items = list(items)
+        self.it = iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def next(self) -> int:
+        return next(self.it)
+
+
+class Recorder(Service[int]):
+    """Async service: records calls and the highest number of concurrent calls."""
+
+    def __init__(self, fail=None, delay: float = 0.0) -> None:
+        self.fail = fail or (lambda item, attempt: None)
+        self.delay = delay
+        self.calls: Counter[int] = Counter()
+        self.order: list[int] = []
+        self.active = 0
+        self.max_active = 0
+
+    async def process(self, item: int) -> None:
+        self.calls[item] += 1
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
+        try:
+            await asyncio.sleep(self.delay)
+            error = self.fail(item, self.calls[item])
+            if error is not None:
+                raise error
+            self.order.append(item)
+        finally:
+            self.active -= 1
+
+
+def run(executor):
+    return asyncio.run(executor.run())
+
+
+def test_every_item_is_processed_once_with_bounded_concurrency(make_executor) -> None:
+    service = Recorder(delay=0.001)
+    executor = make_executor(ListSource(range(50)), service, concurrency=3)
+    stats = run(executor)
+    assert sorted(service.order) == list(range(50))
+    assert set(service.calls.values()) == {1}
+    assert service.max_active == 3
+    assert (stats.succeeded, stats.failed, stats.read, stats.total) == (50, 0, 50, 50)
+    assert executor.outcome is Outcome.COMPLETED
+
+
+def test_sync_process_runs_in_worker_threads(make_executor) -> None:
+    threads: set[str] = set()
+    lock = threading.Lock()
+    active = [0, 0]
+
+    class SyncService(Service[int]):
+        def process(self, item: int) -> None:
+            import time
+
+            with lock:
+                active[0] += 1
+                active[1] = max(active[1], active[0])
+                threads.add(threading.current_thread().name)
+            time.sleep(0.005)
+            with lock:
+                active[0] -= 1
+
+    stats = run(make_executor(ListSource(range(12)), SyncService(), concurrency=4))
+    assert stats.succeeded == 12
+    assert threading.main_thread().name not in threads
+    assert active[1] > 1  # several items really ran at once
+
+
+def test_failures_are_counted_exactly_and_recorded(make_executor) -> None:
+    service = Recorder(fail=lambda item, attempt: ValueError(f"bad {item}") if item % 3 == 0 else None)
+    recorded = []
+    executor = make_executor(ListSource(range(30)), service, concurrency=5)
+    executor._on_failure = recorded.append
+    stats = run(executor)
+    assert stats.failed == 10 and stats.succeeded == 20
+    assert sorted(f.item for f in executor.failed) == list(range(0, 30, 3))
+    assert [f.index for f in recorded] == [f.index for f in executor.failed]
+    assert all(f.error_type == "ValueError" and f.attempts == 1 for f in executor.failed)
+    assert stats.failures_by_type == Counter({"ValueError": 10})
+
+
+def test_retryable_errors_are_retried_then_succeed(make_executor) -> None:
+    service = Recorder(fail=lambda item, attempt: ConnectionError("flaky") if attempt <= 2 else None)
+    stats = run(make_executor(ListSource(range(10)), service, concurrency=4, retry={"max_retries": 3}))
+    assert stats.succeeded == 10 and stats.failed == 0 and stats.retrying == 0
+    assert set(service.calls.values()) == {3}
+
+
+def test_retries_run_out_after_max_retries(make_executor) -> None:
+    service = Recorder(fail=lambda item, attempt: TimeoutError("slow"))
+    executor = make_executor(ListSource(range(4)), service, retry={"max_retries": 2})
+    stats = run(executor)
+    assert stats.failed == 4
+    assert {f.attempts for f in executor.failed} == {3}
+    assert set(service.calls.values()) == {3}
+
+
+def test_max_retries_zero_fails_at_once(make_executor) -> None:
+    service = Recorder(fail=lambda item, attempt: ConnectionError("down"))
+    executor = make_executor(ListSource(range(3)), service, retry={"max_retries": 0})
+    run(executor)
+    assert {f.attempts for f in executor.failed} == {1}
+
+
+def test_non_retryable_errors_fail_at_once(make_executor) -> None:
+    service = Recorder(fail=lambda item, attempt: KeyError(item))
+    executor = make_executor(ListSource(range(3)), service, retry={"max_retries": 5})
+    run(executor)
+    assert set(service.calls.values()) == {1}
+    assert executor.stats.failed == 3
+
+
+def test_retry_matching_uses_isinstance_and_the_service_attribute(make_executor) -> None:
+    class Throttled(ConnectionRefusedError):
+        pass
+
+    class Custom(Recorder):
+        @property
+        def exceptions_to_retry_for(self):
+            return {ConnectionError, LookupError}
+
+    service = Custom(fail=lambda item, attempt: (Throttled() if item else IndexError()) if attempt == 1 else None)
+    stats = run(make_executor(ListSource(range(2)), service))
+    assert stats.succeeded == 2
+    assert service.calls == Counter({0: 2, 1: 2})
+
+
+def test_a_waiting_retry_does_not_hold_a_worker(make_executor) -> None:
+    service = Recorder(fail=lambda item, attempt: Retry(delay_s=0.05) if item == 0 and attempt == 1 else None)
+    stats = run(make_executor(ListSource(range(6)), service, concurrency=1))
+    assert stats.succeeded == 6
+    assert service.order[-1] == 0  # the one worker went on with 1..5 while item 0 waited
+    assert service.order[:-1] == [1, 2, 3, 4, 5]
+
+
+def test_item_timeout_raises_timeout_error_in_the_item(make_executor) -> None:
+    service = Recorder(delay=5)
+    executor = make_executor(ListSource(range(2)), service, item_timeout_s=0.01, retry={"max_retries": 0})
+    run(executor)
+    assert [f.error_type for f in executor.failed] == ["TimeoutError", "TimeoutError"]
+    assert "item_timeout_sec" in executor.failed[0].message
+
+
+def test_rate_limit_is_applied(make_executor) -> None:
+    service = Recorder()
+    stats = run(make_executor(ListSource(range(5)), service, rate_per_s=1000))
+    assert stats.succeeded == 5
+
+
+def test_generator_and_async_generator_sources(make_executor) -> None:
+    class Gen(Source[int]):
+        def __iter__(self):
+            yield from range(7)
+
+    class AGen(Source[int]):
+        async def __aiter__(self):
+            for i in range(5):
+                await asyncio.sleep(0)
+                yield i
+
+    for source, count in ((Gen(), 7), (AGen(), 5)):
+        service = Recorder()
+        stats = run(make_executor(source, service))
+        assert sorted(service.order) == list(range(count))
+        assert stats.total is None
+
+
+def test_a_source_that_raises_midway_is_fatal_and_keeps_what_was_done(make_executor) -> None:
+    class Breaks(Source[int]):
+        def __iter__(self):
+            yield from range(5)
+            raise OSError("disk gone")
+
+    service = Recorder()
+    executor = make_executor(Breaks(), service, concurrency=2)
+    stats = run(executor)
+    assert executor.outcome is Outcome.FATAL
+    assert isinstance(executor.fatal_error, OSError)
+    assert stats.read == 5
+    assert stats.succeeded + stats.failed == 5
+    assert {f.error_type for f in executor.failed} <= {NOT_PROCESSED}
+    assert sorted(service.order + [f.item for f in executor.failed]) == list(range(5))
+
+
+def test_stop_persists_queued_and_waiting_items_as_not_processed(make_executor) -> None:
+    service = Recorder(delay=0.01, fail=lambda item, attempt: Retry(delay_s=10) if item == 1 else None)
+    executor = make_executor(ListSource(range(100)), service, concurrency=2, queue_size=10)
+
+    async def main():
+        task = asyncio.create_task(executor.run())
+        while service.calls.total() < 6:
+            await asyncio.sleep(0.001)
+        executor.stop("test stop")
+        return await task
+
+    stats = asyncio.run(main())
+    assert executor.outcome is Outcome.STOPPED
+    not_processed = [f for f in executor.failed if f.error_type == NOT_PROCESSED]
+    assert any(f.item == 1 for f in not_processed)  # the item waiting for its retry
+    assert stats.read == stats.succeeded + stats.failed  # every item read is accounted for
+    assert stats.read < 100
+    assert all(f.message == "test stop" for f in not_processed)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("concurrency", 0), ("concurrency", -2), ("queue_size", 0), ("item_timeout_s", 0), ("rate_per_s", -1.0)],
+)
+def test_invalid_settings_name_the_config_field(field, value) -> None:
+    with pytest.raises(ParamError) as info:
+        ExecutorSettings(**{field: value})
+    config_name = {"item_timeout_s": "item_timeout_sec", "rate_per_s": "max_per_second"}.get(field, field)
+    assert config_name in str(info.value)
+    assert info.value.exit_code == 2
