@@ -6,6 +6,7 @@ stays fast.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -84,7 +85,15 @@ def exec_(
     with _errors_as_exit_codes(verbose):
         from batchframe.run import run_project
 
-        result = run_project(path, config=config, params=param or [], output_dir=output_dir, verbosity=verbose)
+        interactive = not no_input and sys.stdin.isatty() and sys.stdout.isatty()
+        result = run_project(
+            path,
+            config=config,
+            params=param or [],
+            output_dir=output_dir,
+            verbosity=verbose,
+            interactive=interactive,
+        )
     raise typer.Exit(result.exit_code)
 
 

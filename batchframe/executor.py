@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from batchframe.errors import ParamError
-from batchframe.failures import FailedItem
+from batchframe.failures import NOT_PROCESSED, FailedItem
 from batchframe.retry import RetryPolicy
 from batchframe.source import is_async_source, iter_async_source, iter_sync_source, source_length
 
@@ -80,7 +80,8 @@ class Stats:
         total: the source's length when it has one.
         read: items taken from the source so far.
         succeeded: items processed successfully.
-        failed: items that failed for good (including items a stopped run never ran).
+        failed: items that failed for good.
+        not_processed: items a stopped or crashed run read but never finished (recorded as failed items).
         retrying: items waiting for a retry.
         in_flight: items being processed right now.
         failures_by_type: failed items counted by exception type name.
@@ -90,6 +91,7 @@ class Stats:
     read: int = 0
     succeeded: int = 0
     failed: int = 0
+    not_processed: int = 0
     retrying: int = 0
     in_flight: int = 0
     failures_by_type: collections.Counter[str] = field(default_factory=collections.Counter)
@@ -98,8 +100,8 @@ class Stats:
 
     @property
     def done(self) -> int:
-        """Items finished either way."""
-        return self.succeeded + self.failed
+        """Items finished one way or another."""
+        return self.succeeded + self.failed + self.not_processed
 
     @property
     def elapsed_s(self) -> float:
@@ -157,12 +159,17 @@ class Executor:
         self._on_failure = on_failure
         self._stopping = False
         self._stop_reason = "the run was stopped"
+        self._paused = False
+        self._cancelled: set[int] = set()
+        self._active: dict[int, asyncio.Task[None]] = {}
         self._feeding_done = False
         self._outstanding = 0
         self._ready_retries: collections.deque[_Work] = collections.deque()
         self._waiting_retries: dict[int, tuple[asyncio.TimerHandle, _Work]] = {}
         self._queue: asyncio.Queue[_Work | None] | None = None
         self._all_done: asyncio.Event | None = None
+        self._running: asyncio.Event | None = None
+        self._idle: asyncio.Event | None = None
         self._feeder: asyncio.Task[None] | None = None
         self._thread_pool: ThreadPoolExecutor | None = None
 
@@ -172,6 +179,9 @@ class Executor:
         """Process every item; return the final counters. Never raises for a failing item."""
         self._queue = asyncio.Queue(self.settings.read_ahead)
         self._all_done = asyncio.Event()
+        self._running = asyncio.Event()
+        self._running.set()
+        self._idle = asyncio.Event()
         call = self._build_call()
         self.stats.started_at = time.monotonic()
         workers = [asyncio.create_task(self._worker(call)) for _ in range(self.settings.concurrency)]
@@ -188,25 +198,70 @@ class Executor:
                 self._thread_pool.shutdown(wait=False, cancel_futures=True)
         return self.stats
 
-    def stop(self, reason: str = "the run was stopped") -> None:
-        """Stop gracefully: read no more items, let in-flight items finish, record the rest as not processed."""
-        if self._stopping:
-            return
-        self._stopping = True
-        self._stop_reason = reason
-        if self.outcome is Outcome.COMPLETED:
-            self.outcome = Outcome.STOPPED
-        logger.info("Stopping: %s; in-flight items will finish.", reason)
+    def stop(self, reason: str = "the run was stopped", *, force: bool = False) -> None:
+        """Stop gracefully: hand out no more items, let in-flight items finish, record the rest as not processed.
+
+        Items still in the source are read and recorded too, so ``persist_failed`` and ``failed.jsonl``
+        get every item that was not done. ``force=True`` (a second Ctrl-C or SIGTERM) also cancels the
+        in-flight items and stops reading the source.
+        """
+        if not self._stopping:
+            self._stopping = True
+            self._stop_reason = reason
+            if self.outcome is Outcome.COMPLETED:
+                self.outcome = Outcome.STOPPED
+            logger.warning("Stopping: %s. In-flight items finish; the rest is recorded as not processed.", reason)
+            for handle, work in list(self._waiting_retries.values()):
+                handle.cancel()
+                self.stats.retrying -= 1
+                self._not_processed(work)
+            self._waiting_retries.clear()
+            while self._ready_retries:
+                self._not_processed(self._ready_retries.popleft())
+        if force:
+            self._cancel_feeder()
+            self.cancel_in_flight()
+        self.resume()
+
+    def _cancel_feeder(self) -> None:
         feeder = self._feeder
-        if feeder is not None and not feeder.done() and feeder is not asyncio.current_task():
+        if feeder is not None and not feeder.done() and feeder is not _current_task():
             feeder.cancel()
-        for handle, work in list(self._waiting_retries.values()):
-            handle.cancel()
-            self.stats.retrying -= 1
-            self._not_processed(work)
-        self._waiting_retries.clear()
-        while self._ready_retries:
-            self._not_processed(self._ready_retries.popleft())
+
+    def pause(self) -> None:
+        """Hand out no more items; items in flight go on. ``wait_idle()`` returns once they are done."""
+        if self._running is not None and not self._stopping:
+            self._paused = True
+            self._running.clear()
+            self._check_idle()
+
+    def resume(self) -> None:
+        """Hand out items again after ``pause()``."""
+        self._paused = False
+        if self._running is not None:
+            self._running.set()
+        if self._idle is not None:
+            self._idle.clear()
+
+    @property
+    def paused(self) -> bool:
+        """Whether the executor is paused."""
+        return self._paused
+
+    async def wait_idle(self) -> None:
+        """Wait until a paused executor has no item in flight."""
+        assert self._idle is not None
+        await self._idle.wait()
+
+    def cancel_in_flight(self) -> None:
+        """Cancel the items being processed; they go back to pending (or are recorded, when stopping)."""
+        for index, task in list(self._active.items()):
+            self._cancelled.add(index)
+            task.cancel()
+
+    def _check_idle(self) -> None:
+        if self._paused and self.stats.in_flight == 0 and self._idle is not None:
+            self._idle.set()
 
     # ------------------------------------------------------------------------------------- reading
 
@@ -219,7 +274,7 @@ class Executor:
                 for item in iter_sync_source(self.source):
                     await self._submit(item)
         except asyncio.CancelledError:
-            pass  # stop() cancels the feeder; the item being submitted was recorded by _submit
+            pass  # a forced stop cancels the feeder; the item being submitted was recorded by _submit
         except Exception as exc:
             self._fatal(exc)
         finally:
@@ -230,6 +285,9 @@ class Executor:
         work = _Work(self.stats.read, item)
         self.stats.read += 1
         self._outstanding += 1
+        if self._stopping:
+            self._not_processed(work)
+            return
         queue = self._queue
         assert queue is not None
         if not queue.full():
@@ -252,29 +310,60 @@ class Executor:
     async def _worker(self, call: ItemCall) -> None:
         queue = self._queue
         ready = self._ready_retries
+        running = self._running
+        task = asyncio.current_task()
         assert queue is not None
+        assert running is not None
+        assert task is not None
         while True:
             work = ready.popleft() if ready else await queue.get()
             if work is None:
                 return
+            if not running.is_set():
+                await running.wait()
             if self._stopping:
                 self._not_processed(work)
                 continue
-            await self._attempt(work, call)
+            await self._attempt(work, call, task)
 
-    async def _attempt(self, work: _Work, call: ItemCall) -> None:
+    async def _attempt(self, work: _Work, call: ItemCall, task: asyncio.Task[None]) -> None:
         stats = self.stats
         work.attempts += 1
         stats.in_flight += 1
+        self._active[work.index] = task
         try:
             await call(work.item)
+        except asyncio.CancelledError:
+            if work.index not in self._cancelled:
+                raise
+            self._back_to_pending(work, task)
+            return
         except Exception as exc:
-            stats.in_flight -= 1
+            self._attempt_over(work)
             self._handle_error(work, exc)
             return
-        stats.in_flight -= 1
+        self._attempt_over(work)
         stats.succeeded += 1
         self._finish_one()
+
+    def _attempt_over(self, work: _Work) -> None:
+        self.stats.in_flight -= 1
+        del self._active[work.index]
+        if self._paused:
+            self._check_idle()
+
+    def _back_to_pending(self, work: _Work, task: asyncio.Task[None]) -> None:
+        """An item cancelled by ``cancel_in_flight``: not an attempt; it waits for its turn again."""
+        self._cancelled.discard(work.index)
+        if hasattr(task, "uncancel"):  # Python 3.11+: the worker itself goes on
+            task.uncancel()
+        self._attempt_over(work)
+        work.attempts -= 1
+        if self._stopping:
+            self._not_processed(work, f"{self._stop_reason} (cancelled while in flight)")
+        else:
+            logger.info("Item %d was cancelled and goes back to pending.", work.index)
+            self._ready_retries.appendleft(work)
 
     def _build_call(self) -> ItemCall:
         """Compose the per-item call once, so the hot path has no per-item branching."""
@@ -319,11 +408,13 @@ class Executor:
             queue.put_nowait(work)
 
     def _record_failure(self, failed: FailedItem) -> None:
-        self.stats.failed += 1
+        if failed.error_type == NOT_PROCESSED:
+            self.stats.not_processed += 1
+        else:
+            self.stats.failed += 1
+            logger.debug("item %d failed: %s: %s", failed.index, failed.error_type, failed.message)
         self.stats.failures_by_type[failed.error_type] += 1
         self.failed.append(failed)
-        if failed.exception is not None:
-            logger.debug("item %d failed: %s: %s", failed.index, failed.error_type, failed.message)
         if self._on_failure is not None:
             self._on_failure(failed)
         self._finish_one()
@@ -338,6 +429,13 @@ class Executor:
     def _check_all_done(self) -> None:
         if self._feeding_done and self._outstanding == 0 and self._all_done is not None:
             self._all_done.set()
+
+
+def _current_task() -> asyncio.Task[Any] | None:
+    try:
+        return asyncio.current_task()
+    except RuntimeError:  # no running loop: called from the pause shell
+        return None
 
 
 def _retryable(service: Any) -> tuple[type[BaseException], ...]:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from batchframe import summary
+from batchframe._console import console
 from batchframe._logging import run_logging
 from batchframe.configuration import Configuration
 from batchframe.container import make_config, wire
@@ -33,8 +34,10 @@ from batchframe.params import (
     resolve_values,
     split_assignments,
 )
+from batchframe.progress import LOG_INTERVAL_S, make_progress
 from batchframe.project import Project, load_project, user_frames
 from batchframe.retry import RetryPolicy
+from batchframe.supervisor import Supervisor
 
 logger = logging.getLogger(__name__)
 
@@ -165,8 +168,14 @@ def run_project(
     output_dir: Path = DEFAULT_OUTPUT_DIR,
     verbosity: int = 0,
     ask_missing: AskMissing | None = None,
+    interactive: bool = False,
+    progress_interval_s: float = LOG_INTERVAL_S,
 ) -> RunResult:
     """Run the project at ``path``: the whole of ``batchframe exec``.
+
+    ``interactive`` (a terminal, input allowed) makes Ctrl-C open the pause shell and a fatal error
+    open the emergency shell; otherwise SIGINT and SIGTERM stop the run gracefully. The live progress
+    display is used when stderr is a terminal, else a progress log line every ``progress_interval_s``.
 
     Raises:
         UsageError: a bad path, project, config or parameter (nothing ran; exit code 2).
@@ -177,14 +186,21 @@ def run_project(
     run_dir = create_run_dir(Path(output_dir), started)
     with run_logging(run_dir / "logs.txt", verbosity=verbosity):
         try:
-            return _execute(prepared, run_dir, started, Path(output_dir))
+            return _execute(prepared, run_dir, started, Path(output_dir), interactive, progress_interval_s)
         except UsageError:
             # Nothing ran: do not leave an empty run folder behind for a command-line mistake.
             shutil.rmtree(run_dir, ignore_errors=True)
             raise
 
 
-def _execute(prepared: PreparedRun, run_dir: Path, started: dt.datetime, output_dir: Path) -> RunResult:
+def _execute(
+    prepared: PreparedRun,
+    run_dir: Path,
+    started: dt.datetime,
+    output_dir: Path,
+    interactive: bool,
+    progress_interval_s: float,
+) -> RunResult:
     statics = {
         "_output_directory": output_dir.resolve(),
         "_current_run_start": started,
@@ -194,12 +210,20 @@ def _execute(prepared: PreparedRun, run_dir: Path, started: dt.datetime, output_
     logger.info("Run folder: %s", run_dir)
     failure_log = FailureLog(run_dir / "failed.jsonl")
     executor = Executor(wired.source, wired.service, settings=prepared.settings, on_failure=failure_log.write)
+    out = console(stderr=True)
+    supervisor = Supervisor(
+        executor,
+        progress=make_progress(executor.stats, console=out, live=out.is_terminal, interval_s=progress_interval_s),
+        interactive=interactive,
+        namespace={"source": wired.source, "service": wired.service, "config": wired.config},
+    )
     try:
-        stats = _run_executor(executor)
+        supervisor.run()
     finally:
         failure_log.close()
+    stats = executor.stats
     problems = [*_call_finish(wired.service), *_persist_failed(wired.source, executor.failed)]
-    exit_code = _exit_code(executor, problems)
+    exit_code = _exit_code(executor, problems, supervisor.stopped_by)
     summary.write(run_dir, executor, exit_code=exit_code, problems=problems)
     summary.show(executor, run_dir=run_dir, exit_code=exit_code)
     return RunResult(run_dir, stats, executor.outcome, exit_code, executor.failed)
@@ -230,18 +254,6 @@ def _wire(prepared: PreparedRun, statics: Mapping[str, Any]) -> Any:
             hint="Fix the constructor that raised (frames below are from your code).",
             user_traceback=user_frames(exc),
         ) from exc
-
-
-def _run_executor(executor: Executor) -> Stats:
-    async def main() -> Stats:
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, executor.stop, "received SIGTERM")
-        try:
-            return await executor.run()
-        finally:
-            loop.remove_signal_handler(signal.SIGTERM)
-
-    return asyncio.run(main())
 
 
 def _call_finish(service: Any) -> list[str]:
@@ -277,9 +289,9 @@ def _persist_failed(source: Any, failed: list[FailedItem]) -> list[str]:
     return []
 
 
-def _exit_code(executor: Executor, problems: Sequence[str]) -> int:
+def _exit_code(executor: Executor, problems: Sequence[str], stopped_by: signal.Signals | None) -> int:
     if executor.outcome is Outcome.FATAL or problems:
         return EXIT_FATAL
     if executor.outcome is Outcome.STOPPED:
-        return EXIT_SIGTERM
+        return EXIT_SIGTERM if stopped_by == signal.SIGTERM else EXIT_SIGINT
     return EXIT_FAILED_ITEMS if executor.stats.failed else EXIT_OK

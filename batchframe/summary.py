@@ -21,6 +21,7 @@ def as_dict(executor: Executor, *, exit_code: int, problems: Sequence[str] = ())
         "read": stats.read,
         "succeeded": stats.succeeded,
         "failed": stats.failed,
+        "not_processed": stats.not_processed,
         "duration_s": round(stats.elapsed_s, 3),
         "rate_per_s": round(stats.rate_per_s, 1),
         "failures_by_type": dict(stats.failures_by_type.most_common()),
@@ -52,6 +53,8 @@ def show(executor: Executor, *, run_dir: Path, exit_code: int) -> None:
     table.add_column(justify="right")
     table.add_row("succeeded", f"{stats.succeeded:,}")
     table.add_row("failed", f"[red]{stats.failed:,}[/red]" if stats.failed else "0")
+    if stats.not_processed:
+        table.add_row("not processed", f"[yellow]{stats.not_processed:,}[/yellow]")
     if stats.total is not None and stats.read < stats.total:
         table.add_row("not read", f"{stats.total - stats.read:,}")
     table.add_row("duration", f"{stats.elapsed_s:.2f} s")

@@ -140,3 +140,9 @@ def test_no_traceback_for_bad_input_in_a_real_process(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "does not exist" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize("value", ["item_timeout_sec=0", "item_timeout_sec=-1", "concurrency=-3", "max_per_second=0"])
+def test_non_positive_limits_are_usage_errors(make_project, value: str) -> None:
+    root = make_project({"job.py": SIMPLE_PROJECT})
+    assert_usage_error(invoke("exec", root / "job.py", "-p", value), value.split("=")[0], "greater than 0")

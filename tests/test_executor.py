@@ -197,12 +197,13 @@ def test_a_source_that_raises_midway_is_fatal_and_keeps_what_was_done(make_execu
     assert executor.outcome is Outcome.FATAL
     assert isinstance(executor.fatal_error, OSError)
     assert stats.read == 5
-    assert stats.succeeded + stats.failed == 5
+    assert stats.done == 5
+    assert stats.failed == 0
     assert {f.error_type for f in executor.failed} <= {NOT_PROCESSED}
     assert sorted(service.order + [f.item for f in executor.failed]) == list(range(5))
 
 
-def test_stop_persists_queued_and_waiting_items_as_not_processed(make_executor) -> None:
+def test_stop_persists_every_item_not_done_including_unread_ones(make_executor) -> None:
     service = Recorder(delay=0.01, fail=lambda item, attempt: Retry(delay_s=10) if item == 1 else None)
     executor = make_executor(ListSource(range(100)), service, concurrency=2, queue_size=10)
 
@@ -216,10 +217,81 @@ def test_stop_persists_queued_and_waiting_items_as_not_processed(make_executor) 
     stats = asyncio.run(main())
     assert executor.outcome is Outcome.STOPPED
     not_processed = [f for f in executor.failed if f.error_type == NOT_PROCESSED]
-    assert any(f.item == 1 for f in not_processed)  # the item waiting for its retry
-    assert stats.read == stats.succeeded + stats.failed  # every item read is accounted for
-    assert stats.read < 100
+    assert any(f.item == 1 for f in not_processed)  # the item that was waiting for its retry
+    assert stats.read == 100  # the rest of the source was read and recorded, nothing lost
+    assert sorted(service.order + [f.item for f in not_processed]) == list(range(100))
+    assert stats.not_processed == len(not_processed) and stats.failed == 0
     assert all(f.message == "test stop" for f in not_processed)
+
+
+def test_forced_stop_cancels_in_flight_items_and_records_them(make_executor) -> None:
+    service = Recorder(delay=10)
+    executor = make_executor(ListSource(range(10)), service, concurrency=3)
+
+    async def main():
+        task = asyncio.create_task(executor.run())
+        while executor.stats.in_flight < 3:
+            await asyncio.sleep(0.001)
+        executor.stop("first signal")
+        executor.stop("second signal", force=True)
+        return await task
+
+    stats = asyncio.run(main())
+    assert stats.succeeded == 0
+    assert stats.not_processed == stats.read
+    cancelled = [f for f in executor.failed if "cancelled while in flight" in f.message]
+    assert len(cancelled) == 3
+
+
+def test_pause_lets_in_flight_finish_and_resume_goes_on(make_executor) -> None:
+    service = Recorder(delay=0.01)
+    executor = make_executor(ListSource(range(40)), service, concurrency=4)
+
+    async def main():
+        task = asyncio.create_task(executor.run())
+        while service.calls.total() < 4:
+            await asyncio.sleep(0.001)
+        executor.pause()
+        await executor.wait_idle()
+        assert executor.stats.in_flight == 0
+        frozen = service.calls.total()
+        await asyncio.sleep(0.05)
+        assert service.calls.total() == frozen  # nothing handed out while paused
+        executor.resume()
+        return await task
+
+    stats = asyncio.run(main())
+    assert stats.succeeded == 40
+    assert set(service.calls.values()) == {1}
+
+
+def test_cancelled_in_flight_items_go_back_to_pending(make_executor) -> None:
+    slow_once = {0, 1}
+
+    class Slow(Recorder):
+        async def process(self, item: int) -> None:
+            if item in slow_once:
+                slow_once.discard(item)
+                self.calls[item] += 1
+                await asyncio.sleep(10)
+            await super().process(item)
+
+    service = Slow()
+    executor = make_executor(ListSource(range(6)), service, concurrency=2)
+
+    async def main():
+        task = asyncio.create_task(executor.run())
+        while executor.stats.in_flight < 2:
+            await asyncio.sleep(0.001)
+        executor.pause()
+        executor.cancel_in_flight()
+        await executor.wait_idle()
+        executor.resume()
+        return await task
+
+    stats = asyncio.run(main())
+    assert stats.succeeded == 6 and stats.failed == 0
+    assert sorted(service.order) == list(range(6))
 
 
 @pytest.mark.parametrize(

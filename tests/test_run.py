@@ -153,3 +153,42 @@ def test_two_runs_in_one_process(make_project, tmp_path: Path) -> None:
     # the second run's log has only its own records
     assert "processing 2" in (second.run_dir / "logs.txt").read_text()
     assert "processing 2" not in (first.run_dir / "logs.txt").read_text()
+
+
+def test_a_source_whose_next_raises_midway_exits_1_and_keeps_what_was_done(make_project, tmp_path: Path) -> None:
+    broken = SIMPLE_PROJECT.replace(
+        "return next(self.it)",
+        "value = next(self.it)\n        if value == 3:\n            raise IOError('feed broke')\n        return value",
+    )
+    root = make_project({"job.py": broken})
+    result = run_project(
+        root / "job.py", params=["count=10", "concurrency=1", "queue_size=1"], output_dir=tmp_path / "out"
+    )
+    assert result.exit_code == 1
+    summary = json.loads((result.run_dir / "summary.json").read_text())
+    assert summary["fatal_error"] == "OSError: feed broke"
+    assert summary["read"] == 3
+    assert summary["succeeded"] + summary["not_processed"] == 3
+    assert "feed broke" in (result.run_dir / "logs.txt").read_text()
+
+
+def test_every_item_failing_exits_3_with_all_in_failed_jsonl(make_project, tmp_path: Path) -> None:
+    failing = SIMPLE_PROJECT.replace("self.seen.append(item)", "raise PermissionError(f'no access to {item}')")
+    root = make_project({"job.py": failing})
+    result = run_project(root / "job.py", params=["count=25"], output_dir=tmp_path / "out")
+    assert result.exit_code == 3
+    records = read_jsonl(result.run_dir / "failed.jsonl")
+    assert sorted(r["item"] for r in records) == list(range(25))
+    assert {r["error_type"] for r in records} == {"PermissionError"}
+    assert result.stats.failed == 25
+
+
+def test_off_a_terminal_progress_is_a_periodic_log_line(make_project, tmp_path: Path) -> None:
+    slow = SIMPLE_PROJECT.replace("self.seen.append(item)", "import asyncio; await asyncio.sleep(0.01)")
+    root = make_project({"job.py": slow})
+    result = run_project(
+        root / "job.py", params=["count=20", "concurrency=1"], output_dir=tmp_path / "out", progress_interval_s=0.02
+    )
+    assert result.exit_code == 0
+    assert "Progress: " in (result.run_dir / "logs.txt").read_text()
+    assert "/20 done" in (result.run_dir / "logs.txt").read_text()

@@ -1,0 +1,159 @@
+"""Drives the executor's event loop: signals, the pause shell, the emergency shell, progress.
+
+On a terminal, Ctrl-C pauses (in-flight items finish; a second Ctrl-C cancels them back to pending)
+and opens the IPython shell with the loop stopped; leaving the shell resumes the run. Off a terminal
+(or with ``--no-input``), SIGINT and SIGTERM stop the run gracefully. A second signal while stopping
+forces the stop: in-flight items are cancelled and recorded as not processed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from batchframe.executor import Executor, Outcome
+from batchframe.progress import ProgressDisplay
+
+logger = logging.getLogger(__name__)
+
+OpenShell = Callable[[Mapping[str, Any], str], None]
+
+
+class Supervisor:
+    """Runs an executor to the end on its own event loop.
+
+    Args:
+        executor: the executor to run.
+        progress: the progress display (suspended while a shell is open).
+        interactive: whether Ctrl-C opens the pause shell (a terminal, and input allowed).
+        namespace: the names the shell gets besides ``executor``/``self`` and ``stats``.
+        open_shell: opens a shell with a namespace and a banner (the IPython one by default).
+    """
+
+    def __init__(
+        self,
+        executor: Executor,
+        *,
+        progress: ProgressDisplay,
+        interactive: bool,
+        namespace: Mapping[str, Any] | None = None,
+        open_shell: OpenShell | None = None,
+    ) -> None:
+        self.executor = executor
+        self.progress = progress
+        self.interactive = interactive
+        self.namespace = dict(namespace or {})
+        self.open_shell = open_shell or _ipython_shell
+        self.stopped_by: signal.Signals | None = None
+        self._pause_ready: asyncio.Future[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._idle_watch: asyncio.Future[None] | None = None
+
+    def run(self) -> None:
+        """Run the executor until it finishes, pausing for the shell as the user asks."""
+        loop = self._loop = asyncio.new_event_loop()
+        try:
+            self._install_signal_handlers()
+            task = loop.create_task(self.executor.run())
+            with self.progress:
+                self._drive(task)
+                if self.executor.outcome is Outcome.FATAL and self.interactive:
+                    self._shell(emergency=True)
+            task.result()
+        finally:
+            self._remove_signal_handlers()
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+            self._loop = None
+
+    def _drive(self, task: asyncio.Task[Any]) -> None:
+        loop = self._loop
+        assert loop is not None
+        while True:
+            self._pause_ready = loop.create_future()
+            loop.run_until_complete(asyncio.wait({task, self._pause_ready}, return_when=asyncio.FIRST_COMPLETED))
+            if task.done():
+                return
+            self._shell(emergency=False)
+            self.executor.resume()
+
+    # ----------------------------------------------------------------------------------- signals
+
+    def _install_signal_handlers(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        loop.add_signal_handler(signal.SIGINT, self._on_signal, signal.SIGINT)
+        loop.add_signal_handler(signal.SIGTERM, self._on_signal, signal.SIGTERM)
+
+    def _remove_signal_handlers(self) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        loop.remove_signal_handler(signal.SIGINT)
+        loop.remove_signal_handler(signal.SIGTERM)
+
+    def _on_signal(self, signum: signal.Signals) -> None:
+        executor = self.executor
+        if signum == signal.SIGINT and self.interactive and self.stopped_by is None:
+            if executor.paused:
+                logger.warning("Cancelling the items in flight; they go back to pending.")
+                executor.cancel_in_flight()
+            else:
+                logger.warning("Pausing: in-flight items finish, then a shell opens (Ctrl-C again to cancel them).")
+                executor.pause()
+                self._idle_watch = asyncio.ensure_future(self._when_idle())
+            return
+        force = self.stopped_by is not None
+        self.stopped_by = self.stopped_by or signal.Signals(signum)
+        executor.stop(f"received {signal.Signals(signum).name}", force=force)
+
+    async def _when_idle(self) -> None:
+        await self.executor.wait_idle()
+        if self._pause_ready is not None and not self._pause_ready.done() and self.executor.paused:
+            self._pause_ready.set_result(None)
+
+    # ------------------------------------------------------------------------------------- shell
+
+    def _shell(self, *, emergency: bool) -> None:
+        executor = self.executor
+        namespace = {
+            **self.namespace,
+            "executor": executor,
+            "self": executor,
+            "stats": executor.stats,
+        }
+        self._remove_signal_handlers()  # the shell handles Ctrl-C itself
+        self.progress.suspend()
+        try:
+            self.open_shell(namespace, _banner(executor, emergency=emergency))
+        finally:
+            self.progress.resume()
+            self._install_signal_handlers()
+        if executor.outcome is Outcome.STOPPED and self.stopped_by is None:
+            self.stopped_by = signal.SIGINT
+
+
+def _banner(executor: Executor, *, emergency: bool) -> str:
+    from batchframe.progress import describe
+
+    if emergency:
+        head = f"batchframe emergency shell: the run failed with {executor.fatal_error!r}."
+        tail = "Inspect executor, source, service, config and stats; leave the shell (exit) to end the run."
+    else:
+        head = "batchframe paused."
+        tail = "Leave the shell (exit or Ctrl-D) to resume; self.stop() then exit to end the run gracefully."
+    names = "Names: executor (also self), source, service, config, stats."
+    return f"{head}\n{describe(executor.stats)}\n{names}\n{tail}\n"
+
+
+def _ipython_shell(namespace: Mapping[str, Any], banner: str) -> None:
+    from IPython.terminal.embed import InteractiveShellEmbed
+
+    InteractiveShellEmbed.clear_instance()
+    shell = InteractiveShellEmbed(  # type: ignore[no-untyped-call]
+        banner1=banner, exit_msg="Leaving the batchframe shell."
+    )
+    shell(local_ns=dict(namespace))

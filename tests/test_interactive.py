@@ -1,0 +1,153 @@
+"""Real terminal sessions (pexpect): the live progress display, the pause shell, the emergency shell."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pexpect
+import pytest
+from helpers import build_file_tree, only_run_dir, read_jsonl
+
+SLOW_PROJECT = """
+import asyncio
+import json
+from pathlib import Path
+from batchframe import BatchframeParam, Service, Source
+
+class Numbers(Source[int]):
+    def __init__(self, count: BatchframeParam[int] = 300, fail_at: BatchframeParam[int] = -1):
+        self.count = count
+        self.fail_at = fail_at
+
+    def __len__(self):
+        return self.count
+
+    def __iter__(self):
+        for i in range(self.count):
+            if i == self.fail_at:
+                raise RuntimeError("the source broke")
+            yield i
+
+class Slow(Service[int]):
+    def __init__(self, _current_run_output_dir: Path):
+        self.done_file = (_current_run_output_dir / "done.txt").open("a")
+
+    async def process(self, item):
+        await asyncio.sleep(0.02)
+        self.done_file.write(f"{item}\\n")
+        self.done_file.flush()
+"""
+
+ANSI = r"(?:\x1b\[[0-9;]*m)*"
+PROMPT = rf"In \[{ANSI}\d+{ANSI}\]: "
+
+
+@pytest.fixture
+def spawn(tmp_path: Path):
+    children = []
+
+    def start(*args: str) -> pexpect.spawn:
+        executable = str(Path(sys.executable).parent / "batchframe")
+        env = {
+            **os.environ,
+            "IPYTHONDIR": str(tmp_path / "ipython"),
+            "PROMPT_TOOLKIT_NO_CPR": "1",
+            "TERM": "xterm",
+            "COLUMNS": "160",
+            "LINES": "40",
+        }
+        child = pexpect.spawn(executable, list(args), cwd=str(tmp_path), env=env, encoding="utf-8", timeout=30)
+        child.setwinsize(40, 160)
+        children.append(child)
+        return child
+
+    yield start
+    for child in children:
+        if child.isalive():
+            child.terminate(force=True)
+
+
+def done_items(run_dir: Path) -> list[int]:
+    return [int(line) for line in (run_dir / "done.txt").read_text().split()]
+
+
+def test_live_progress_then_pause_shell_then_stop(spawn, tmp_path: Path) -> None:
+    build_file_tree(tmp_path, {"job.py": SLOW_PROJECT})
+    child = spawn("exec", "job.py", "-p", "concurrency=2", "-d", "out")
+    child.expect(r"/300")  # the live display, with the total
+    child.expect(r"ok")
+    child.sendintr()
+    child.expect("batchframe paused")
+    child.expect(PROMPT)
+    child.sendline("print('in flight:', stats.in_flight, 'ok:', stats.succeeded > 0)")
+    child.expect("in flight: 0 ok: True")
+    child.expect(PROMPT)
+    child.sendline("self.stop()")
+    child.expect(PROMPT)
+    child.sendline("exit")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 130
+    run_dir = only_run_dir(tmp_path / "out")
+    not_done = [r["item"] for r in read_jsonl(run_dir / "failed.jsonl")]
+    assert {r["error_type"] for r in read_jsonl(run_dir / "failed.jsonl")} == {"NotProcessed"}
+    assert sorted(done_items(run_dir) + not_done) == list(range(300))
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["exit_code"] == 130 and summary["outcome"] == "stopped"
+
+
+def test_leaving_the_shell_resumes_the_run(spawn, tmp_path: Path) -> None:
+    build_file_tree(tmp_path, {"job.py": SLOW_PROJECT})
+    child = spawn("exec", "job.py", "-p", "count=60", "-p", "concurrency=2", "-d", "out")
+    child.expect(r"/60")
+    child.sendintr()
+    child.expect(PROMPT)
+    child.sendline("exit")
+    child.expect("Leaving the batchframe shell")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    run_dir = only_run_dir(tmp_path / "out")
+    assert sorted(done_items(run_dir)) == list(range(60))
+
+
+def test_second_ctrl_c_cancels_in_flight_items_back_to_pending(spawn, tmp_path: Path) -> None:
+    project = SLOW_PROJECT.replace("await asyncio.sleep(0.02)", "await asyncio.sleep(0.02 if item % 10 else 30)")
+    build_file_tree(tmp_path, {"job.py": project})
+    child = spawn("exec", "job.py", "-p", "count=30", "-p", "concurrency=2", "-d", "out")
+    child.expect(r"/30")
+    child.sendintr()
+    child.expect("Pausing")
+    child.sendintr()  # item 0 (30 s) is still in flight: cancel it
+    child.expect("goes back to pending")
+    child.expect(PROMPT)
+    child.sendline("self.stop()")
+    child.expect(PROMPT)
+    child.sendline("exit")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 130
+    run_dir = only_run_dir(tmp_path / "out")
+    records = read_jsonl(run_dir / "failed.jsonl")
+    assert 0 in [r["item"] for r in records]  # the cancelled item was not lost
+    assert sorted(done_items(run_dir) + [r["item"] for r in records]) == list(range(30))
+
+
+def test_a_fatal_error_opens_the_emergency_shell(spawn, tmp_path: Path) -> None:
+    build_file_tree(tmp_path, {"job.py": SLOW_PROJECT})
+    child = spawn("exec", "job.py", "-p", "count=50", "-p", "fail_at=20", "-d", "out")
+    child.expect("emergency shell")
+    child.expect("the source broke")
+    child.expect(PROMPT)
+    child.sendline("print(type(executor.fatal_error).__name__)")
+    child.expect("RuntimeError")
+    child.sendline("exit")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 1
+    run_dir = only_run_dir(tmp_path / "out")
+    not_done = [r["item"] for r in read_jsonl(run_dir / "failed.jsonl")]
+    assert sorted(done_items(run_dir) + not_done) == list(range(20))  # everything read is accounted for
