@@ -89,6 +89,7 @@ def test_stop_in_the_shell_ends_the_run_and_records_the_rest() -> None:
     executor, supervisor, calls = supervise(
         Numbers(), service, interactive=True, shell=lambda ns: ns["self"].stop("stopped from the shell")
     )
+    assert len(calls) == 1
     assert executor.outcome is Outcome.STOPPED
     assert supervisor.stopped_by == signal.SIGINT
     not_done = [f.item for f in executor.failed if f.error_type == NOT_PROCESSED]

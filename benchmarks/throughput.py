@@ -1,0 +1,85 @@
+"""Per-item overhead: 400,000 no-op async items at concurrency 64, batchframe vs a bare asyncio loop.
+
+The baseline is the loop people write by hand: an ``asyncio.Queue`` fed by one task, drained by 64
+workers awaiting a no-op coroutine. batchframe runs the same work through ``run_project`` with its
+default logging and progress. Target: batchframe's throughput is at least 50% of the baseline's.
+
+Usage: python benchmarks/throughput.py [ITEMS]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+
+from _common import report, run, write_project
+
+CONCURRENCY = 64
+
+PROJECT = """
+from batchframe import BatchframeParam, Service, Source
+
+class Items(Source[int]):
+    def __init__(self, count: BatchframeParam[int] = 1000):
+        self.count = count
+
+    def __len__(self):
+        return self.count
+
+    def __iter__(self):
+        return iter(range(self.count))
+
+class NoOp(Service[int]):
+    async def process(self, item):
+        pass
+"""
+
+
+async def noop(item: int) -> None:
+    pass
+
+
+async def bare_loop(items: int) -> float:
+    queue: asyncio.Queue[int | None] = asyncio.Queue(2 * CONCURRENCY)
+
+    async def worker() -> None:
+        while True:
+            item = await queue.get()
+            if item is None:
+                return
+            await noop(item)
+
+    started = time.perf_counter()
+    workers = [asyncio.create_task(worker()) for _ in range(CONCURRENCY)]
+    for item in range(items):
+        await queue.put(item)
+    for _ in workers:
+        await queue.put(None)
+    await asyncio.gather(*workers)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    items = int(sys.argv[1]) if len(sys.argv) > 1 else 400_000
+    baseline_s = asyncio.run(bare_loop(items))
+    path = write_project(PROJECT)
+    started = time.perf_counter()
+    result = run(path, f"count={items}", f"concurrency={CONCURRENCY}")
+    whole_s = time.perf_counter() - started
+    executor_s = result.stats.elapsed_s
+    assert result.stats.succeeded == items, result.stats
+    ratio = baseline_s / executor_s
+    report(
+        f"throughput: {items:,} no-op async items, concurrency {CONCURRENCY}",
+        [
+            ("bare asyncio.Queue loop", f"{items / baseline_s:>12,.0f} items/s  ({baseline_s:.2f} s)"),
+            ("batchframe executor", f"{items / executor_s:>12,.0f} items/s  ({executor_s:.2f} s)"),
+            ("batchframe whole run", f"{items / whole_s:>12,.0f} items/s  ({whole_s:.2f} s, incl. import and setup)"),
+            ("ratio (target >= 0.50)", f"{ratio:.2f}"),
+        ],
+    )
+
+
+if __name__ == "__main__":
+    main()
