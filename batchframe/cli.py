@@ -10,9 +10,12 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
+
+if TYPE_CHECKING:
+    from batchframe.run import AskMissing
 
 app = typer.Typer(
     name="batchframe",
@@ -23,15 +26,57 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
+
+def _completion_path(ctx: typer.Context) -> Path:
+    # While completing an option value, click may leave PATH among the extra args.
+    return Path(ctx.params.get("path") or (ctx.args[0] if ctx.args else "."))
+
+
+def _complete_config(ctx: typer.Context, incomplete: str) -> list[str]:
+    """``-c`` completion: the config files of the project named on the command line (nothing imported)."""
+    from batchframe.project import CONFIG_DIR, list_configs
+
+    path = _completion_path(ctx)
+    folder = path if path.is_dir() else path.parent
+    return [name for name in list_configs(folder / CONFIG_DIR) if name.startswith(incomplete)]
+
+
+def _complete_param(ctx: typer.Context, incomplete: str) -> list[tuple[str, str]]:
+    """``-p`` completion: ``NAME=`` for each parameter of the project (imports the project)."""
+    import logging
+
+    logging.disable(logging.CRITICAL)
+    try:
+        from batchframe.project import load_project
+        from batchframe.run import collect_specs
+
+        specs = collect_specs(load_project(_completion_path(ctx), ctx.params.get("config")))
+    except Exception:  # a broken project simply completes nothing
+        return []
+    return [
+        (f"{name}=", spec.description or spec.type_name) for name, spec in specs.items() if name.startswith(incomplete)
+    ]
+
+
 PathArg = Annotated[Path, typer.Argument(help="A .py file, a package directory or a directory of modules.")]
 ConfigOpt = Annotated[
     Optional[str],  # noqa: UP045 - typer needs Optional on Python 3.10
-    typer.Option("-c", "--config", help="Config to use: config/NAME.py in the project (e.g. config_dev)."),
+    typer.Option(
+        "-c",
+        "--config",
+        help="Config to use: config/NAME.py in the project (e.g. config_dev).",
+        autocompletion=_complete_config,
+    ),
 ]
 ParamOpt = Annotated[
     Optional[list[str]],  # noqa: UP045
     typer.Option(
-        "-p", "--param", "--params", help="Set a parameter: -p NAME=VALUE (repeatable).", metavar="NAME=VALUE"
+        "-p",
+        "--param",
+        "--params",
+        help="Set a parameter: -p NAME=VALUE (repeatable).",
+        metavar="NAME=VALUE",
+        autocompletion=_complete_param,
     ),
 ]
 OutputOpt = Annotated[Path, typer.Option("-d", "--output-dir", help="Where run folders are created.")]
@@ -72,8 +117,9 @@ def _errors_as_exit_codes(verbosity: int = 0) -> Iterator[None]:
         raise typer.Exit(130) from None
 
 
-@app.command("exec")
+@app.command("exec", context_settings={"allow_extra_args": True})
 def exec_(
+    ctx: typer.Context,
     path: PathArg,
     param: ParamOpt = None,
     config: ConfigOpt = None,
@@ -85,7 +131,9 @@ def exec_(
     with _errors_as_exit_codes(verbose):
         from batchframe.run import run_project
 
+        _reject_extra_args(ctx.args, param or [])
         interactive = not no_input and sys.stdin.isatty() and sys.stdout.isatty()
+        ask_missing = _prompts() if interactive else None
         result = run_project(
             path,
             config=config,
@@ -93,8 +141,34 @@ def exec_(
             output_dir=output_dir,
             verbosity=verbose,
             interactive=interactive,
+            ask_missing=ask_missing,
         )
     raise typer.Exit(result.exit_code)
+
+
+def _prompts() -> AskMissing:
+    from batchframe.prompts import ask_missing
+
+    return ask_missing
+
+
+def _reject_extra_args(extra: list[str], params: list[str]) -> None:
+    """Extra words after PATH: most often ``-p name value``, the spelling of old READMEs."""
+    if not extra:
+        return
+    from batchframe.errors import ParamError
+
+    bare = [p for p in params if "=" not in p]
+    if bare:
+        fixed = " ".join(f"-p {name}={value}" for name, value in zip(bare, extra, strict=False))
+        raise ParamError(
+            f"Parameters are given as -p NAME=VALUE, not -p NAME VALUE (got: {' '.join(extra)!r}).",
+            hint=f"Write: {fixed}",
+        )
+    raise ParamError(
+        f"Unexpected argument(s): {' '.join(extra)}. batchframe exec takes one PATH.",
+        hint="Set parameters with -p NAME=VALUE; see batchframe exec --help.",
+    )
 
 
 @app.command("params")

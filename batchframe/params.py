@@ -102,14 +102,39 @@ def params_of_class(cls: type) -> list[ParamSpec]:
     if init is None:
         return []
     hints = type_hints(init)
+    documented = docstring_descriptions(cls)
     specs = []
     for name, parameter in inspect.signature(inspect.unwrap(init)).parameters.items():
         annotation = hints.get(name)
         if annotation is not None and is_param_annotation(annotation):
             bare, description = _split_annotation(annotation)
             default = _NOTHING if parameter.default is inspect.Parameter.empty else parameter.default
-            specs.append(ParamSpec(name, bare, default, cls, description))
+            specs.append(ParamSpec(name, bare, default, cls, description or documented.get(name, "")))
     return specs
+
+
+def docstring_descriptions(cls: type) -> dict[str, str]:
+    """Argument descriptions from the docstrings of ``cls`` and its ``__init__`` (Google or NumPy style).
+
+    Reads "Args:"/"Parameters" and "Attributes:" sections; ``__init__``'s docstring wins over the
+    class's. Descriptions are folded to one line.
+    """
+    import docstring_parser
+
+    descriptions: dict[str, str] = {}
+    init = cls.__dict__.get("__init__")
+    for doc in (cls.__dict__.get("__doc__"), getattr(init, "__doc__", None)):
+        if not doc:
+            continue
+        try:
+            parsed = docstring_parser.parse(doc)
+        except docstring_parser.ParseError:
+            logger.debug("could not parse the docstring of %r", cls, exc_info=True)
+            continue
+        for param in parsed.params:
+            if param.description:
+                descriptions[param.arg_name.split()[0]] = " ".join(param.description.split())
+    return descriptions
 
 
 def _is_configuration(cls: type) -> bool:
@@ -126,13 +151,15 @@ def _config_params(cls: type) -> list[ParamSpec]:
     """
     fields = {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
     names = dict.fromkeys(name for klass in reversed(cls.__mro__) for name in getattr(klass, "__annotations__", {}))
+    documented = {k: v for klass in reversed(cls.__mro__) for k, v in docstring_descriptions(klass).items()}
     specs = []
     for name in names:
         annotation, owner = _param_annotation_in_mro(cls, name)
         if annotation is None or owner is None:
             continue
         bare, description = _split_annotation(annotation)
-        specs.append(ParamSpec(name, bare, class_default(cls, name, fields.get(name)), owner, description))
+        default = class_default(cls, name, fields.get(name))
+        specs.append(ParamSpec(name, bare, default, owner, description or documented.get(name, "")))
     return specs
 
 
@@ -209,7 +236,7 @@ def _parse_collection(annotation: Any, raw: str | Sequence[str]) -> Any:
     return tuple(values) if origin is tuple else values
 
 
-def _parse_scalar(annotation: Any, raw: str) -> Any:  # noqa: C901 - one flat dispatch over types
+def _parse_scalar(annotation: Any, raw: str) -> Any:
     origin = typing.get_origin(annotation)
     if annotation is Any or annotation is str:
         return raw
@@ -221,10 +248,8 @@ def _parse_scalar(annotation: Any, raw: str) -> Any:  # noqa: C901 - one flat di
         return _parse_bool(raw)
     if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
         return _parse_enum(annotation, raw)
-    if annotation is dt.datetime:
-        return dt.datetime.fromisoformat(raw)
-    if annotation is dt.date:
-        return dt.date.fromisoformat(raw)
+    if annotation in _EXAMPLES:
+        return _parse_builtin(annotation, raw)
     if annotation is type(None):
         if raw.lower() in _NONE_WORDS:
             return None
@@ -233,6 +258,21 @@ def _parse_scalar(annotation: Any, raw: str) -> Any:  # noqa: C901 - one flat di
         # int, float, Path, Decimal and any class whose constructor takes one string
         return annotation(raw)
     raise ValueError(f"batchframe cannot parse values of type {type_name(annotation)}")
+
+
+_EXAMPLES: dict[Any, str] = {
+    int: "a whole number, e.g. 42",
+    float: "a number, e.g. 2.5",
+    dt.datetime: "an ISO date and time, e.g. 2026-11-25T10:30:00",
+    dt.date: "an ISO date, e.g. 2026-11-25",
+}
+
+
+def _parse_builtin(annotation: Any, raw: str) -> Any:
+    try:
+        return annotation.fromisoformat(raw) if annotation in (dt.datetime, dt.date) else annotation(raw)
+    except ValueError:
+        raise ValueError(f"expected {_EXAMPLES[annotation]}") from None
 
 
 def _parse_union(members: tuple[Any, ...], raw: str) -> Any:

@@ -146,3 +146,57 @@ def test_no_traceback_for_bad_input_in_a_real_process(tmp_path: Path) -> None:
 def test_non_positive_limits_are_usage_errors(make_project, value: str) -> None:
     root = make_project({"job.py": SIMPLE_PROJECT})
     assert_usage_error(invoke("exec", root / "job.py", "-p", value), value.split("=")[0], "greater than 0")
+
+
+def test_the_old_p_name_value_spelling_gets_the_right_one(make_project) -> None:
+    root = make_project({"job.py": SIMPLE_PROJECT})
+    assert_usage_error(
+        invoke("exec", root / "job.py", "-p", "count", "5"), "-p NAME=VALUE, not -p NAME VALUE", "Write: -p count=5"
+    )
+
+
+def test_unexpected_extra_arguments(make_project) -> None:
+    root = make_project({"job.py": SIMPLE_PROJECT})
+    assert_usage_error(invoke("exec", root / "job.py", "other.py"), "Unexpected argument(s): other.py")
+
+
+def test_params_table_for_the_package_example() -> None:
+    from helpers import EXAMPLES
+
+    result = invoke("params", EXAMPLES / "webhooks", "-c", "config_dev")
+    assert result.exit_code == 0, result.output
+    rows = {line.split("│")[1].strip(): line for line in result.output.splitlines() if line.count("│") >= 5}
+    assert "failure_rate" in rows and "0.1" in rows["failure_rate"] and "WebhookConfig" in rows["failure_rate"]
+    assert "simulated share of failing calls" in rows["failure_rate"]
+    assert "events_file" in rows and "EventSource" in rows["events_file"]
+    assert "a .jsonl file of events" in rows["events_file"]  # from the class docstring
+    assert "concurrency" in rows and "4" in rows["concurrency"] and "Configuration" in rows["concurrency"]
+
+
+def test_params_marks_required_ones(make_project) -> None:
+    project = SIMPLE_PROJECT.replace("count: BatchframeParam[int] = 5", "count: BatchframeParam[int]")
+    root = make_project({"job.py": project})
+    result = invoke("params", root / "job.py")
+    line = next(line for line in result.output.splitlines() if "count" in line)
+    assert "required" in line
+
+
+def complete(words: str, cword: int, cwd: Path) -> list[str]:
+    result = batchframe_cli(cwd=cwd, _BATCHFRAME_COMPLETE="complete_bash", COMP_WORDS=words, COMP_CWORD=str(cword))
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split()
+
+
+def test_shell_completion_of_commands_configs_and_params(tmp_path: Path) -> None:
+    from helpers import EXAMPLES
+
+    assert complete("batchframe par", 1, tmp_path) == ["params"]
+    assert complete(f"batchframe exec {EXAMPLES / 'webhooks'} -c ", 4, tmp_path) == ["config_dev", "config_prod"]
+    params = complete(f"batchframe exec {EXAMPLES / 'webhooks'} -c config_dev -p fa", 6, tmp_path)
+    assert params == ["failure_rate="]
+
+
+def test_show_completion_script() -> None:
+    result = invoke("--show-completion", "bash")
+    assert result.exit_code == 0
+    assert "_BATCHFRAME_COMPLETE" in result.output

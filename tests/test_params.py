@@ -183,3 +183,81 @@ def test_missing_params_error_lists_every_missing_one_with_type() -> None:
     message = str(missing_params_error(missing, project="job.py"))
     assert "token (str" in message and "retries (int" in message
     assert "-p token=... -p retries=..." in message
+
+
+class GoogleDoc:
+    """Does things.
+
+    Args:
+        count: how many things
+            to do, at most.
+        ignored: not a param.
+    """
+
+    def __init__(
+        self, count: BatchframeParam[int] = 1, label: Annotated[str, BatchframeParam, "from Annotated"] = ""
+    ) -> None:
+        pass
+
+
+class NumpyInitDoc:
+    def __init__(self, when: BatchframeParam[dt.date], size: BatchframeParam[float] = 1.0) -> None:
+        """Set up.
+
+        Parameters
+        ----------
+        when : date
+            the day to process
+        size : float
+            batch size in MB
+        """
+
+
+class AnnotatedWins:
+    """Doc.
+
+    Args:
+        label: from the docstring
+    """
+
+    def __init__(self, label: Annotated[str, BatchframeParam, "from Annotated"] = "") -> None:
+        pass
+
+
+def test_descriptions_from_google_style_class_docstring() -> None:
+    specs = {s.name: s for s in params_of_class(GoogleDoc)}
+    assert specs["count"].description == "how many things to do, at most."
+    assert specs["label"].description == "from Annotated"
+
+
+def test_descriptions_from_numpy_style_init_docstring() -> None:
+    specs = {s.name: s for s in params_of_class(NumpyInitDoc)}
+    assert specs["when"].description == "the day to process"
+    assert specs["size"].description == "batch size in MB"
+
+
+def test_annotated_description_wins_over_the_docstring() -> None:
+    assert params_of_class(AnnotatedWins)[0].description == "from Annotated"
+
+
+def test_configuration_fields_take_descriptions_from_attributes_sections() -> None:
+    @dataclasses.dataclass
+    class Documented(Configuration):
+        """My settings.
+
+        Attributes:
+            region: the cloud region to use
+        """
+
+        region: BatchframeParam[str] = "eu"
+
+    specs = {s.name: s for s in params_of_class(Documented)}
+    assert specs["region"].description == "the cloud region to use"
+    assert specs["concurrency"].description == "number of items processed at the same time"
+
+
+def test_parse_errors_say_what_was_expected() -> None:
+    with pytest.raises(ValueError, match="a whole number"):
+        parse_value(int, "abc")
+    with pytest.raises(ValueError, match="ISO date"):
+        parse_value(dt.date, "tomorrow")

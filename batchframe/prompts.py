@@ -1,0 +1,96 @@
+"""Asking for missing required parameters on a terminal, with questionary.
+
+Each prompt fits its type: ``confirm`` for bool, ``select`` for Enum and Literal, path completion for
+Path, comma-separated text for collections, validated text for the rest (an int prompt rejects "abc"
+and asks again). The description and default are part of the question.
+"""
+
+from __future__ import annotations
+
+import enum
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from batchframe.params import ParamSpec, parse_value
+
+
+def ask_missing(missing: Sequence[ParamSpec]) -> Mapping[str, Any]:
+    """Ask for each parameter in turn and return name -> parsed value.
+
+    Raises:
+        KeyboardInterrupt: the user cancelled a prompt (Ctrl-C).
+    """
+    return {spec.name: ask_one(spec) for spec in missing}
+
+
+def ask_one(spec: ParamSpec) -> Any:
+    """Ask for one parameter with the prompt that suits its type."""
+    question = _question(spec)
+    answer = question.unsafe_ask()  # raises KeyboardInterrupt on Ctrl-C instead of returning None
+    if isinstance(answer, str):
+        return parse_value(spec.type, answer)
+    return answer
+
+
+def _question(spec: ParamSpec) -> Any:
+    import questionary
+
+    message = _message(spec)
+    bare = _strip_optional(spec.type)
+    choices = _choices(bare)
+    if bare is bool:
+        return questionary.confirm(message, default=bool(spec.default) if not spec.required else False)
+    if choices is not None:
+        return questionary.select(
+            message,
+            choices=[questionary.Choice(title=label, value=value) for label, value in choices],
+            use_arrow_keys=True,
+        )
+    validate = _validator(spec)
+    if bare is Path:
+        return questionary.path(message, validate=validate)
+    return questionary.text(message, validate=validate)
+
+
+def _message(spec: ParamSpec) -> str:
+    parts = [f"{spec.name} ({spec.type_name})"]
+    if spec.description:
+        parts.append(f"- {spec.description}")
+    if not spec.required:
+        parts.append(f"[default: {spec.default!r}]")
+    if typing.get_origin(_strip_optional(spec.type)) in (list, tuple, set, frozenset):
+        parts.append("(comma-separated)")
+    return " ".join(parts)
+
+
+def _strip_optional(annotation: Any) -> Any:
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        members = [a for a in args if a is not type(None)]
+        if len(members) == 1:
+            return members[0]
+    return annotation
+
+
+def _choices(annotation: Any) -> list[tuple[str, Any]] | None:
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return [(member.name, member) for member in annotation]
+    if typing.get_origin(annotation) is Literal:
+        return [(str(choice), choice) for choice in typing.get_args(annotation)]
+    return None
+
+
+def _validator(spec: ParamSpec) -> Any:
+    def validate(text: str) -> bool | str:
+        if not text.strip() and spec.required and typing.get_origin(spec.type) is None:
+            return f"{spec.name} is required: enter a {spec.type_name}"
+        try:
+            parse_value(spec.type, text)
+        except (ValueError, TypeError) as exc:
+            return f"Not a valid {spec.type_name}: {exc}"
+        return True
+
+    return validate
