@@ -191,3 +191,84 @@ def params(path: PathArg, config: ConfigOpt = None, verbose: VerboseOpt = 0) -> 
             for spec in specs.values()
         ]
         print_table(f"Parameters of {path}", ["name", "type", "default", "description", "owner"], rows)
+
+
+@app.command("init")
+def init(
+    name: Annotated[str, typer.Argument(help="The new project's folder (its package takes the same name).")],
+    defaults: Annotated[bool, typer.Option("--defaults", help="Ask nothing: use the default answers.")] = False,
+    data: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option(
+            "--data", help="Answer a template question: --data source_kind=csv (repeatable).", metavar="KEY=VALUE"
+        ),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Render into a folder that is not empty.")] = False,
+    no_git: Annotated[bool, typer.Option("--no-git", help="Do not make the project a git repository.")] = False,
+    verbose: VerboseOpt = 0,
+) -> None:
+    """Create a new project from batchframe's template (copier asks the questions)."""
+    with _errors_as_exit_codes(verbose):
+        from batchframe import scaffold
+
+        answers = scaffold.parse_data(data or [], scaffold.templates_root() / "project")
+        ask = not defaults and sys.stdin.isatty() and sys.stdout.isatty()
+        target = scaffold.init_project(name, data=answers, defaults=not ask, force=force, git_init=not no_git)
+        _print_next_steps(target)
+
+
+def _print_next_steps(target: Path) -> None:
+    from batchframe._console import console
+    from batchframe.project import list_configs
+    from batchframe.scaffold import find_config_dir, package_name_for
+
+    package = package_name_for(target.name)
+    configs = list_configs(find_config_dir(target))
+    config = f" -c {configs[0]}" if configs else ""
+    console().print(
+        f"[green]Created {target}[/green] (package {package}, configs: {', '.join(configs) or 'none'}).\n"
+        f"Next:\n  cd {target}\n  batchframe exec {package}{config}\n"
+        f"  batchframe params {package}{config}\n  python -m pytest"
+    )
+
+
+@app.command("new-config")
+def new_config(
+    name: Annotated[str, typer.Argument(help="The config's name: staging creates config/config_staging.py.")],
+    project: Annotated[
+        Path, typer.Option("--project", help="The project folder (default: the current folder).")
+    ] = Path(),
+    verbose: VerboseOpt = 0,
+) -> None:
+    """Add a configuration to a project: config/config_NAME.py, subclassing its abstract config."""
+    with _errors_as_exit_codes(verbose):
+        from batchframe import scaffold
+        from batchframe._console import console
+
+        path = scaffold.new_config(name, project=project)
+        stem = path.stem
+        console().print(f"[green]Created {path}[/green]. Use it with: batchframe exec {path.parent.parent} -c {stem}")
+
+
+@app.command("update")
+def update(
+    project: Annotated[Path, typer.Argument(help="The project folder (default: the current folder).")] = Path(),
+    verbose: VerboseOpt = 0,
+) -> None:
+    """Bring a generated project to this batchframe's templates, keeping your answers and edits."""
+    with _errors_as_exit_codes(verbose):
+        from batchframe import scaffold
+        from batchframe._console import console
+
+        report = scaffold.update_project(project)
+        out = console()
+        if report.merged:
+            out.print(f"[green]Updated {project} to the templates {report.ref} (three-way merge).[/green]")
+        else:
+            out.print(
+                f"[yellow]Re-rendered {project} (recopy: {report.reason}). Review your edits with git diff.[/yellow]"
+            )
+        for path in report.conflicts:
+            out.print(f"[red]Conflict[/red] in {path}: resolve the <<<<<<< markers.")
+        if report.conflicts:
+            raise typer.Exit(1)

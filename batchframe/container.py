@@ -72,8 +72,13 @@ def clear_marked() -> None:
 
 
 def marked_classes() -> list[type]:
-    """The classes marked with ``@inject`` since the last ``clear_marked()``."""
-    return list(dict.fromkeys(_marked))
+    """The classes marked with ``@inject`` since the last ``clear_marked()``.
+
+    A module imported again (a test re-importing a project) re-defines its classes: only the
+    latest definition of each ``module.qualname`` counts.
+    """
+    latest = {(cls.__module__, cls.__qualname__): cls for cls in _marked}
+    return list(latest.values())
 
 
 def reset_container() -> kink.Container:
@@ -181,28 +186,43 @@ class Wired:
 
 def wire(
     *,
-    source_cls: type,
+    source_cls: type | None,
     service_cls: type,
     config: Any,
     injectables: Iterable[type],
     param_values: Mapping[str, Any],
     static_values: Mapping[str, Any],
+    source: Any = None,
 ) -> Wired:
     """Reset the container, register the project's classes and values, and build the source and service.
+
+    Args:
+        source_cls: the Source class to build, or None when ``source`` is given.
+        service_cls: the Service class to build.
+        config: the configuration instance (bound to its class and, by aliasing, to its parents).
+        injectables: other classes to register.
+        param_values: parameter values, bound by name.
+        static_values: the run's static values, bound by name.
+        source: a ready Source instance, bound to ``Source`` (used by ``batchframe.testing``).
 
     Raises:
         LookupError: a constructor argument has nothing bound to it (the message names it).
         Exception: whatever the user's constructors raise, unchanged.
     """
+    from batchframe.source import Source
+
     container = reset_container()
     config_cls = type(config)
     container[config_cls] = config
-    classes = list(dict.fromkeys([source_cls, service_cls, *injectables]))
+    if source is not None:
+        container[Source] = source
+    classes = list(dict.fromkeys(c for c in (source_cls, service_cls, *injectables) if c is not None))
     for cls in classes:
         register(container, cls)
     bind_values(container, {**static_values, **param_values})
-    alias_to_parents(container, [source_cls, service_cls, config_cls, *classes])
-    source = resolve(container, source_cls)
+    alias_to_parents(container, [config_cls, *classes])
+    if source_cls is not None:
+        source = resolve(container, source_cls)
     service = resolve(container, service_cls)
     return Wired(config=config, source=source, service=service)
 

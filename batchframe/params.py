@@ -375,7 +375,7 @@ def resolve_values(specs: Mapping[str, ParamSpec], given: Mapping[str, list[str]
     for name, raws in given.items():
         spec = specs.get(name)
         if spec is None:
-            raise _unknown_param(name, specs)
+            raise unknown_param_error(name, specs)
         raw: str | list[str] = raws[0] if len(raws) == 1 else raws
         try:
             values[name] = parse_value(spec.type, raw)
@@ -391,7 +391,8 @@ def resolve_values(specs: Mapping[str, ParamSpec], given: Mapping[str, list[str]
     return values
 
 
-def _unknown_param(name: str, specs: Mapping[str, ParamSpec]) -> ParamError:
+def unknown_param_error(name: str, specs: Mapping[str, ParamSpec]) -> ParamError:
+    """An error for a parameter name the project does not declare, with a did-you-mean hint."""
     close = difflib.get_close_matches(name, list(specs), n=1, cutoff=0.6)
     hint = f"Did you mean {close[0]!r}?" if close else ""
     known = ", ".join(sorted(specs)) or "(none)"

@@ -95,7 +95,7 @@ def load_project(path: str | Path, config: str | None = None) -> Project:
     classes = _project_classes(modules + ([config_module] if config_module else []), package_dir)
     source_cls = _pick(classes, Source, "Source", target)
     service_cls = _pick(classes, Service, "Service", target)
-    config_cls = _pick_config(classes, config_module, config)
+    config_cls = _pick_config(classes, config_module, config, config_dir)
     injectables = list(dict.fromkeys([source_cls, service_cls, *marked_classes()]))
     injectables = [cls for cls in injectables if not issubclass(cls, Configuration)]
     return Project(
@@ -339,7 +339,9 @@ def _import_config(config: str, config_dir: Path | None, package_dir: Path, pack
     return _import(f"{package}.{CONFIG_DIR}.{name}", config_dir / f"{name}.py")
 
 
-def _pick_config(classes: list[type], config_module: types.ModuleType | None, config: str | None) -> type:
+def _pick_config(
+    classes: list[type], config_module: types.ModuleType | None, config: str | None, config_dir: Path | None
+) -> type:
     """The selected config module's Configuration, else one defined in the project, else the base."""
     candidates = [c for c in classes if issubclass(c, Configuration) and c is not Configuration]
     if config_module is not None:
@@ -352,6 +354,16 @@ def _pick_config(classes: list[type], config_module: types.ModuleType | None, co
                 hint="Define one class in it that subclasses your project's Configuration.",
             )
         return leaves[0]
-    concrete = [c for c in candidates if not inspect.isabstract(c) and "config" not in c.__module__.split(".")]
+    # Without -c: a config the project defines outside config/config_*.py, e.g. in a single file, or
+    # the shared one in config/__init__.py of a project that has no per-environment configs. A
+    # project with config files must say which one (the error lists them); no silent default.
+    concrete = [c for c in candidates if not inspect.isabstract(c) and not _in_config_file(c)]
+    if config_dir is not None and list_configs(config_dir):
+        concrete = [c for c in concrete if CONFIG_DIR not in c.__module__.split(".")]
     leaves = [c for c in concrete if not any(o is not c and issubclass(o, c) for o in concrete)]
     return leaves[0] if len(leaves) == 1 else Configuration
+
+
+def _in_config_file(cls: type) -> bool:
+    parts = cls.__module__.split(".")
+    return len(parts) >= 2 and parts[-2] == CONFIG_DIR and parts[-1].startswith("config_")

@@ -59,7 +59,11 @@ class Supervisor:
             self._install_signal_handlers()
             task = loop.create_task(self.executor.run())
             with self.progress:
-                self._drive(task)
+                try:
+                    self._drive(task)
+                except BaseException:
+                    self._finish_after_error(task)
+                    raise
                 if self.executor.outcome is Outcome.FATAL and self.interactive:
                     self._shell(emergency=True)
             task.result()
@@ -68,6 +72,13 @@ class Supervisor:
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
             self._loop = None
+
+    def _finish_after_error(self, task: asyncio.Task[Any]) -> None:
+        """Something broke the driving loop: stop the run so every item is still recorded."""
+        if task.done() or self._loop is None:
+            return
+        self.executor.stop("the run was interrupted", force=True)
+        self._loop.run_until_complete(task)
 
     def _drive(self, task: asyncio.Task[Any]) -> None:
         loop = self._loop
@@ -129,6 +140,11 @@ class Supervisor:
         self.progress.suspend()
         try:
             self.open_shell(namespace, _banner(executor, emergency=emergency))
+        except KeyboardInterrupt:
+            # Ctrl-C before the shell could take it over: the user wants out, so stop, losing nothing.
+            executor.stop("interrupted while the shell was opening")
+        except Exception:
+            logger.exception("The shell failed; the run goes on.")
         finally:
             self.progress.resume()
             self._install_signal_handlers()

@@ -60,6 +60,7 @@ def spawn(tmp_path: Path):
             "LINES": "40",
         }
         child = pexpect.spawn(executable, list(args), cwd=str(tmp_path), env=env, encoding="utf-8", timeout=30)
+        child.logfile_read = (tmp_path / f"pty-{len(children)}.log").open("w")  # the whole screen, for failures
         child.setwinsize(40, 160)
         children.append(child)
         return child
@@ -68,6 +69,7 @@ def spawn(tmp_path: Path):
     for child in children:
         if child.isalive():
             child.terminate(force=True)
+        child.logfile_read.close()
 
 
 def done_items(run_dir: Path) -> list[int]:

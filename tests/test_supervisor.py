@@ -136,3 +136,25 @@ def test_no_emergency_shell_off_a_terminal() -> None:
     executor, _, calls = supervise(Breaks(), SignalsItself(at=-1), interactive=False)
     assert executor.outcome is Outcome.FATAL
     assert calls == []
+
+
+def test_a_shell_that_fails_to_open_does_not_lose_the_run() -> None:
+    def broken(namespace):
+        raise RuntimeError("no terminal")
+
+    service = SignalsItself()
+    executor, _, calls = supervise(Numbers(), service, interactive=True, shell=broken)
+    assert len(calls) == 1
+    assert executor.outcome is Outcome.COMPLETED
+    assert sorted(service.done) == list(range(30))
+
+
+def test_ctrl_c_while_the_shell_opens_stops_gracefully() -> None:
+    def interrupted(namespace):
+        raise KeyboardInterrupt
+
+    service = SignalsItself()
+    executor, supervisor, _ = supervise(Numbers(), service, interactive=True, shell=interrupted)
+    assert executor.outcome is Outcome.STOPPED
+    assert supervisor.stopped_by == signal.SIGINT
+    assert executor.stats.done == 30

@@ -1,0 +1,227 @@
+"""Helpers for testing your batchframe project with pytest (or any test runner).
+
+``run_service`` runs your Service over a list of items in-process, with your configuration and
+parameters, and tells you which items succeeded and which failed (with their exceptions)::
+
+    from batchframe.testing import run_service
+    from myjob.config.config_dev import DevConfig
+    from myjob.service import MyService
+
+    def test_bad_rows_fail():
+        result = run_service(MyService, [{"email": "a@example.com"}, {"email": "nope"}], config=DevConfig)
+        assert result.succeeded == [{"email": "a@example.com"}]
+        assert result.failed[0].error_type == "ValueError"
+
+``run_project`` runs a whole project as ``batchframe exec`` would, without a terminal. Neither
+leaves files behind unless you pass ``output_dir``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import enum
+import inspect
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from batchframe.configuration import Configuration
+from batchframe.container import make_config, marked_classes, wire
+from batchframe.executor import Executor, Stats
+from batchframe.failures import FailedItem
+from batchframe.params import (
+    ParamSpec,
+    merge_specs,
+    missing_params,
+    missing_params_error,
+    params_of_class,
+    resolve_values,
+    unknown_param_error,
+)
+from batchframe.run import RunResult, settings_from_config
+from batchframe.run import run_project as _run_project
+from batchframe.source import Source
+
+__all__ = ["ServiceResult", "run_project", "run_service"]
+
+
+@dataclass
+class ServiceResult:
+    """What ``run_service`` did.
+
+    Attributes:
+        succeeded: the items that succeeded, in the order they finished.
+        failed: the items that failed, each with ``item``, ``error_type``, ``message``, ``attempts``
+            and ``exception``.
+        stats: the executor's counters.
+        service: the Service instance that processed the items (inspect its state).
+        config: the configuration instance used.
+    """
+
+    succeeded: list[Any]
+    failed: list[FailedItem]
+    stats: Stats
+    service: Any
+    config: Configuration
+
+    @property
+    def failed_items(self) -> list[Any]:
+        """Just the items that failed."""
+        return [record.item for record in self.failed]
+
+
+class _ListSource(Source[Any]):
+    def __init__(self, items: Iterable[Any]) -> None:
+        self.items = list(items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self) -> Any:
+        return iter(self.items)
+
+
+def run_service(
+    service_cls: type,
+    items: Iterable[Any],
+    *,
+    config: type[Configuration] | Configuration | None = None,
+    params: Mapping[str, Any] | None = None,
+    output_dir: Path | None = None,
+) -> ServiceResult:
+    """Run ``service_cls`` over ``items`` in-process and return what succeeded and what failed.
+
+    The Service is built as in a real run: its constructor arguments are injected (``source`` is a
+    Source over ``items``, ``config`` the configuration), retries and timeouts follow the
+    configuration. ``finish()`` is called at the end; exceptions from it propagate.
+
+    Args:
+        service_cls: your Service class.
+        items: the work items.
+        config: a Configuration class (built with ``params``) or a ready instance; default the base one.
+        params: parameter values by name; typed values as they are, strings parsed as ``-p`` would.
+        output_dir: where ``_output_directory``/``_current_run_output_dir`` point (default: a temporary
+            directory, removed afterwards).
+
+    Raises:
+        ParamError: an unknown parameter, a value that does not parse, or a missing required one.
+    """
+    config_cls = config if isinstance(config, type) else type(config) if config is not None else Configuration
+    injectables = _related_injectables(service_cls)
+    specs = merge_specs(spec for cls in (config_cls, service_cls, *injectables) for spec in params_of_class(cls))
+    values = _resolve(specs, params or {})
+    config_obj = config if isinstance(config, Configuration) else make_config(config_cls, values)
+    source = _ListSource(items)
+    with tempfile.TemporaryDirectory(prefix="batchframe-test-") as scratch:
+        run_dir = Path(output_dir) if output_dir is not None else Path(scratch)
+        statics = {
+            "_output_directory": run_dir,
+            "_current_run_start": dt.datetime.now(),
+            "_current_run_output_dir": run_dir,
+        }
+        wired = wire(
+            source_cls=None,
+            service_cls=service_cls,
+            config=config_obj,
+            injectables=injectables,
+            param_values=values,
+            static_values=statics,
+            source=source,
+        )
+        succeeded: list[Any] = []
+        executor = Executor(source, _Recording(wired.service, succeeded), settings=settings_from_config(config_obj))
+        asyncio.run(executor.run())
+        _finish(wired.service)
+    return ServiceResult(succeeded, executor.failed, executor.stats, wired.service, config_obj)
+
+
+def run_project(
+    path: str | Path,
+    *,
+    config: str | None = None,
+    params: Mapping[str, Any] | None = None,
+    output_dir: Path | None = None,
+) -> RunResult:
+    """Run a whole project as ``batchframe exec PATH -c CONFIG -p ...`` would, off a terminal.
+
+    Args:
+        path: the project (file, package or directory).
+        config: the config name, e.g. ``"config_dev"``.
+        params: parameter values by name (turned into ``-p NAME=VALUE``).
+        output_dir: where the run folder goes (default: a temporary directory, removed afterwards;
+            pass pytest's ``tmp_path`` to inspect ``failed.jsonl`` and friends).
+    """
+    assignments = [f"{name}={_as_text(value)}" for name, value in (params or {}).items()]
+    if output_dir is not None:
+        return _run_project(path, config=config, params=assignments, output_dir=Path(output_dir))
+    with tempfile.TemporaryDirectory(prefix="batchframe-test-") as scratch:
+        return _run_project(path, config=config, params=assignments, output_dir=Path(scratch))
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, enum.Enum):
+        return value.name
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return ",".join(_as_text(v) for v in value)
+    return str(value)
+
+
+def _related_injectables(service_cls: type) -> list[type]:
+    """The @inject classes of the Service's own package, except Sources (the items replace them)."""
+    package = service_cls.__module__.split(".")[0]
+    return [
+        cls
+        for cls in marked_classes()
+        if cls.__module__.split(".")[0] == package
+        and not issubclass(cls, (Source, Configuration))
+        and (cls.__module__, cls.__qualname__) != (service_cls.__module__, service_cls.__qualname__)
+    ]
+
+
+def _resolve(specs: Mapping[str, ParamSpec], params: Mapping[str, Any]) -> dict[str, Any]:
+    for name in params:
+        if name not in specs:
+            raise unknown_param_error(name, specs)
+    values = resolve_values(specs, {k: [v] for k, v in params.items() if isinstance(v, str)})
+    values.update({k: v for k, v in params.items() if not isinstance(v, str)})
+    missing: Sequence[ParamSpec] = missing_params(specs, values)
+    if missing:
+        raise missing_params_error(missing)
+    return values
+
+
+class _Recording:
+    """Stands in for the Service in the executor, recording the items that succeed."""
+
+    def __init__(self, service: Any, succeeded: list[Any]) -> None:
+        self.exceptions_to_retry_for = getattr(service, "exceptions_to_retry_for", None)
+        process = service.process
+        if inspect.iscoroutinefunction(process):
+
+            async def recorded_async(item: Any) -> None:
+                await process(item)
+                succeeded.append(item)
+
+            self.process: Any = recorded_async
+        else:
+
+            def recorded(item: Any) -> None:
+                process(item)
+                succeeded.append(item)  # list.append is atomic: safe from the worker threads
+
+            self.process = recorded
+
+
+def _finish(service: Any) -> None:
+    result = service.finish()
+    if inspect.isawaitable(result):
+
+        async def wait() -> None:
+            await result
+
+        asyncio.run(wait())
