@@ -132,7 +132,7 @@ def exec_(
         from batchframe.run import run_project
 
         _reject_extra_args(ctx.args, param or [])
-        interactive = not no_input and sys.stdin.isatty() and sys.stdout.isatty()
+        interactive = _interactive(no_input)
         ask_missing = _prompts() if interactive else None
         result = run_project(
             path,
@@ -212,7 +212,7 @@ def init(
         from batchframe import scaffold
 
         answers = scaffold.parse_data(data or [], scaffold.templates_root() / "project")
-        ask = not defaults and sys.stdin.isatty() and sys.stdout.isatty()
+        ask = not defaults and _interactive(no_input=False)
         target = scaffold.init_project(name, data=answers, defaults=not ask, force=force, git_init=not no_git)
         _print_next_steps(target)
 
@@ -272,3 +272,62 @@ def update(
             out.print(f"[red]Conflict[/red] in {path}: resolve the <<<<<<< markers.")
         if report.conflicts:
             raise typer.Exit(1)
+
+
+RunDirArg = Annotated[Path, typer.Argument(help="A run folder, e.g. batchframe_outputs/2026-11-25T10-30-00.")]
+
+
+@app.command("resume")
+def resume(
+    run_dir: RunDirArg,
+    verbose: VerboseOpt = 0,
+    no_input: Annotated[bool, typer.Option("--no-input", help="Never open the pause shell.")] = False,
+) -> None:
+    """Continue a run that was stopped or killed: skip what it finished, process the rest."""
+    with _errors_as_exit_codes(verbose):
+        from batchframe.run import AlreadyFinished, resume_run
+
+        try:
+            result = resume_run(run_dir, verbosity=verbose, interactive=_interactive(no_input))
+        except AlreadyFinished as done:
+            typer.echo(str(done))
+            raise typer.Exit(0) from None
+    raise typer.Exit(result.exit_code)
+
+
+@app.command("retry")
+def retry(
+    run_dir: RunDirArg,
+    verbose: VerboseOpt = 0,
+    no_input: Annotated[bool, typer.Option("--no-input", help="Never open the pause shell.")] = False,
+) -> None:
+    """Run again, in a new run folder, only the items that did not succeed in RUN_DIR."""
+    with _errors_as_exit_codes(verbose):
+        from batchframe.run import AlreadyFinished, retry_run
+
+        try:
+            result = retry_run(run_dir, verbosity=verbose, interactive=_interactive(no_input))
+        except AlreadyFinished as done:
+            typer.echo(str(done))
+            raise typer.Exit(0) from None
+    raise typer.Exit(result.exit_code)
+
+
+@app.command("runs")
+def runs(
+    run_dir: Annotated[Optional[Path], typer.Argument(help="Show this one run in detail.")] = None,  # noqa: UP045
+    output_dir: OutputOpt = Path("batchframe_outputs"),
+    verbose: VerboseOpt = 0,
+) -> None:
+    """List past runs (newest first), or show one run's summary."""
+    with _errors_as_exit_codes(verbose):
+        from batchframe import history
+
+        if run_dir is not None:
+            history.show_run(run_dir)
+        else:
+            history.show_runs(output_dir)
+
+
+def _interactive(no_input: bool) -> bool:
+    return not no_input and sys.stdin.isatty() and sys.stdout.isatty()

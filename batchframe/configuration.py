@@ -32,3 +32,4 @@ class Configuration:
     max_per_second: Annotated[float | None, BatchframeParam, "rate limit in items started per second"] = None
     executor: Annotated[ExecutorName, BatchframeParam, "asyncio, threads, processes or dask"] = "asyncio"
     scheduler: Annotated[str | None, BatchframeParam, "dask scheduler address (none = local cluster)"] = None
+    journal: Annotated[bool, BatchframeParam, "keep journal.sqlite for resume and retry"] = True

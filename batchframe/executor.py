@@ -14,15 +14,18 @@ import enum
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from batchframe.errors import ParamError
 from batchframe.failures import NOT_PROCESSED, FailedItem
 from batchframe.retry import RetryPolicy
 from batchframe.source import is_async_source, iter_async_source, iter_sync_source, source_length
+
+if TYPE_CHECKING:
+    from batchframe.journal import Journal
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +85,7 @@ class Stats:
         succeeded: items processed successfully.
         failed: items that failed for good.
         not_processed: items a stopped or crashed run read but never finished (recorded as failed items).
+        skipped: items an earlier part of this run finished already (a resumed run skips them).
         retrying: items waiting for a retry.
         in_flight: items being processed right now.
         failures_by_type: failed items counted by exception type name.
@@ -92,6 +96,7 @@ class Stats:
     succeeded: int = 0
     failed: int = 0
     not_processed: int = 0
+    skipped: int = 0
     retrying: int = 0
     in_flight: int = 0
     failures_by_type: collections.Counter[str] = field(default_factory=collections.Counter)
@@ -102,6 +107,11 @@ class Stats:
     def done(self) -> int:
         """Items finished one way or another."""
         return self.succeeded + self.failed + self.not_processed
+
+    @property
+    def completed(self) -> int:
+        """Items finished, counting those an earlier part of a resumed run finished: for progress."""
+        return self.done + self.skipped
 
     @property
     def elapsed_s(self) -> float:
@@ -128,6 +138,7 @@ class _Work:
     index: int
     item: Any
     attempts: int = 0
+    task: asyncio.Task[None] | None = None
 
 
 class Executor:
@@ -138,6 +149,8 @@ class Executor:
         service: the user's Service instance.
         settings: concurrency, retry, timeout and rate settings.
         on_failure: called with each item that fails for good, as it fails.
+        journal: records each item's outcome (for resume and retry).
+        skip: source positions to skip, as sorted half-open ranges (a resumed run's finished items).
     """
 
     def __init__(
@@ -147,6 +160,8 @@ class Executor:
         *,
         settings: ExecutorSettings,
         on_failure: Callable[[FailedItem], None] | None = None,
+        journal: Journal | None = None,
+        skip: Sequence[tuple[int, int]] = (),
     ) -> None:
         self.source = source
         self.service = service
@@ -157,11 +172,16 @@ class Executor:
         self.outcome = Outcome.COMPLETED
         self.fatal_error: BaseException | None = None
         self._on_failure = on_failure
+        self._journal = journal
+        if journal is not None:
+            journal.watch_in_flight(self.in_flight_items)
+        self._skip = list(skip)
+        self.positions_read = 0
         self._stopping = False
         self._stop_reason = "the run was stopped"
         self._paused = False
         self._cancelled: set[int] = set()
-        self._active: dict[int, asyncio.Task[None]] = {}
+        self._active: dict[int, _Work] = {}
         self._feeding_done = False
         self._outstanding = 0
         self._ready_retries: collections.deque[_Work] = collections.deque()
@@ -243,6 +263,10 @@ class Executor:
         if self._idle is not None:
             self._idle.clear()
 
+    def in_flight_items(self) -> list[tuple[int, int, Any]]:
+        """(position, attempts, item) of every item being processed now."""
+        return [(work.index, work.attempts, work.item) for work in self._active.values()]
+
     @property
     def paused(self) -> bool:
         """Whether the executor is paused."""
@@ -255,9 +279,10 @@ class Executor:
 
     def cancel_in_flight(self) -> None:
         """Cancel the items being processed; they go back to pending (or are recorded, when stopping)."""
-        for index, task in list(self._active.items()):
+        for index, work in list(self._active.items()):
             self._cancelled.add(index)
-            task.cancel()
+            if work.task is not None:
+                work.task.cancel()
 
     def _check_idle(self) -> None:
         if self._paused and self.stats.in_flight == 0 and self._idle is not None:
@@ -268,33 +293,68 @@ class Executor:
     async def _feed(self) -> None:
         try:
             if is_async_source(self.source):
-                async for item in iter_async_source(self.source):
-                    await self._submit(item)
+                await self._feed_async(iter_async_source(self.source))
             else:
-                for item in iter_sync_source(self.source):
-                    await self._submit(item)
+                await self._feed_sync(iter_sync_source(self.source))
         except asyncio.CancelledError:
-            pass  # a forced stop cancels the feeder; the item being submitted was recorded by _submit
+            pass  # a forced stop cancels the feeder; the item being submitted was recorded by _put_when_room
         except Exception as exc:
             self._fatal(exc)
         finally:
             self._feeding_done = True
             self._check_all_done()
 
-    async def _submit(self, item: Any) -> None:
-        work = _Work(self.stats.read, item)
+    async def _feed_sync(self, items: Iterator[Any]) -> None:
+        skip = self._skip
+        for position, item in enumerate(items):
+            if skip and self._skipped(position):
+                continue
+            work = self._enqueue(position, item)
+            if work is not None:
+                await self._put_when_room(work)
+
+    async def _feed_async(self, items: AsyncIterator[Any]) -> None:
+        skip = self._skip
+        position = -1
+        async for item in items:
+            position += 1
+            if skip and self._skipped(position):
+                continue
+            work = self._enqueue(position, item)
+            if work is not None:
+                await self._put_when_room(work)
+
+    def _skipped(self, position: int) -> bool:
+        # Positions arrive in increasing order: drop the ranges behind us, look at the first one.
+        skip = self._skip
+        while skip and skip[0][1] <= position:
+            skip.pop(0)
+        if skip and skip[0][0] <= position:
+            self.stats.skipped += 1
+            self.positions_read = position + 1
+            return True
+        return False
+
+    def _enqueue(self, position: int, item: Any) -> _Work | None:
+        """Queue one item; return it when the queue is full and the caller must wait for room."""
+        self.positions_read = position + 1
+        work = _Work(position, item)
         self.stats.read += 1
         self._outstanding += 1
         if self._stopping:
             self._not_processed(work)
-            return
+            return None
         queue = self._queue
         assert queue is not None
-        if not queue.full():
-            queue.put_nowait(work)
-            return
+        if queue.full():
+            return work
+        queue.put_nowait(work)
+        return None
+
+    async def _put_when_room(self, work: _Work) -> None:
+        assert self._queue is not None
         try:
-            await queue.put(work)
+            await self._queue.put(work)
         except asyncio.CancelledError:
             self._not_processed(work)
             raise
@@ -316,7 +376,13 @@ class Executor:
         assert running is not None
         assert task is not None
         while True:
-            work = ready.popleft() if ready else await queue.get()
+            work: _Work | None
+            if ready:
+                work = ready.popleft()
+            elif queue.empty():
+                work = await queue.get()
+            else:
+                work = queue.get_nowait()  # no coroutine when an item is already waiting
             if work is None:
                 return
             if not running.is_set():
@@ -330,7 +396,9 @@ class Executor:
         stats = self.stats
         work.attempts += 1
         stats.in_flight += 1
-        self._active[work.index] = task
+        work.task = task
+        self._active[work.index] = work
+        journal = self._journal
         try:
             await call(work.item)
         except asyncio.CancelledError:
@@ -344,6 +412,8 @@ class Executor:
             return
         self._attempt_over(work)
         stats.succeeded += 1
+        if journal is not None:
+            journal.succeeded(work.index)
         self._finish_one()
 
     def _attempt_over(self, work: _Work) -> None:
@@ -415,6 +485,8 @@ class Executor:
             logger.debug("item %d failed: %s: %s", failed.index, failed.error_type, failed.message)
         self.stats.failures_by_type[failed.error_type] += 1
         self.failed.append(failed)
+        if self._journal is not None:
+            self._journal.finished_badly(failed)
         if self._on_failure is not None:
             self._on_failure(failed)
         self._finish_one()
@@ -424,7 +496,8 @@ class Executor:
 
     def _finish_one(self) -> None:
         self._outstanding -= 1
-        self._check_all_done()
+        if self._outstanding == 0:
+            self._check_all_done()
 
     def _check_all_done(self) -> None:
         if self._feeding_done and self._outstanding == 0 and self._all_done is not None:

@@ -37,10 +37,10 @@ class ProgressDisplay(Protocol):
 def describe(stats: Stats) -> str:
     """One line: done/total, percentage, failed, retrying, in flight, rate, ETA."""
     total = f"/{stats.total:,}" if stats.total is not None else ""
-    percent = f" ({100 * stats.done / stats.total:.0f}%)" if stats.total else ""
+    percent = f" ({100 * stats.completed / stats.total:.0f}%)" if stats.total else ""
     eta = _eta(stats)
     return (
-        f"{stats.done:,}{total} done{percent}: {stats.succeeded:,} succeeded, {stats.failed:,} failed, "
+        f"{stats.completed:,}{total} done{percent}: {stats.succeeded:,} succeeded, {stats.failed:,} failed, "
         f"{stats.retrying:,} retrying, {stats.in_flight:,} in flight; {stats.rate_per_s:,.1f} items/s"
         + (f", ETA {eta}" if eta else "")
     )
@@ -49,7 +49,7 @@ def describe(stats: Stats) -> str:
 def _eta(stats: Stats) -> str:
     if stats.total is None or stats.rate_per_s <= 0:
         return ""
-    seconds = max(stats.total - stats.done, 0) / stats.rate_per_s
+    seconds = max(stats.total - stats.completed, 0) / stats.rate_per_s
     minutes, secs = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}"
@@ -135,7 +135,7 @@ class LiveProgress:
             f"[yellow]{stats.retrying:,} retrying[/] {stats.in_flight:,} in flight"
         )
         self._progress.update(
-            self._task, completed=stats.done, total=stats.total, counts=counts, rate=f"{stats.rate_per_s:,.0f}/s"
+            self._task, completed=stats.completed, total=stats.total, counts=counts, rate=f"{stats.rate_per_s:,.0f}/s"
         )
 
     def __enter__(self) -> LiveProgress:

@@ -6,25 +6,22 @@ raises ``BatchframeError`` for anything that stops a run before or while it exec
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import datetime as dt
-import inspect
 import logging
 import shutil
-import signal
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from batchframe import summary
-from batchframe._console import console
+from batchframe._execution import RunPlan, RunResult, execute
 from batchframe._logging import run_logging
 from batchframe.configuration import Configuration
-from batchframe.container import make_config, wire
+from batchframe.container import make_config
 from batchframe.errors import RunError, UsageError
-from batchframe.executor import Executor, ExecutorSettings, Outcome, Stats
-from batchframe.failures import FailedItem, FailureLog
+from batchframe.executor import ExecutorSettings
+from batchframe.journal import Journal
 from batchframe.params import (
     ParamSpec,
     merge_specs,
@@ -34,39 +31,18 @@ from batchframe.params import (
     resolve_values,
     split_assignments,
 )
-from batchframe.progress import LOG_INTERVAL_S, make_progress
+from batchframe.progress import LOG_INTERVAL_S
 from batchframe.project import Project, load_project, user_frames
 from batchframe.retry import RetryPolicy
-from batchframe.supervisor import Supervisor
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_OUTPUT_DIR = Path("batchframe_outputs")
 RUN_DIR_FORMAT = "%Y-%m-%dT%H-%M-%S"
 
-EXIT_OK, EXIT_FATAL, EXIT_USAGE, EXIT_FAILED_ITEMS = 0, 1, 2, 3
-EXIT_SIGINT, EXIT_SIGTERM = 130, 143
+__all__ = ["PreparedRun", "RunResult", "prepare", "run_project"]
 
 AskMissing = Callable[[Sequence[ParamSpec]], Mapping[str, Any]]
-
-
-@dataclass
-class RunResult:
-    """What a run did.
-
-    Attributes:
-        run_dir: the run folder (logs.txt, failed.jsonl, summary.json).
-        stats: the final counters.
-        outcome: completed, stopped or fatal.
-        exit_code: the process exit code for this run (0, 1, 3, 130 or 143).
-        failed: every item that did not succeed.
-    """
-
-    run_dir: Path
-    stats: Stats
-    outcome: Outcome
-    exit_code: int
-    failed: list[FailedItem]
 
 
 @dataclass
@@ -183,115 +159,198 @@ def run_project(
     """
     prepared = prepare(path, config=config, params=params, ask_missing=ask_missing)
     started = dt.datetime.now()
-    run_dir = create_run_dir(Path(output_dir), started)
+    output = Path(output_dir)
+    run_dir = create_run_dir(output, started)
+    meta = run_meta(prepared, path=path, config=config, params=params, output_dir=output, started=started)
+    plan = RunPlan(run_dir, output, started, interactive=interactive, progress_interval_s=progress_interval_s)
     with run_logging(run_dir / "logs.txt", verbosity=verbosity):
         try:
-            return _execute(prepared, run_dir, started, Path(output_dir), interactive, progress_interval_s)
+            journal = _new_journal(prepared, run_dir, meta)
+            with _holding(journal):
+                return execute(prepared, plan, journal)
         except UsageError:
             # Nothing ran: do not leave an empty run folder behind for a command-line mistake.
             shutil.rmtree(run_dir, ignore_errors=True)
             raise
 
 
-def _execute(
+def run_meta(
     prepared: PreparedRun,
-    run_dir: Path,
-    started: dt.datetime,
+    *,
+    path: str | Path,
+    config: str | None,
+    params: Sequence[str],
     output_dir: Path,
-    interactive: bool,
-    progress_interval_s: float,
-) -> RunResult:
-    statics = {
-        "_output_directory": output_dir.resolve(),
-        "_current_run_start": started,
-        "_current_run_output_dir": run_dir.resolve(),
+    started: dt.datetime,
+) -> dict[str, Any]:
+    """What the journal records about a run, enough to run it again the same way."""
+    from batchframe import __version__
+
+    return {
+        "kind": "run",
+        "project": str(Path(path).resolve()),
+        "config": config,
+        "params": list(params),
+        "output_dir": str(output_dir.resolve()),
+        "batchframe_version": __version__,
+        "started_at": started.isoformat(timespec="seconds"),
+        "fingerprint": fingerprint(prepared),
     }
-    wired = _wire(prepared, statics)
-    logger.info("Run folder: %s", run_dir)
-    failure_log = FailureLog(run_dir / "failed.jsonl")
-    executor = Executor(wired.source, wired.service, settings=prepared.settings, on_failure=failure_log.write)
-    out = console(stderr=True)
-    supervisor = Supervisor(
-        executor,
-        progress=make_progress(executor.stats, console=out, live=out.is_terminal, interval_s=progress_interval_s),
-        interactive=interactive,
-        namespace={"source": wired.source, "service": wired.service, "config": wired.config},
-    )
+
+
+def fingerprint(prepared: PreparedRun) -> dict[str, str]:
+    """The resolved parameter values and configuration class: a resume must find the same."""
+    values = {name: repr(value) for name, value in sorted(prepared.values.items())}
+    return {"config_class": type(prepared.config).__qualname__, **values}
+
+
+@contextlib.contextmanager
+def _holding(journal: Journal | None) -> Iterator[None]:
+    if journal is None:
+        yield
+        return
+    with journal.locked():
+        yield
+
+
+def _new_journal(prepared: PreparedRun, run_dir: Path, meta: dict[str, Any]) -> Journal | None:
+    if not prepared.config.journal:
+        return None
+    return Journal.create(run_dir, meta)
+
+
+# ---------------------------------------------------------------------------------- resume and retry
+
+
+class AlreadyFinished(Exception):  # noqa: N818 - not an error: the CLI reports it and exits 0
+    """``resume`` of a run that has nothing left to do."""
+
+
+def resume_run(
+    run_dir: Path,
+    *,
+    verbosity: int = 0,
+    interactive: bool = False,
+    progress_interval_s: float = LOG_INTERVAL_S,
+) -> RunResult:
+    """Continue a stopped or killed run in its own folder: skip what is finished, process the rest.
+
+    Raises:
+        AlreadyFinished: the run completed; nothing to resume (see ``retry_run`` for its failures).
+        JournalError: no journal, a damaged one, a newer format, or another process holds it.
+        UsageError: the project's parameters or configuration changed since the run started.
+    """
+    journal = Journal.open(run_dir)
+    meta = journal.meta()
+    counts = journal.counts()
+    if meta.get("exit_code") in (0, 3) and not counts["not_processed"] and not counts["in_flight"]:
+        journal.close()
+        raise AlreadyFinished(
+            f"{run_dir} finished already ({counts['done']} done, {counts['failed']} failed); nothing to resume."
+            + (f" Re-run the failed items with: batchframe retry {run_dir}" if counts["failed"] else "")
+        )
+    with journal.locked():
+        prepared = prepare(meta["project"], config=meta.get("config"), params=meta.get("params", []))
+        _check_unchanged(meta.get("fingerprint", {}), fingerprint(prepared))
+        replay = _parent_items(meta)
+        _keep_final_failures(run_dir / "failed.jsonl", journal.bad_positions())
+        started = dt.datetime.now()
+        plan = RunPlan(
+            run_dir,
+            Path(meta["output_dir"]),
+            started,
+            interactive=interactive,
+            progress_interval_s=progress_interval_s,
+            skip=journal.finished_ranges(),
+            replay=replay,
+            expected_positions=counts["highest_position"],
+        )
+        resumes = [*meta.get("resumed_at", []), started.isoformat(timespec="seconds")]
+        journal.set_meta(resumed_at=resumes, exit_code=None, outcome="resumed")
+        with run_logging(run_dir / "logs.txt", verbosity=verbosity):
+            logger.info(
+                "Resuming %s: %d items finished before are skipped.", run_dir, counts["done"] + counts["failed"]
+            )
+            return execute(prepared, plan, journal)
+
+
+def retry_run(
+    run_dir: Path,
+    *,
+    verbosity: int = 0,
+    interactive: bool = False,
+    progress_interval_s: float = LOG_INTERVAL_S,
+) -> RunResult:
+    """A new run (new folder) over the items that did not succeed in ``run_dir``; the Source is not iterated.
+
+    Raises:
+        AlreadyFinished: every item of that run succeeded.
+        JournalError: no usable journal in ``run_dir``, or failed items that could not be stored.
+    """
+    parent = Journal.open(run_dir)
+    meta = parent.meta()
+    items = [item for _, item in parent.unfinished_items()]
+    parent.close()
+    if not items:
+        raise AlreadyFinished(f"Every item of {run_dir} succeeded; nothing to retry.")
+    prepared = prepare(meta["project"], config=meta.get("config"), params=meta.get("params", []))
+    started = dt.datetime.now()
+    output = Path(meta["output_dir"])
+    new_dir = create_run_dir(output, started)
+    new_meta = {
+        **run_meta(
+            prepared,
+            path=meta["project"],
+            config=meta.get("config"),
+            params=meta.get("params", []),
+            output_dir=output,
+            started=started,
+        ),
+        "kind": "retry",
+        "retry_of": str(Path(run_dir).resolve()),
+    }
+    plan = RunPlan(new_dir, output, started, interactive=interactive, progress_interval_s=progress_interval_s)
+    plan.replay = items
+    with run_logging(new_dir / "logs.txt", verbosity=verbosity):
+        logger.info("Retrying %d items that did not succeed in %s.", len(items), run_dir)
+        journal = _new_journal(prepared, new_dir, new_meta)
+        with _holding(journal):
+            return execute(prepared, plan, journal)
+
+
+def _parent_items(meta: Mapping[str, Any]) -> list[Any] | None:
+    """A retry run's items come from the run it retries (its journal does not change)."""
+    parent = meta.get("retry_of")
+    if not parent:
+        return None
+    journal = Journal.open(Path(parent))
     try:
-        supervisor.run()
+        return [item for _, item in journal.unfinished_items()]
     finally:
-        failure_log.close()
-    stats = executor.stats
-    problems = [*_call_finish(wired.service), *_persist_failed(wired.source, executor.failed)]
-    exit_code = _exit_code(executor, problems, supervisor.stopped_by)
-    summary.write(run_dir, executor, exit_code=exit_code, problems=problems)
-    summary.show(executor, run_dir=run_dir, exit_code=exit_code)
-    return RunResult(run_dir, stats, executor.outcome, exit_code, executor.failed)
+        journal.close()
 
 
-def _wire(prepared: PreparedRun, statics: Mapping[str, Any]) -> Any:
-    project = prepared.project
-    try:
-        return wire(
-            source_cls=project.source_cls,
-            service_cls=project.service_cls,
-            config=prepared.config,
-            injectables=project.injectables,
-            param_values=prepared.values,
-            static_values=statics,
+def _check_unchanged(before: Mapping[str, str], now: Mapping[str, str]) -> None:
+    changed = [
+        f"  {key}: {before.get(key, '(none)')} -> {now.get(key, '(none)')}"
+        for key in sorted(set(before) | set(now))
+        if before.get(key) != now.get(key)
+    ]
+    if changed:
+        raise UsageError(
+            "The project's parameters or configuration changed since this run started, "
+            "so resuming it could mix two different jobs:\n" + "\n".join(changed),
+            hint="Undo the change to resume, or start a new run with batchframe exec "
+            "(batchframe retry re-runs only the failed items).",
         )
-    except LookupError as exc:
-        configs = project.available_configs
-        hint = (
-            f"If it is your configuration, select one with -c ({', '.join(configs)})."
-            if configs and project.config_name is None
-            else "Bind it: decorate its class with @inject, or make it a BatchframeParam."
-        )
-        raise UsageError(f"Cannot build the project's objects: {exc}", hint=hint) from None
-    except Exception as exc:
-        raise RunError(
-            f"Building the project failed: {type(exc).__name__}: {exc}",
-            hint="Fix the constructor that raised (frames below are from your code).",
-            user_traceback=user_frames(exc),
-        ) from exc
 
 
-def _call_finish(service: Any) -> list[str]:
-    try:
-        result = service.finish()
-        if inspect.isawaitable(result):
-            asyncio.run(_await(result))
-    except Exception as exc:
-        logger.error("%s.finish() raised %s: %s", type(service).__qualname__, type(exc).__name__, exc)
-        logger.debug("finish() traceback:\n%s", user_frames(exc))
-        return [f"finish() raised {type(exc).__name__}: {exc}"]
-    return []
+def _keep_final_failures(failed_jsonl: Path, final: set[int]) -> None:
+    """Drop the records of items a resume will run again (not processed, in flight)."""
+    if not failed_jsonl.exists():
+        return
+    import json
 
-
-async def _await(awaitable: Any) -> Any:
-    return await awaitable
-
-
-def _persist_failed(source: Any, failed: list[FailedItem]) -> list[str]:
-    persist = getattr(source, "persist_failed", None)
-    if not failed or persist is None:
-        return []
-    try:
-        persist([record.item for record in failed])
-    except Exception as exc:
-        logger.error(
-            "%s.persist_failed() raised %s: %s; every failed item is still in failed.jsonl.",
-            type(source).__qualname__,
-            type(exc).__name__,
-            exc,
-        )
-        return [f"persist_failed() raised {type(exc).__name__}: {exc}"]
-    return []
-
-
-def _exit_code(executor: Executor, problems: Sequence[str], stopped_by: signal.Signals | None) -> int:
-    if executor.outcome is Outcome.FATAL or problems:
-        return EXIT_FATAL
-    if executor.outcome is Outcome.STOPPED:
-        return EXIT_SIGTERM if stopped_by == signal.SIGTERM else EXIT_SIGINT
-    return EXIT_FAILED_ITEMS if executor.stats.failed else EXIT_OK
+    lines = failed_jsonl.read_text(encoding="utf-8").splitlines(keepends=True)
+    kept = [line for line in lines if line.strip() and json.loads(line).get("index") in final]
+    failed_jsonl.write_text("".join(kept), encoding="utf-8")

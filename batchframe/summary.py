@@ -11,8 +11,19 @@ if TYPE_CHECKING:
     from batchframe.executor import Executor
 
 
-def as_dict(executor: Executor, *, exit_code: int, problems: Sequence[str] = ()) -> dict[str, Any]:
-    """The summary's content: counts, duration, rate, failures by exception type, outcome, exit code."""
+def as_dict(
+    executor: Executor,
+    *,
+    exit_code: int,
+    problems: Sequence[str] = (),
+    warnings: Sequence[str] = (),
+    totals: dict[str, int] | None = None,
+) -> dict[str, Any]:
+    """The summary's content: counts, duration, rate, failures by exception type, outcome, exit code.
+
+    The counts are this run's (or this resumed part's); ``totals`` are the journal's counts for the
+    whole run folder, resumed parts included.
+    """
     stats = executor.stats
     return {
         "outcome": executor.outcome.value,
@@ -22,11 +33,14 @@ def as_dict(executor: Executor, *, exit_code: int, problems: Sequence[str] = ())
         "succeeded": stats.succeeded,
         "failed": stats.failed,
         "not_processed": stats.not_processed,
+        "skipped": stats.skipped,
         "duration_s": round(stats.elapsed_s, 3),
         "rate_per_s": round(stats.rate_per_s, 1),
         "failures_by_type": dict(stats.failures_by_type.most_common()),
         "fatal_error": _describe(executor.fatal_error),
         "problems": list(problems),
+        "warnings": list(warnings),
+        "totals": totals,
     }
 
 
@@ -34,14 +48,14 @@ def _describe(exc: BaseException | None) -> str | None:
     return None if exc is None else f"{type(exc).__name__}: {exc}"
 
 
-def write(run_dir: Path, executor: Executor, *, exit_code: int, problems: Sequence[str] = ()) -> Path:
-    """Write ``summary.json`` and return its path."""
+def write(run_dir: Path, executor: Executor, *, exit_code: int, **extra: Any) -> Path:
+    """Write ``summary.json`` and return its path (``extra``: problems, warnings, totals)."""
     path = run_dir / "summary.json"
-    path.write_text(json.dumps(as_dict(executor, exit_code=exit_code, problems=problems), indent=2) + "\n")
+    path.write_text(json.dumps(as_dict(executor, exit_code=exit_code, **extra), indent=2) + "\n")
     return path
 
 
-def show(executor: Executor, *, run_dir: Path, exit_code: int) -> None:
+def show(executor: Executor, *, run_dir: Path, exit_code: int, warnings: Sequence[str] = ()) -> None:
     """Print the summary table (on stderr, so stdout stays the user's)."""
     from rich.table import Table
 
@@ -53,14 +67,20 @@ def show(executor: Executor, *, run_dir: Path, exit_code: int) -> None:
     table.add_column(justify="right")
     table.add_row("succeeded", f"{stats.succeeded:,}")
     table.add_row("failed", f"[red]{stats.failed:,}[/red]" if stats.failed else "0")
+    if stats.skipped:
+        table.add_row("done before (resumed)", f"{stats.skipped:,}")
     if stats.not_processed:
         table.add_row("not processed", f"[yellow]{stats.not_processed:,}[/yellow]")
-    if stats.total is not None and stats.read < stats.total:
-        table.add_row("not read", f"{stats.total - stats.read:,}")
+    unread = (stats.total or 0) - stats.read - stats.skipped
+    if stats.total is not None and unread > 0:
+        table.add_row("not read", f"{unread:,}")
     table.add_row("duration", f"{stats.elapsed_s:.2f} s")
     table.add_row("rate", f"{stats.rate_per_s:,.1f} items/s")
     for error_type, count in stats.failures_by_type.most_common():
         table.add_row(f"  {error_type}", f"{count:,}")
     table.add_row("run folder", str(run_dir))
     table.add_row("exit code", str(exit_code))
-    console(stderr=True).print(table)
+    out = console(stderr=True)
+    out.print(table)
+    for warning in warnings:
+        out.print(f"[yellow]Warning:[/yellow] {warning}")

@@ -80,7 +80,7 @@ def test_live_progress_then_pause_shell_then_stop(spawn, tmp_path: Path) -> None
     build_file_tree(tmp_path, {"job.py": SLOW_PROJECT})
     child = spawn("exec", "job.py", "-p", "concurrency=2", "-d", "out")
     child.expect(r"/300")  # the live display, with the total
-    child.expect(r"ok")
+    child.expect(r"[1-9]\d* ok")  # some items done
     child.sendintr()
     child.expect("batchframe paused")
     child.expect(PROMPT)
@@ -121,6 +121,7 @@ def test_second_ctrl_c_cancels_in_flight_items_back_to_pending(spawn, tmp_path: 
     build_file_tree(tmp_path, {"job.py": project})
     child = spawn("exec", "job.py", "-p", "count=30", "-p", "concurrency=2", "-d", "out")
     child.expect(r"/30")
+    child.expect(r"[1-9]\d* ok")  # under way: item 0 (30 s) is in flight
     child.sendintr()
     child.expect("Pausing")
     child.sendintr()  # item 0 (30 s) is still in flight: cancel it

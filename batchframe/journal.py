@@ -1,0 +1,338 @@
+"""The run journal: ``journal.sqlite`` in every run folder, the ground truth for ``resume`` and ``retry``.
+
+What it holds:
+
+- ``meta``: the run's project path, config, parameters as given, batchframe version, start and end,
+  outcome and exit code, and for a ``retry`` run the run it retries.
+- ``done``: the positions (in the source) of the items that succeeded, as half-open ranges. Items
+  finish roughly in order, so a million done items take a few hundred rows, not a million.
+- ``items``: one row per item that did not succeed (failed, or not processed when a run stopped),
+  and per item that has been in flight for a while, with its attempts, error and the item itself,
+  pickled (items are arbitrary Python objects; JSON could not bring back a dataclass or a Path).
+
+Writes are grouped: completions are buffered and committed once per event-loop iteration (WAL,
+``synchronous=NORMAL``), so a ``kill -9`` loses at most the items of the current iteration, which
+were in flight anyway: after a resume, at most the items in flight at the kill run twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import pickle
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from batchframe.errors import UsageError
+from batchframe.failures import NOT_PROCESSED, FailedItem
+
+FORMAT_VERSION = 1
+JOURNAL_NAME = "journal.sqlite"
+IN_FLIGHT, FAILED, NOT_DONE = 0, 2, 3
+_IN_FLIGHT_AFTER_S = 0.5
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS done (start INTEGER NOT NULL, stop INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS items (
+    idx INTEGER PRIMARY KEY,
+    state INTEGER NOT NULL,
+    attempts INTEGER NOT NULL,
+    error_type TEXT,
+    message TEXT,
+    traceback TEXT,
+    item_repr TEXT,
+    payload BLOB
+);
+"""
+
+
+class JournalError(UsageError):
+    """The journal cannot be used: missing, corrupt, from a newer batchframe, or locked."""
+
+    title = "Journal error"
+
+
+def ranges_of(indices: list[int]) -> list[tuple[int, int]]:
+    """Sorted, coalesced half-open ranges covering ``indices`` (distinct positions)."""
+    if not indices:
+        return []
+    low, high = min(indices), max(indices)
+    if high - low + 1 == len(indices):  # the usual case: one contiguous run, found at C speed
+        return [(low, high + 1)]
+    result: list[tuple[int, int]] = []
+    for index in sorted(indices):
+        if result and result[-1][1] >= index:
+            if result[-1][1] == index:
+                result[-1] = (result[-1][0], index + 1)
+            continue
+        result.append((index, index + 1))
+    return result
+
+
+def merge_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Coalesce overlapping or touching half-open ranges."""
+    merged: list[tuple[int, int]] = []
+    for start, stop in sorted(ranges):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(stop, merged[-1][1]))
+        else:
+            merged.append((start, stop))
+    return merged
+
+
+class Journal:
+    """Reads and writes one run's journal.
+
+    Use ``Journal.create`` for a new run and ``Journal.open`` to read or resume an existing one.
+    """
+
+    def __init__(self, path: Path, connection: sqlite3.Connection) -> None:
+        self.path = path
+        self._db = connection
+        self._done: list[int] = []
+        self._rows: list[tuple[Any, ...]] = []
+        self._deletes: list[tuple[int]] = []
+        self._in_flight: Callable[[], list[tuple[int, int, Any]]] = list
+        self._recorded: set[int] = set()
+        self._seen_in_flight: set[int] = set()
+        self._last_scan = time.monotonic()
+        self._flush_scheduled = False
+
+    # --------------------------------------------------------------------------------- opening
+
+    @classmethod
+    def create(cls, run_dir: Path, meta: dict[str, Any]) -> Journal:
+        """A new journal in ``run_dir`` with the run's metadata."""
+        path = run_dir / JOURNAL_NAME
+        journal = cls(path, _connect(path))
+        journal._db.executescript(_SCHEMA)
+        journal.set_meta(format_version=FORMAT_VERSION, **meta)
+        return journal
+
+    @classmethod
+    def open(cls, run_dir: Path) -> Journal:
+        """The journal of an existing run folder, checked before anything is written.
+
+        Raises:
+            JournalError: no such folder or journal, a corrupt file, or a format from a newer batchframe.
+        """
+        path = run_dir / JOURNAL_NAME
+        if not run_dir.is_dir():
+            raise JournalError(f"{run_dir} does not exist.", hint="Give a run folder, e.g. batchframe_outputs/<time>.")
+        if not path.is_file():
+            raise JournalError(
+                f"{run_dir} is not a batchframe run folder (it has no {JOURNAL_NAME}).",
+                hint="List the runs with: batchframe runs",
+            )
+        try:
+            # Check read-only first: a damaged file must not be touched (not even to switch to WAL).
+            with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as reader:
+                check = reader.execute("PRAGMA quick_check").fetchone()
+                meta = dict(reader.execute("SELECT key, value FROM meta").fetchall())
+        except sqlite3.DatabaseError as exc:
+            raise JournalError(
+                f"{path} is damaged and cannot be read ({exc}).",
+                hint="Nothing was changed. The run's failed.jsonl and logs.txt are still there to recover from.",
+            ) from None
+        if not check or check[0] != "ok":
+            raise JournalError(
+                f"{path} is damaged ({check[0] if check else 'no answer'}).", hint="Nothing was changed."
+            )
+        version = int(json.loads(meta.get("format_version", "0")))
+        if version > FORMAT_VERSION:
+            made_by = json.loads(meta.get("batchframe_version", '"a newer batchframe"'))
+            raise JournalError(
+                f"{path} was written by batchframe {made_by} (journal format {version}); "
+                f"this batchframe reads format {FORMAT_VERSION} or older.",
+                hint="Upgrade batchframe (pip install -U batchframe) to resume or retry this run.",
+            )
+        return cls(path, _connect(path, create=False))
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the run's lock: a second process resuming the same run is refused."""
+        import fcntl
+
+        lock_path = self.path.with_suffix(".lock")
+        with lock_path.open("a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise JournalError(
+                    f"{self.path.parent} is in use by another batchframe process (its journal is locked).",
+                    hint="Wait for that process to finish, or stop it, then try again.",
+                ) from None
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        """Flush what is buffered, compact the done ranges and close the file."""
+        self.flush()
+        with contextlib.suppress(sqlite3.Error):
+            ranges = merge_ranges(self._db.execute("SELECT start, stop FROM done").fetchall())
+            self._db.execute("BEGIN")
+            self._db.execute("DELETE FROM done")
+            self._db.executemany("INSERT INTO done VALUES (?, ?)", ranges)
+            self._db.execute("COMMIT")
+        self._db.close()
+
+    # ----------------------------------------------------------------------------------- metadata
+
+    def set_meta(self, **values: Any) -> None:
+        """Store metadata values (JSON-encoded)."""
+        self._db.execute("BEGIN")
+        self._db.executemany(
+            "INSERT OR REPLACE INTO meta VALUES (?, ?)", [(k, json.dumps(v, default=str)) for k, v in values.items()]
+        )
+        self._db.execute("COMMIT")
+
+    def meta(self) -> dict[str, Any]:
+        """All metadata, decoded."""
+        return {key: json.loads(value) for key, value in self._db.execute("SELECT key, value FROM meta")}
+
+    # ------------------------------------------------------------------------------- the hot path
+
+    def watch_in_flight(self, in_flight: Callable[[], list[tuple[int, int, Any]]]) -> None:
+        """Where to read the items in flight (position, attempts, item); long-running ones get a row."""
+        self._in_flight = in_flight
+
+    def succeeded(self, index: int) -> None:
+        """An item succeeded."""
+        self._done.append(index)
+        if self._recorded and index in self._recorded:
+            self._recorded.discard(index)
+            self._deletes.append((index,))
+        if not self._flush_scheduled:
+            self._schedule_flush()
+
+    def finished_badly(self, failed: FailedItem) -> None:
+        """An item failed for good, or was not processed because the run stopped."""
+        self._recorded.discard(failed.index)
+        state = NOT_DONE if failed.error_type == NOT_PROCESSED else FAILED
+        payload, item_repr = _pickle(failed.item)
+        self._rows.append(
+            (
+                failed.index,
+                state,
+                failed.attempts,
+                failed.error_type,
+                failed.message,
+                failed.traceback,
+                item_repr,
+                payload,
+            )
+        )
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        # Group commit: one transaction per event-loop iteration however many items finished in it.
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            try:
+                asyncio.get_running_loop().call_soon(self.flush)
+            except RuntimeError:  # no loop (called from a shell or after the run): write now
+                self.flush()
+
+    def flush(self) -> None:
+        """Write everything buffered in one transaction."""
+        self._flush_scheduled = False
+        self._record_long_in_flight()
+        if not (self._done or self._rows or self._deletes):
+            return
+        done, rows, deletes = ranges_of(self._done), self._rows, self._deletes
+        self._done, self._rows, self._deletes = [], [], []
+        db = self._db
+        db.execute("BEGIN")
+        if deletes:
+            db.executemany("DELETE FROM items WHERE idx = ?", deletes)
+        if rows:
+            db.executemany("INSERT OR REPLACE INTO items VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        db.executemany("INSERT INTO done VALUES (?, ?)", done)
+        db.execute("COMMIT")
+
+    def _record_long_in_flight(self) -> None:
+        """Items in flight since the last scan (half a second or more) get a row with the item itself."""
+        now = time.monotonic()
+        if now - self._last_scan < _IN_FLIGHT_AFTER_S:
+            return
+        self._last_scan = now
+        in_flight = {index: (attempts, item) for index, attempts, item in self._in_flight()}
+        for index in (in_flight.keys() & self._seen_in_flight) - self._recorded:
+            attempts, item = in_flight[index]
+            payload, item_repr = _pickle(item)
+            self._rows.append((index, IN_FLIGHT, attempts, None, "in flight", None, item_repr, payload))
+            self._recorded.add(index)
+        self._seen_in_flight = set(in_flight)
+
+    # ------------------------------------------------------------------------------------ reading
+
+    def finished_ranges(self) -> list[tuple[int, int]]:
+        """Positions that need no more work (succeeded or failed for good), as merged ranges."""
+        done = self._db.execute("SELECT start, stop FROM done").fetchall()
+        failed = [(i, i + 1) for (i,) in self._db.execute("SELECT idx FROM items WHERE state = ?", (FAILED,))]
+        return merge_ranges([*done, *failed])
+
+    def counts(self) -> dict[str, int]:
+        """Items done, failed, not processed and in flight (at a crash) so far."""
+        ranges = self._db.execute("SELECT start, stop FROM done").fetchall()
+        by_state = dict(self._db.execute("SELECT state, COUNT(*) FROM items GROUP BY state").fetchall())
+        return {
+            "done": sum(stop - start for start, stop in merge_ranges(ranges)),
+            "failed": by_state.get(FAILED, 0),
+            "not_processed": by_state.get(NOT_DONE, 0),
+            "in_flight": by_state.get(IN_FLIGHT, 0),
+            "highest_position": max([stop for _, stop in ranges] + [self._max_item_index() + 1]),
+        }
+
+    def _max_item_index(self) -> int:
+        value = self._db.execute("SELECT MAX(idx) FROM items").fetchone()[0]
+        return -1 if value is None else int(value)
+
+    def failures_by_type(self) -> dict[str, int]:
+        """Items that did not succeed, counted by exception type."""
+        rows = self._db.execute(
+            "SELECT COALESCE(error_type, 'InFlight'), COUNT(*) FROM items GROUP BY 1 ORDER BY 2 DESC"
+        ).fetchall()
+        return dict(rows)
+
+    def unfinished_items(self) -> list[tuple[int, Any]]:
+        """(position, item) of every journalled item that did not succeed, in source order.
+
+        Raises:
+            JournalError: an item was not picklable and cannot be brought back.
+        """
+        rows = self._db.execute("SELECT idx, payload, item_repr FROM items ORDER BY idx").fetchall()
+        lost = [repr_ for _, payload, repr_ in rows if payload is None]
+        if lost:
+            raise JournalError(
+                f"{len(lost)} failed item(s) could not be stored (not picklable), e.g. {lost[0]}.",
+                hint="Make the items picklable to retry them; failed.jsonl lists them.",
+            )
+        return [(idx, pickle.loads(payload)) for idx, payload, _ in rows]
+
+    def bad_positions(self) -> set[int]:
+        """Positions that failed for good (kept when failed.jsonl is rewritten on resume)."""
+        return {idx for (idx,) in self._db.execute("SELECT idx FROM items WHERE state = ?", (FAILED,))}
+
+
+def _connect(path: Path, *, create: bool = True) -> sqlite3.Connection:
+    uri = f"file:{path}?mode={'rwc' if create else 'rw'}"
+    connection = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=NORMAL")
+    return connection
+
+
+def _pickle(item: Any) -> tuple[bytes | None, str]:
+    text = repr(item)
+    try:
+        return pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL), text[:500]
+    except Exception:  # not picklable: keep the repr, retry will say it cannot bring it back
+        return None, text[:500]
