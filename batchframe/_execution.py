@@ -21,6 +21,7 @@ from batchframe._console import console
 from batchframe.container import wire
 from batchframe.errors import RunError, UsageError
 from batchframe.executor import Executor, Outcome, Stats
+from batchframe.executors import Backend, make_backend
 from batchframe.failures import FailedItem, FailureLog
 from batchframe.progress import LOG_INTERVAL_S, make_progress
 from batchframe.project import user_frames
@@ -113,6 +114,7 @@ def execute(prepared: PreparedRun, plan: RunPlan, journal: Journal | None) -> Ru
         on_failure=failure_log.write,
         journal=journal,
         skip=plan.skip,
+        backend=_backend(prepared, wired.service, statics),
     )
     out = console(stderr=True)
     supervisor = Supervisor(
@@ -134,6 +136,18 @@ def execute(prepared: PreparedRun, plan: RunPlan, journal: Journal | None) -> Ru
     summary.write(run_dir, executor, exit_code=exit_code, problems=problems, warnings=warnings, totals=totals)
     summary.show(executor, run_dir=run_dir, exit_code=exit_code, warnings=warnings)
     return RunResult(run_dir, executor.stats, executor.outcome, exit_code, executor.failed)
+
+
+def _backend(prepared: PreparedRun, service: Any, statics: Mapping[str, Any]) -> Backend:
+    config = prepared.config
+    return make_backend(
+        config.executor,
+        service=service,
+        concurrency=prepared.settings.concurrency,
+        project=prepared.project_ref(statics),
+        scheduler=config.scheduler,
+        connect_timeout_s=config.scheduler_timeout_sec,
+    )
 
 
 def _check_source_length(executor: Executor, plan: RunPlan) -> list[str]:

@@ -32,4 +32,5 @@ class Configuration:
     max_per_second: Annotated[float | None, BatchframeParam, "rate limit in items started per second"] = None
     executor: Annotated[ExecutorName, BatchframeParam, "asyncio, threads, processes or dask"] = "asyncio"
     scheduler: Annotated[str | None, BatchframeParam, "dask scheduler address (none = local cluster)"] = None
+    scheduler_timeout_sec: Annotated[float, BatchframeParam, "how long to try to reach the dask scheduler"] = 10.0
     journal: Annotated[bool, BatchframeParam, "keep journal.sqlite for resume and retry"] = True

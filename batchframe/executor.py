@@ -11,15 +11,15 @@ from __future__ import annotations
 import asyncio
 import collections
 import enum
-import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from batchframe.errors import ParamError
+from batchframe.executors import Backend
+from batchframe.executors.local import LocalBackend
 from batchframe.failures import NOT_PROCESSED, FailedItem
 from batchframe.retry import RetryPolicy
 from batchframe.source import is_async_source, iter_async_source, iter_sync_source, source_length
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-ItemCall = Callable[[Any], Awaitable[Any]]
+ItemCall = Callable[[Any], Awaitable[Any]]  # the same alias as batchframe.executors.ItemCall
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -151,6 +151,7 @@ class Executor:
         on_failure: called with each item that fails for good, as it fails.
         journal: records each item's outcome (for resume and retry).
         skip: source positions to skip, as sorted half-open ranges (a resumed run's finished items).
+        backend: where ``process`` runs (default: this process, asyncio plus threads for a sync process).
     """
 
     def __init__(
@@ -162,6 +163,7 @@ class Executor:
         on_failure: Callable[[FailedItem], None] | None = None,
         journal: Journal | None = None,
         skip: Sequence[tuple[int, int]] = (),
+        backend: Backend | None = None,
     ) -> None:
         self.source = source
         self.service = service
@@ -191,7 +193,7 @@ class Executor:
         self._running: asyncio.Event | None = None
         self._idle: asyncio.Event | None = None
         self._feeder: asyncio.Task[None] | None = None
-        self._thread_pool: ThreadPoolExecutor | None = None
+        self.backend = backend or LocalBackend(service, concurrency=settings.concurrency)
 
     # ----------------------------------------------------------------------------------- lifecycle
 
@@ -202,7 +204,7 @@ class Executor:
         self._running = asyncio.Event()
         self._running.set()
         self._idle = asyncio.Event()
-        call = self._build_call()
+        call = self._wrap(await self.backend.start())
         self.stats.started_at = time.monotonic()
         workers = [asyncio.create_task(self._worker(call)) for _ in range(self.settings.concurrency)]
         self._feeder = asyncio.create_task(self._feed())
@@ -214,8 +216,7 @@ class Executor:
             await self._feeder
         finally:
             self.stats.finished_at = time.monotonic()
-            if self._thread_pool is not None:
-                self._thread_pool.shutdown(wait=False, cancel_futures=True)
+            await self.backend.close()
         return self.stats
 
     def stop(self, reason: str = "the run was stopped", *, force: bool = False) -> None:
@@ -435,15 +436,8 @@ class Executor:
             logger.info("Item %d was cancelled and goes back to pending.", work.index)
             self._ready_retries.appendleft(work)
 
-    def _build_call(self) -> ItemCall:
-        """Compose the per-item call once, so the hot path has no per-item branching."""
-        process = self.service.process
-        call: ItemCall
-        if inspect.iscoroutinefunction(process):
-            call = process
-        else:
-            self._thread_pool = ThreadPoolExecutor(self.settings.concurrency, thread_name_prefix="batchframe")
-            call = _in_thread(process, self._thread_pool)
+    def _wrap(self, call: ItemCall) -> ItemCall:
+        """Add the timeout and the rate limit to the back end's call once: no per-item branching."""
         if self.settings.item_timeout_s is not None:
             call = _with_timeout(call, self.settings.item_timeout_s)
         if self.settings.rate_per_s is not None:
@@ -518,16 +512,6 @@ def _retryable(service: Any) -> tuple[type[BaseException], ...]:
     if isinstance(configured, type):
         configured = (configured,)
     return tuple(configured)
-
-
-def _in_thread(process: Callable[[Any], Any], pool: ThreadPoolExecutor) -> ItemCall:
-    async def call(item: Any) -> Any:
-        result = await asyncio.get_running_loop().run_in_executor(pool, process, item)
-        if inspect.isawaitable(result):
-            return await result
-        return result
-
-    return call
 
 
 def _with_timeout(call: ItemCall, timeout_s: float) -> ItemCall:

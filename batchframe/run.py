@@ -21,6 +21,7 @@ from batchframe.configuration import Configuration
 from batchframe.container import make_config
 from batchframe.errors import RunError, UsageError
 from batchframe.executor import ExecutorSettings
+from batchframe.executors import ProjectRef
 from batchframe.journal import Journal
 from batchframe.params import (
     ParamSpec,
@@ -54,6 +55,14 @@ class PreparedRun:
     values: dict[str, Any]
     config: Configuration
     settings: ExecutorSettings
+    given: list[str]
+    config_name: str | None
+
+    def project_ref(self, statics: Mapping[str, Any]) -> ProjectRef:
+        """How a worker process builds the same Service: path, config and the parameters' values."""
+        # Values asked for at a prompt are not in `given`: pass every resolved value as text.
+        params = tuple(f"{name}={_as_param_text(value)}" for name, value in self.values.items() if name in self.specs)
+        return ProjectRef(str(self.project.path), self.config_name, params, dict(statics))
 
 
 def collect_specs(project: Project) -> dict[str, ParamSpec]:
@@ -88,7 +97,18 @@ def prepare(
     if missing:
         raise missing_params_error(missing, project=str(path))
     config_obj = _make_config(project, values)
-    return PreparedRun(project, specs, values, config_obj, settings_from_config(config_obj))
+    settings = settings_from_config(config_obj)
+    return PreparedRun(project, specs, values, config_obj, settings, list(params), config)
+
+
+def _as_param_text(value: Any) -> str:
+    import enum
+
+    if isinstance(value, enum.Enum):
+        return value.name
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return ",".join(_as_param_text(v) for v in value)
+    return "none" if value is None else str(value)
 
 
 def _make_config(project: Project, values: Mapping[str, Any]) -> Configuration:

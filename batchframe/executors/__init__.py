@@ -1,0 +1,99 @@
+"""Execution back ends: where one item's ``process`` call runs.
+
+The driver (``batchframe.executor.Executor``) owns everything else (the queue, retries, timeouts,
+the rate limit, progress, the journal, failed items, pause and stop), so every back end behaves the
+same; a back end only turns ``item`` into an awaitable call of the Service's ``process``:
+
+- ``asyncio`` (default): ``async def process`` on the event loop, a plain ``def`` in a thread pool.
+- ``threads``: every call in a thread pool of ``concurrency`` threads (an async ``process`` runs on
+  a per-thread event loop).
+- ``processes``: a pool of worker processes (as many as ``concurrency``, at most one per core); the
+  Service is built in each worker from the same project, config and parameters, so it need not be
+  picklable; items and exceptions must be.
+- ``dask``: a ``dask.distributed`` cluster: the scheduler at ``scheduler``, or a local cluster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from batchframe.errors import ParamError, RunError
+
+BACKENDS = ("asyncio", "threads", "processes", "dask")
+
+ItemCall = Callable[[Any], Awaitable[Any]]
+
+
+class BackendError(RunError):
+    """A back end could not start (e.g. a dask scheduler that does not answer)."""
+
+    title = "Executor error"
+
+
+@dataclass(frozen=True)
+class ProjectRef:
+    """Enough to build the same Service again in another process: the project, config and parameters.
+
+    Attributes:
+        path: the project path, as given to ``exec``.
+        config: the config name, or None.
+        params: the ``-p NAME=VALUE`` strings.
+        statics: the run's static values (output folders, start time).
+    """
+
+    path: str
+    config: str | None
+    params: tuple[str, ...]
+    statics: dict[str, Any] = field(default_factory=dict)
+
+
+class Backend(Protocol):
+    """What the driver needs of a back end."""
+
+    async def start(self) -> ItemCall:
+        """Get ready (start pools or connect) and return the per-item call."""
+
+    async def close(self) -> None:
+        """Release pools, clusters and connections; run the workers' teardown hooks."""
+
+
+def make_backend(
+    name: str,
+    *,
+    service: Any,
+    concurrency: int,
+    project: ProjectRef | None = None,
+    scheduler: str | None = None,
+    connect_timeout_s: float = 10.0,
+) -> Backend:
+    """The back end called ``name``.
+
+    Raises:
+        ParamError: an unknown name (the message lists the valid ones), or a back end that needs
+            the project to rebuild the Service elsewhere when there is none.
+    """
+    if name not in BACKENDS:
+        raise ParamError(
+            f"Unknown executor {name!r}. Valid executors: {', '.join(BACKENDS)}.",
+            hint="Set it with -p executor=NAME or in your configuration.",
+            param="executor",
+        )
+    if name in ("asyncio", "threads"):
+        from batchframe.executors.local import LocalBackend
+
+        return LocalBackend(service, concurrency=concurrency, all_in_threads=name == "threads")
+    if project is None:
+        raise ParamError(
+            f"executor={name} builds the Service again in each worker, which needs a project path.",
+            hint="Run it with batchframe exec PATH (batchframe.testing.run_service runs in-process only).",
+            param="executor",
+        )
+    if name == "processes":
+        from batchframe.executors.processes import ProcessBackend
+
+        return ProcessBackend(project, concurrency=concurrency)
+    from batchframe.executors.dask import DaskBackend
+
+    return DaskBackend(project, concurrency=concurrency, scheduler=scheduler, connect_timeout_s=connect_timeout_s)
