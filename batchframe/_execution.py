@@ -20,12 +20,13 @@ from batchframe import summary
 from batchframe._console import console
 from batchframe.container import wire
 from batchframe.errors import RunError, UsageError
-from batchframe.executor import Executor, Outcome, Stats
+from batchframe.executor import Executor
 from batchframe.executors import Backend, make_backend
 from batchframe.failures import FailedItem, FailureLog
 from batchframe.progress import LOG_INTERVAL_S, make_progress
 from batchframe.project import user_frames
 from batchframe.source import Source
+from batchframe.stats import Outcome, Stats
 from batchframe.supervisor import Supervisor
 
 if TYPE_CHECKING:

@@ -277,37 +277,28 @@ def update(
 RunDirArg = Annotated[Path, typer.Argument(help="A run folder, e.g. batchframe_outputs/2026-11-25T10-30-00.")]
 
 
-@app.command("resume")
-def resume(
-    run_dir: RunDirArg,
-    verbose: VerboseOpt = 0,
-    no_input: Annotated[bool, typer.Option("--no-input", help="Never open the pause shell.")] = False,
-) -> None:
-    """Continue a run that was stopped or killed: skip what it finished, process the rest."""
-    with _errors_as_exit_codes(verbose):
-        from batchframe.run import AlreadyFinished, resume_run
+NoInputOpt = Annotated[bool, typer.Option("--no-input", help="Never open the pause shell.")]
 
-        try:
-            result = resume_run(run_dir, verbosity=verbose, interactive=_interactive(no_input))
-        except AlreadyFinished as done:
-            typer.echo(str(done))
-            raise typer.Exit(0) from None
-    raise typer.Exit(result.exit_code)
+
+@app.command("resume")
+def resume(run_dir: RunDirArg, verbose: VerboseOpt = 0, no_input: NoInputOpt = False) -> None:
+    """Continue a run that was stopped or killed: skip what it finished, process the rest."""
+    _from_run_dir("resume_run", run_dir, verbose, no_input)
 
 
 @app.command("retry")
-def retry(
-    run_dir: RunDirArg,
-    verbose: VerboseOpt = 0,
-    no_input: Annotated[bool, typer.Option("--no-input", help="Never open the pause shell.")] = False,
-) -> None:
+def retry(run_dir: RunDirArg, verbose: VerboseOpt = 0, no_input: NoInputOpt = False) -> None:
     """Run again, in a new run folder, only the items that did not succeed in RUN_DIR."""
+    _from_run_dir("retry_run", run_dir, verbose, no_input)
+
+
+def _from_run_dir(function: str, run_dir: Path, verbose: int, no_input: bool) -> None:
     with _errors_as_exit_codes(verbose):
-        from batchframe.run import AlreadyFinished, retry_run
+        from batchframe import run
 
         try:
-            result = retry_run(run_dir, verbosity=verbose, interactive=_interactive(no_input))
-        except AlreadyFinished as done:
+            result = getattr(run, function)(run_dir, verbosity=verbose, interactive=_interactive(no_input))
+        except run.AlreadyFinished as done:
             typer.echo(str(done))
             raise typer.Exit(0) from None
     raise typer.Exit(result.exit_code)

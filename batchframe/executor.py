@@ -10,127 +10,26 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import enum
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from batchframe.errors import ParamError
-from batchframe.executors import Backend
+from batchframe.executors import Backend, ItemCall
 from batchframe.executors.local import LocalBackend
 from batchframe.failures import NOT_PROCESSED, FailedItem
+from batchframe.limits import ExecutorSettings, with_limits
 from batchframe.retry import RetryPolicy
 from batchframe.source import is_async_source, iter_async_source, iter_sync_source, source_length
+from batchframe.stats import Outcome, Stats
+
+__all__ = ["Executor", "ExecutorSettings", "Outcome", "Stats"]
 
 if TYPE_CHECKING:
     from batchframe.journal import Journal
 
 logger = logging.getLogger(__name__)
-
-ItemCall = Callable[[Any], Awaitable[Any]]  # the same alias as batchframe.executors.ItemCall
-
-
-@dataclass(frozen=True, kw_only=True)
-class ExecutorSettings:
-    """How the executor runs: validated on creation, each error naming the config field.
-
-    Attributes:
-        concurrency: items processed at the same time (workers).
-        queue_size: items read ahead of the workers (default: twice the concurrency).
-        retry: the retry policy.
-        item_timeout_s: time limit for one attempt, or None.
-        rate_per_s: items started per second at most, or None.
-    """
-
-    concurrency: int = 8
-    queue_size: int | None = None
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    item_timeout_s: float | None = None
-    rate_per_s: float | None = None
-
-    def __post_init__(self) -> None:
-        _check_positive("concurrency", self.concurrency, integer=True)
-        if self.queue_size is not None:
-            _check_positive("queue_size", self.queue_size, integer=True)
-        if self.item_timeout_s is not None:
-            _check_positive("item_timeout_sec", self.item_timeout_s)
-        if self.rate_per_s is not None:
-            _check_positive("max_per_second", self.rate_per_s)
-
-    @property
-    def read_ahead(self) -> int:
-        """The bound of the queue between the source and the workers."""
-        return self.queue_size or 2 * self.concurrency
-
-
-def _check_positive(name: str, value: float, *, integer: bool = False) -> None:
-    if (integer and (isinstance(value, bool) or not isinstance(value, int))) or not value > 0:
-        kind = "a whole number" if integer else "a number"
-        raise ParamError(
-            f"{name} must be {kind} greater than 0, got {value!r}.",
-            hint=f"Set it with -p {name}=VALUE or in your config.",
-            param=name,
-        )
-
-
-@dataclass
-class Stats:
-    """Live counters of a run; the progress display and the summary read them.
-
-    Attributes:
-        total: the source's length when it has one.
-        read: items taken from the source so far.
-        succeeded: items processed successfully.
-        failed: items that failed for good.
-        not_processed: items a stopped or crashed run read but never finished (recorded as failed items).
-        skipped: items an earlier part of this run finished already (a resumed run skips them).
-        retrying: items waiting for a retry.
-        in_flight: items being processed right now.
-        failures_by_type: failed items counted by exception type name.
-    """
-
-    total: int | None = None
-    read: int = 0
-    succeeded: int = 0
-    failed: int = 0
-    not_processed: int = 0
-    skipped: int = 0
-    retrying: int = 0
-    in_flight: int = 0
-    failures_by_type: collections.Counter[str] = field(default_factory=collections.Counter)
-    started_at: float = field(default_factory=time.monotonic)
-    finished_at: float | None = None
-
-    @property
-    def done(self) -> int:
-        """Items finished one way or another."""
-        return self.succeeded + self.failed + self.not_processed
-
-    @property
-    def completed(self) -> int:
-        """Items finished, counting those an earlier part of a resumed run finished: for progress."""
-        return self.done + self.skipped
-
-    @property
-    def elapsed_s(self) -> float:
-        """Seconds since the run started (until it finished)."""
-        return (self.finished_at or time.monotonic()) - self.started_at
-
-    @property
-    def rate_per_s(self) -> float:
-        """Finished items per second so far."""
-        elapsed = self.elapsed_s
-        return self.done / elapsed if elapsed > 0 else 0.0
-
-
-class Outcome(enum.Enum):
-    """How a run ended."""
-
-    COMPLETED = "completed"
-    STOPPED = "stopped"
-    FATAL = "fatal"
 
 
 @dataclass(slots=True)
@@ -204,7 +103,7 @@ class Executor:
         self._running = asyncio.Event()
         self._running.set()
         self._idle = asyncio.Event()
-        call = self._wrap(await self.backend.start())
+        call = with_limits(await self.backend.start(), self.settings)
         self.stats.started_at = time.monotonic()
         workers = [asyncio.create_task(self._worker(call)) for _ in range(self.settings.concurrency)]
         self._feeder = asyncio.create_task(self._feed())
@@ -436,14 +335,6 @@ class Executor:
             logger.info("Item %d was cancelled and goes back to pending.", work.index)
             self._ready_retries.appendleft(work)
 
-    def _wrap(self, call: ItemCall) -> ItemCall:
-        """Add the timeout and the rate limit to the back end's call once: no per-item branching."""
-        if self.settings.item_timeout_s is not None:
-            call = _with_timeout(call, self.settings.item_timeout_s)
-        if self.settings.rate_per_s is not None:
-            call = _with_rate_limit(call, self.settings.rate_per_s)
-        return call
-
     # ------------------------------------------------------------------------------ error handling
 
     def _handle_error(self, work: _Work, exc: Exception) -> None:
@@ -512,27 +403,3 @@ def _retryable(service: Any) -> tuple[type[BaseException], ...]:
     if isinstance(configured, type):
         configured = (configured,)
     return tuple(configured)
-
-
-def _with_timeout(call: ItemCall, timeout_s: float) -> ItemCall:
-    async def timed(item: Any) -> Any:
-        try:
-            return await asyncio.wait_for(call(item), timeout_s)
-        except asyncio.TimeoutError:
-            # On Python 3.10 asyncio's TimeoutError is not the builtin one users list as retryable.
-            raise TimeoutError(f"item took longer than item_timeout_sec={timeout_s}") from None
-
-    return timed
-
-
-def _with_rate_limit(call: ItemCall, rate_per_s: float) -> ItemCall:
-    from aiolimiter import AsyncLimiter
-
-    # aiolimiter needs a capacity of at least one item: express slow rates as 1 item per period.
-    limiter = AsyncLimiter(rate_per_s, 1.0) if rate_per_s >= 1 else AsyncLimiter(1, 1.0 / rate_per_s)
-
-    async def limited(item: Any) -> Any:
-        async with limiter:
-            return await call(item)
-
-    return limited

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.progress import TaskID
 
-    from batchframe.executor import Stats
+    from batchframe.stats import Stats
 
 logger = logging.getLogger(__name__)
 

@@ -20,9 +20,9 @@ from batchframe._logging import run_logging
 from batchframe.configuration import Configuration
 from batchframe.container import make_config
 from batchframe.errors import RunError, UsageError
-from batchframe.executor import ExecutorSettings
 from batchframe.executors import ProjectRef
 from batchframe.journal import Journal
+from batchframe.limits import ExecutorSettings
 from batchframe.params import (
     ParamSpec,
     merge_specs,
@@ -61,7 +61,7 @@ class PreparedRun:
     def project_ref(self, statics: Mapping[str, Any]) -> ProjectRef:
         """How a worker process builds the same Service: path, config and the parameters' values."""
         # Values asked for at a prompt are not in `given`: pass every resolved value as text.
-        params = tuple(f"{name}={_as_param_text(value)}" for name, value in self.values.items() if name in self.specs)
+        params = tuple(f"{name}={param_text(value)}" for name, value in self.values.items() if name in self.specs)
         return ProjectRef(str(self.project.path), self.config_name, params, dict(statics))
 
 
@@ -101,13 +101,16 @@ def prepare(
     return PreparedRun(project, specs, values, config_obj, settings, list(params), config)
 
 
-def _as_param_text(value: Any) -> str:
+def param_text(value: Any) -> str:
+    """A parameter value as ``-p`` text that parses back to the same value."""
     import enum
 
     if isinstance(value, enum.Enum):
         return value.name
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, (list, tuple, set, frozenset)):
-        return ",".join(_as_param_text(v) for v in value)
+        return ",".join(param_text(v) for v in value)
     return "none" if value is None else str(value)
 
 

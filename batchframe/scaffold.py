@@ -1,137 +1,47 @@
 """Scaffolding with copier: ``batchframe init``, ``batchframe new-config`` and ``batchframe update``.
 
-copier's three-way ``update`` needs the template to be a git repository with one reference per
-version. The templates ship as plain folders inside the wheel, so batchframe keeps a git repository
-of the project template in the user's cache folder, with one commit and tag per batchframe version
-(and template content), and renders from it: a project records the tag it was made from
-(``_commit`` in ``.copier-answers.yml``) and ``update`` merges from that tag to the installed one.
-Without git, or without that history, ``update`` falls back to ``recopy`` and says so.
+The project template is rendered from its version history (``_template_history``), so ``update``
+can do copier's three-way merge; without git or that history it falls back to ``recopy`` and says so.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import keyword
 import logging
-import os
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from batchframe.errors import UsageError
+from batchframe._template_history import (
+    GIT_IDENTITY,
+    ScaffoldError,
+    TemplateSource,
+    git,
+    installed_version,
+    project_template,
+    templates_root,
+)
 
 logger = logging.getLogger(__name__)
 
 ANSWERS_FILE = ".copier-answers.yml"
 CONFLICT_MARKER = "<<<<<<< before updating"
-_GIT_IDENTITY = ["-c", "user.name=batchframe", "-c", "user.email=batchframe@localhost"]
 
-
-class ScaffoldError(UsageError):
-    """A scaffolding command cannot do what was asked (the message says why and what to do)."""
-
-    title = "Scaffolding error"
-
-
-# ------------------------------------------------------------------------------------------ templates
-
-
-def templates_root() -> Path:
-    """The shipped templates: inside the installed package, or ``templates/`` of a source checkout."""
-    packaged = Path(__file__).resolve().parent / "_templates"
-    return packaged if packaged.is_dir() else Path(__file__).resolve().parent.parent / "templates"
-
-
-def cache_dir() -> Path:
-    """Where batchframe keeps the versioned template repository (``BATCHFRAME_CACHE_DIR`` overrides)."""
-    override = os.environ.get("BATCHFRAME_CACHE_DIR")
-    if override:
-        return Path(override)
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("batchframe"))
-
-
-def _installed_version() -> str:
-    from batchframe import __version__
-
-    return __version__
-
-
-@dataclass(frozen=True)
-class TemplateSource:
-    """Where copier renders the project template from.
-
-    Attributes:
-        path: a git repository (versioned) or a plain folder.
-        ref: the tag to render, or None for a plain folder.
-    """
-
-    path: Path
-    ref: str | None
-
-
-def project_template(template_dir: Path | None = None, version: str | None = None) -> TemplateSource:
-    """The project template as a tagged commit of the cache repository (a plain folder without git)."""
-    folder = template_dir or templates_root() / "project"
-    if shutil.which("git") is None:
-        logger.warning("git is not installed: projects cannot be updated with a three-way merge later.")
-        return TemplateSource(folder, None)
-    repo = cache_dir() / "project-template"
-    tag = f"v{version or _installed_version()}+{_digest(folder)}"
-    with _locked(repo):
-        if not (repo / ".git").is_dir():
-            _git(repo, "init", "-q")
-        if tag not in _git(repo, "tag", "--list", tag).split():
-            _commit_template(repo, folder, tag)
-    return TemplateSource(repo, tag)
-
-
-def _digest(folder: Path) -> str:
-    hasher = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
-        hasher.update(path.relative_to(folder).as_posix().encode())
-        hasher.update(path.read_bytes())
-    return hasher.hexdigest()[:10]
-
-
-def _commit_template(repo: Path, folder: Path, tag: str) -> None:
-    for entry in repo.iterdir():
-        if entry.name != ".git":
-            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
-    shutil.copytree(folder, repo, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
-    _git(repo, "add", "--all")
-    _git(repo, *_GIT_IDENTITY, "commit", "-q", "--allow-empty", "-m", f"batchframe templates {tag}")
-    _git(repo, "tag", tag)
-
-
-@contextlib.contextmanager
-def _locked(repo: Path) -> Iterator[None]:
-    """Serialise writers of the cache repository (two ``init`` at once)."""
-    repo.mkdir(parents=True, exist_ok=True)
-    with (repo.parent / f"{repo.name}.lock").open("w") as handle:
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - Windows: no lock, still correct for one process
-            yield
-            return
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _git(cwd: Path, *args: str) -> str:
-    result = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise ScaffoldError(f"git {' '.join(args)} failed in {cwd}: {result.stderr.strip()}")
-    return result.stdout
+__all__ = [
+    "ScaffoldError",
+    "find_config_dir",
+    "init_project",
+    "new_config",
+    "package_name_for",
+    "parse_data",
+    "templates_root",
+    "update_project",
+]
 
 
 def _questions(folder: Path) -> dict[str, Any]:
@@ -243,7 +153,7 @@ def init_project(
     answers = {
         "project_name": target.name,
         "package_name": package,
-        "batchframe_version": version or _installed_version(),
+        "batchframe_version": version or installed_version(),
         **(data or {}),
     }
     _copier(
@@ -263,10 +173,10 @@ def init_project(
 def _initial_commit(target: Path) -> None:
     if (target / ".git").exists():
         return
-    _git(target, "init", "-q")
-    _git(target, "add", "--all")
-    identity = [] if _git_identity_configured(target) else _GIT_IDENTITY
-    _git(target, *identity, "commit", "-q", "-m", "New batchframe project (batchframe init)")
+    git(target, "init", "-q")
+    git(target, "add", "--all")
+    identity = [] if _git_identity_configured(target) else GIT_IDENTITY
+    git(target, *identity, "commit", "-q", "-m", "New batchframe project (batchframe init)")
 
 
 def _git_identity_configured(cwd: Path) -> bool:
@@ -412,7 +322,7 @@ def update_project(
         )
     source = project_template(template_dir, version)
     reason = _why_no_merge(project, source)
-    data = {"batchframe_version": version or _installed_version()}
+    data = {"batchframe_version": version or installed_version()}
     if reason and "uncommitted" in reason:
         raise ScaffoldError(reason, hint="Commit or stash your changes (git status), then run batchframe update again.")
     if reason:
@@ -440,12 +350,12 @@ def _why_no_merge(project: Path, source: TemplateSource) -> str:
         return "git is not installed"
     if not (project / ".git").exists():
         return "the project is not a git repository"
-    if _git(project, "status", "--porcelain").strip():
+    if git(project, "status", "--porcelain").strip():
         return f"{project.resolve()} has uncommitted changes"
     commit = answers.get("_commit")
     if not commit or Path(str(answers.get("_src_path", ""))) != source.path:
         return "the project was not made from this machine's template history"
-    if commit not in _git(source.path, "tag", "--list", str(commit)).split():
+    if commit not in git(source.path, "tag", "--list", str(commit)).split():
         return f"the template version {commit} is not in the local template history"
     return ""
 

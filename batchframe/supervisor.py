@@ -14,8 +14,9 @@ import signal
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from batchframe.executor import Executor, Outcome
+from batchframe.executor import Executor
 from batchframe.progress import ProgressDisplay
+from batchframe.stats import Outcome
 
 logger = logging.getLogger(__name__)
 

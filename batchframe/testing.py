@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import enum
 import inspect
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
@@ -30,7 +29,7 @@ from typing import Any
 
 from batchframe.configuration import Configuration
 from batchframe.container import make_config, marked_classes, wire
-from batchframe.executor import Executor, Stats
+from batchframe.executor import Executor
 from batchframe.failures import FailedItem
 from batchframe.params import (
     ParamSpec,
@@ -41,9 +40,10 @@ from batchframe.params import (
     resolve_values,
     unknown_param_error,
 )
-from batchframe.run import RunResult, settings_from_config
+from batchframe.run import RunResult, param_text, settings_from_config
 from batchframe.run import run_project as _run_project
 from batchframe.source import Source
+from batchframe.stats import Stats
 
 __all__ = ["ServiceResult", "run_project", "run_service"]
 
@@ -154,21 +154,11 @@ def run_project(
         output_dir: where the run folder goes (default: a temporary directory, removed afterwards;
             pass pytest's ``tmp_path`` to inspect ``failed.jsonl`` and friends).
     """
-    assignments = [f"{name}={_as_text(value)}" for name, value in (params or {}).items()]
+    assignments = [f"{name}={param_text(value)}" for name, value in (params or {}).items()]
     if output_dir is not None:
         return _run_project(path, config=config, params=assignments, output_dir=Path(output_dir))
     with tempfile.TemporaryDirectory(prefix="batchframe-test-") as scratch:
         return _run_project(path, config=config, params=assignments, output_dir=Path(scratch))
-
-
-def _as_text(value: Any) -> str:
-    if isinstance(value, enum.Enum):
-        return value.name
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return ",".join(_as_text(v) for v in value)
-    return str(value)
 
 
 def _related_injectables(service_cls: type) -> list[type]:

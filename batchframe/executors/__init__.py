@@ -24,6 +24,7 @@ from batchframe.errors import ParamError, RunError
 BACKENDS = ("asyncio", "threads", "processes", "dask")
 
 ItemCall = Callable[[Any], Awaitable[Any]]
+"""Processes one item: what a back end gives the driver."""
 
 
 class BackendError(RunError):

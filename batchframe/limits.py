@@ -1,0 +1,91 @@
+"""The executor's settings and the per-item limits: a time limit per attempt and a rate limit.
+
+Each limit wraps the back end's per-item call once, at the start of a run, so the hot path has no
+per-item branching for limits that are not set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from batchframe.errors import ParamError
+from batchframe.executors import ItemCall
+from batchframe.retry import RetryPolicy
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExecutorSettings:
+    """How the executor runs: validated on creation, each error naming the config field.
+
+    Attributes:
+        concurrency: items processed at the same time (workers).
+        queue_size: items read ahead of the workers (default: twice the concurrency).
+        retry: the retry policy.
+        item_timeout_s: time limit for one attempt, or None.
+        rate_per_s: items started per second at most, or None.
+    """
+
+    concurrency: int = 8
+    queue_size: int | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    item_timeout_s: float | None = None
+    rate_per_s: float | None = None
+
+    def __post_init__(self) -> None:
+        _check_positive("concurrency", self.concurrency, integer=True)
+        if self.queue_size is not None:
+            _check_positive("queue_size", self.queue_size, integer=True)
+        if self.item_timeout_s is not None:
+            _check_positive("item_timeout_sec", self.item_timeout_s)
+        if self.rate_per_s is not None:
+            _check_positive("max_per_second", self.rate_per_s)
+
+    @property
+    def read_ahead(self) -> int:
+        """The bound of the queue between the source and the workers."""
+        return self.queue_size or 2 * self.concurrency
+
+
+def _check_positive(name: str, value: float, *, integer: bool = False) -> None:
+    if (integer and (isinstance(value, bool) or not isinstance(value, int))) or not value > 0:
+        kind = "a whole number" if integer else "a number"
+        raise ParamError(
+            f"{name} must be {kind} greater than 0, got {value!r}.",
+            hint=f"Set it with -p {name}=VALUE or in your config.",
+            param=name,
+        )
+
+
+def with_limits(call: ItemCall, settings: ExecutorSettings) -> ItemCall:
+    """``call`` with the settings' time limit and rate limit applied (when set)."""
+    if settings.item_timeout_s is not None:
+        call = _with_timeout(call, settings.item_timeout_s)
+    if settings.rate_per_s is not None:
+        call = _with_rate_limit(call, settings.rate_per_s)
+    return call
+
+
+def _with_timeout(call: ItemCall, timeout_s: float) -> ItemCall:
+    async def timed(item: Any) -> Any:
+        try:
+            return await asyncio.wait_for(call(item), timeout_s)
+        except asyncio.TimeoutError:
+            # On Python 3.10 asyncio's TimeoutError is not the builtin one users list as retryable.
+            raise TimeoutError(f"item took longer than item_timeout_sec={timeout_s}") from None
+
+    return timed
+
+
+def _with_rate_limit(call: ItemCall, rate_per_s: float) -> ItemCall:
+    from aiolimiter import AsyncLimiter
+
+    # aiolimiter needs a capacity of at least one item: express slow rates as 1 item per period.
+    limiter = AsyncLimiter(rate_per_s, 1.0) if rate_per_s >= 1 else AsyncLimiter(1, 1.0 / rate_per_s)
+
+    async def limited(item: Any) -> Any:
+        async with limiter:
+            return await call(item)
+
+    return limited
