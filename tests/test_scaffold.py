@@ -281,3 +281,28 @@ def test_a_project_without_environment_configs_runs_without_c(tmp_path: Path) ->
     assert result.returncode == 0, result.stderr
     run = batchframe_cli("exec", "solo", cwd=tmp_path / "solo")
     assert run.returncode == 0, run.stderr
+
+
+def test_init_asks_copiers_questions_on_a_terminal(tmp_path: Path) -> None:
+    import os
+    import sys
+
+    import pexpect
+
+    env = {**os.environ, "BATCHFRAME_CACHE_DIR": str(tmp_path / "cache"), "PROMPT_TOOLKIT_NO_CPR": "1", "TERM": "xterm"}
+    executable = str(Path(sys.executable).parent / "batchframe")
+    child = pexpect.spawn(executable, ["init", "shop-sync"], cwd=str(tmp_path), env=env, encoding="utf-8", timeout=60)
+    child.expect("One-line description")
+    child.send("\r")
+    child.expect("Where do the work items come from")
+    child.send("\x1b[B")  # arrow down: rows of a CSV file
+    child.send("\r")
+    child.expect("async or a plain function|async \\(I/O-bound work\\)")
+    child.send("\r")
+    child.expect("Which environment configs")
+    child.send("\r")
+    child.expect("Created shop-sync")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    assert "source_kind: csv" in (tmp_path / "shop-sync" / ".copier-answers.yml").read_text()
