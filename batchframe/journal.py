@@ -317,6 +317,12 @@ class Journal:
             )
         return [(idx, pickle.loads(payload)) for idx, payload, _ in rows]
 
+    def forget_unfinished(self) -> None:
+        """Drop the rows of items a resume runs again (not processed, in flight at a crash)."""
+        self._db.execute("BEGIN")
+        self._db.execute("DELETE FROM items WHERE state IN (?, ?)", (IN_FLIGHT, NOT_DONE))
+        self._db.execute("COMMIT")
+
     def bad_positions(self) -> set[int]:
         """Positions that failed for good (kept when failed.jsonl is rewritten on resume)."""
         return {idx for (idx,) in self._db.execute("SELECT idx FROM items WHERE state = ?", (FAILED,))}

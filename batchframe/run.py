@@ -33,7 +33,7 @@ from batchframe.params import (
     split_assignments,
 )
 from batchframe.progress import LOG_INTERVAL_S
-from batchframe.project import Project, load_project, user_frames
+from batchframe.project import Project, load_project, user_code_failed
 from batchframe.retry import RetryPolicy
 
 logger = logging.getLogger(__name__)
@@ -118,10 +118,10 @@ def _make_config(project: Project, values: Mapping[str, Any]) -> Configuration:
     try:
         config = make_config(project.config_cls, values)
     except Exception as exc:
-        raise RunError(
-            f"Building the configuration {project.config_cls.__qualname__} failed: {type(exc).__name__}: {exc}",
+        raise user_code_failed(
+            f"Building the configuration {project.config_cls.__qualname__}",
+            exc,
             hint="Fix the configuration class (frames below are from your code).",
-            user_traceback=user_frames(exc),
         ) from exc
     if not isinstance(config, Configuration):
         raise UsageError(f"{project.config_cls.__qualname__} is not a batchframe Configuration.")
@@ -277,6 +277,7 @@ def resume_run(
         _check_unchanged(meta.get("fingerprint", {}), fingerprint(prepared))
         replay = _parent_items(meta)
         _keep_final_failures(run_dir / "failed.jsonl", journal.bad_positions())
+        journal.forget_unfinished()
         started = dt.datetime.now()
         plan = RunPlan(
             run_dir,

@@ -125,11 +125,17 @@ def test_sigterm_then_resume_has_no_duplicates(job: Path) -> None:
     assert sorted(after) == list(range(3000))
     assert set(after.values()) == {1}
     assert not (run_dir / "failed.jsonl").read_text().strip()  # the not-processed records are gone: all done now
+    # the journal agrees: nothing pending, nothing to retry, and resuming again says it is finished
+    detail = batchframe_cli("runs", run_dir, cwd=job)
+    assert "pending" in detail.stdout
+    assert next(line for line in detail.stdout.splitlines() if "pending" in line).split()[-2] == "0"
+    assert "nothing to retry" in batchframe_cli("retry", run_dir, cwd=job).stdout
+    assert "finished already" in batchframe_cli("resume", run_dir, cwd=job).stdout
 
 
 def test_stop_in_the_pause_shell_then_resume(job: Path) -> None:
     import pexpect
-    from test_interactive import PROMPT
+    from test_interactive import stop_from_the_shell
 
     env = {**os.environ, "IPYTHONDIR": str(job / "ipython"), "PROMPT_TOOLKIT_NO_CPR": "1", "TERM": "xterm"}
     executable = str(Path(sys.executable).parent / "batchframe")
@@ -144,13 +150,7 @@ def test_stop_in_the_pause_shell_then_resume(job: Path) -> None:
     child.setwinsize(40, 160)
     child.expect(r"[1-9]\d* ok")
     child.sendintr()
-    child.expect(PROMPT)
-    child.sendline("self.stop()")
-    child.expect(PROMPT)
-    child.sendline("exit")
-    child.expect(pexpect.EOF)
-    child.close()
-    assert child.exitstatus == 130
+    stop_from_the_shell(child)
     run_dir = only_run_dir(job / "batchframe_outputs")
     resumed = batchframe_cli("resume", run_dir, cwd=job)
     assert resumed.returncode == 0, resumed.stderr
