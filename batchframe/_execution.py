@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Any
 from batchframe import summary
 from batchframe._console import console
 from batchframe.container import wire
-from batchframe.errors import RunError, UsageError
+from batchframe.errors import UsageError
 from batchframe.executor import Executor
 from batchframe.executors import Backend, make_backend
 from batchframe.failures import FailedItem, FailureLog
 from batchframe.progress import LOG_INTERVAL_S, make_progress
-from batchframe.project import user_frames
+from batchframe.project import user_code_failed, user_frames
 from batchframe.source import Source
 from batchframe.stats import Outcome, Stats
 from batchframe.supervisor import Supervisor
@@ -195,10 +195,8 @@ def _wire(prepared: PreparedRun, statics: Mapping[str, Any]) -> Any:
         )
         raise UsageError(f"Cannot build the project's objects: {exc}", hint=hint) from None
     except Exception as exc:
-        raise RunError(
-            f"Building the project failed: {type(exc).__name__}: {exc}",
-            hint="Fix the constructor that raised (frames below are from your code).",
-            user_traceback=user_frames(exc),
+        raise user_code_failed(
+            "Building the project", exc, hint="Fix the constructor that raised (frames below are from your code)."
         ) from exc
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from batchframe.configuration import Configuration
 from batchframe.container import clear_marked, marked_classes
-from batchframe.errors import ConfigError, ProjectError
+from batchframe.errors import ConfigError, ProjectError, RunError
 from batchframe.service import Service
 from batchframe.source import Source
 
@@ -256,6 +256,11 @@ def _caret(exc: SyntaxError) -> str:
     indent = len(stripped) - len(stripped.lstrip())
     offset = max((exc.offset or 1) - 1 - indent, 0)
     return f"    {stripped.strip()}\n    {' ' * offset}^"
+
+
+def user_code_failed(what: str, exc: BaseException, *, hint: str) -> RunError:
+    """A RunError for an exception raised by the user's own code, showing the user's frames."""
+    return RunError(f"{what} failed: {type(exc).__name__}: {exc}", hint=hint, user_traceback=user_frames(exc))
 
 
 def user_frames(exc: BaseException, *, exclude: tuple[Path, ...] = ()) -> str:

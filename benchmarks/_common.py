@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
 import textwrap
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from batchframe.run import RunResult, run_project
@@ -28,3 +31,21 @@ def report(title: str, rows: list[tuple[str, str]]) -> None:
     width = max(len(label) for label, _ in rows)
     for label, value in rows:
         print(f"  {label:<{width}}  {value}")
+
+
+async def bare_loop(items: int, concurrency: int, process: Callable[[int], Awaitable[None]]) -> float:
+    """The loop people write by hand (the baseline): a bounded asyncio.Queue, N workers awaiting ``process``."""
+    queue: asyncio.Queue[int | None] = asyncio.Queue(2 * concurrency)
+
+    async def worker() -> None:
+        while (item := await queue.get()) is not None:
+            await process(item)
+
+    started = time.perf_counter()
+    workers = [asyncio.create_task(worker()) for _ in range(concurrency)]
+    for item in range(items):
+        await queue.put(item)
+    for _ in workers:
+        await queue.put(None)
+    await asyncio.gather(*workers)
+    return time.perf_counter() - started

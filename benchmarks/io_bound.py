@@ -9,9 +9,9 @@ Usage: python benchmarks/io_bound.py
 from __future__ import annotations
 
 import asyncio
-import time
+from collections.abc import Awaitable, Callable
 
-from _common import report, run, write_project
+from _common import bare_loop, report, run, write_project
 
 PROJECT = """
 import asyncio
@@ -37,25 +37,11 @@ class Sleeper(Service[int]):
 """
 
 
-async def bare_loop(items: int, concurrency: int, sleep_s: float) -> float:
-    """The same work in a hand-written asyncio.Queue loop (the baseline)."""
-    queue: asyncio.Queue[int | None] = asyncio.Queue(2 * concurrency)
-
+def sleeper(sleep_s: float) -> Callable[[int], Awaitable[None]]:
     async def process(item: int) -> None:
         await asyncio.sleep(sleep_s)
 
-    async def worker() -> None:
-        while (item := await queue.get()) is not None:
-            await process(item)
-
-    started = time.perf_counter()
-    workers = [asyncio.create_task(worker()) for _ in range(concurrency)]
-    for item in range(items):
-        await queue.put(item)
-    for _ in workers:
-        await queue.put(None)
-    await asyncio.gather(*workers)
-    return time.perf_counter() - started
+    return process
 
 
 def main() -> None:
@@ -64,7 +50,7 @@ def main() -> None:
     ideal_s = items / concurrency * sleep_s
     result = run(path, f"count={items}", f"concurrency={concurrency}", f"sleep_s={sleep_s}")
     wall_s = result.stats.elapsed_s
-    bare_s = asyncio.run(bare_loop(items, concurrency, sleep_s))
+    bare_s = asyncio.run(bare_loop(items, concurrency, sleeper(sleep_s)))
     drain = run(path, "count=10", "sleep_s=0")
     report(
         "I/O bound and drain",

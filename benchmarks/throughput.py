@@ -13,7 +13,7 @@ import asyncio
 import sys
 import time
 
-from _common import report, run, write_project
+from _common import bare_loop, report, run, write_project
 
 CONCURRENCY = 64
 
@@ -40,32 +40,12 @@ async def noop(item: int) -> None:
     pass
 
 
-async def bare_loop(items: int) -> float:
-    queue: asyncio.Queue[int | None] = asyncio.Queue(2 * CONCURRENCY)
-
-    async def worker() -> None:
-        while True:
-            item = await queue.get()
-            if item is None:
-                return
-            await noop(item)
-
-    started = time.perf_counter()
-    workers = [asyncio.create_task(worker()) for _ in range(CONCURRENCY)]
-    for item in range(items):
-        await queue.put(item)
-    for _ in workers:
-        await queue.put(None)
-    await asyncio.gather(*workers)
-    return time.perf_counter() - started
-
-
 def main() -> None:
     items = int(sys.argv[1]) if len(sys.argv) > 1 else 400_000
     path = write_project(PROJECT)
     baseline_s = executor_s = whole_s = float("inf")
     for _ in range(3):  # interleaved, best of three: this machine's speed drifts between runs
-        baseline_s = min(baseline_s, asyncio.run(bare_loop(items)))
+        baseline_s = min(baseline_s, asyncio.run(bare_loop(items, CONCURRENCY, noop)))
         started = time.perf_counter()
         result = run(path, f"count={items}", f"concurrency={CONCURRENCY}")
         whole_s = min(whole_s, time.perf_counter() - started)

@@ -72,6 +72,17 @@ def spawn(tmp_path: Path):
         child.logfile_read.close()
 
 
+def stop_from_the_shell(child: pexpect.spawn) -> None:
+    """At the pause shell's prompt: self.stop(), leave, and check the run ended as interrupted (130)."""
+    child.expect(PROMPT)
+    child.sendline("self.stop()")
+    child.expect(PROMPT)
+    child.sendline("exit")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 130
+
+
 def done_items(run_dir: Path) -> list[int]:
     return [int(line) for line in (run_dir / "done.txt").read_text().split()]
 
@@ -86,13 +97,7 @@ def test_live_progress_then_pause_shell_then_stop(spawn, tmp_path: Path) -> None
     child.expect(PROMPT)
     child.sendline("print('in flight:', stats.in_flight, 'ok:', stats.succeeded > 0)")
     child.expect("in flight: 0 ok: True")
-    child.expect(PROMPT)
-    child.sendline("self.stop()")
-    child.expect(PROMPT)
-    child.sendline("exit")
-    child.expect(pexpect.EOF)
-    child.close()
-    assert child.exitstatus == 130
+    stop_from_the_shell(child)
     run_dir = only_run_dir(tmp_path / "out")
     not_done = [r["item"] for r in read_jsonl(run_dir / "failed.jsonl")]
     assert {r["error_type"] for r in read_jsonl(run_dir / "failed.jsonl")} == {"NotProcessed"}
@@ -126,13 +131,7 @@ def test_second_ctrl_c_cancels_in_flight_items_back_to_pending(spawn, tmp_path: 
     child.expect("Pausing")
     child.sendintr()  # item 0 (30 s) is still in flight: cancel it
     child.expect("goes back to pending")
-    child.expect(PROMPT)
-    child.sendline("self.stop()")
-    child.expect(PROMPT)
-    child.sendline("exit")
-    child.expect(pexpect.EOF)
-    child.close()
-    assert child.exitstatus == 130
+    stop_from_the_shell(child)
     run_dir = only_run_dir(tmp_path / "out")
     records = read_jsonl(run_dir / "failed.jsonl")
     assert 0 in [r["item"] for r in records]  # the cancelled item was not lost
