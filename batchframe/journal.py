@@ -10,9 +10,11 @@ What it holds:
   and per item that has been in flight for a while, with its attempts, error and the item itself,
   pickled (items are arbitrary Python objects; JSON could not bring back a dataclass or a Path).
 
-Writes are grouped: completions are buffered and committed once per event-loop iteration (WAL,
-``synchronous=NORMAL``), so a ``kill -9`` loses at most the items of the current iteration, which
-were in flight anyway: after a resume, at most the items in flight at the kill run twice.
+Writes are grouped: completions are buffered and handed to a writer thread once per event-loop
+iteration; it commits them (WAL, ``synchronous=NORMAL``) while the loop goes on, and batches that
+queue up during a commit go into the next one. So a ``kill -9`` loses at most the items of the
+current iteration, which were in flight anyway: after a resume, at most the items in flight at the
+kill run twice.
 """
 
 from __future__ import annotations
@@ -20,8 +22,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import pickle
+import queue
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,6 +34,8 @@ from typing import Any
 
 from batchframe.errors import UsageError
 from batchframe.failures import NOT_PROCESSED, FailedItem
+
+logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 JOURNAL_NAME = "journal.sqlite"
@@ -102,6 +109,7 @@ class Journal:
         self._seen_in_flight: set[int] = set()
         self._last_scan = time.monotonic()
         self._flush_scheduled = False
+        self._writer = _Writer(connection)
 
     # --------------------------------------------------------------------------------- opening
 
@@ -175,6 +183,7 @@ class Journal:
     def close(self) -> None:
         """Flush what is buffered, compact the done ranges and close the file."""
         self.flush()
+        self._writer.stop()
         with contextlib.suppress(sqlite3.Error):
             ranges = merge_ranges(self._db.execute("SELECT start, stop FROM done").fetchall())
             self._db.execute("BEGIN")
@@ -187,6 +196,7 @@ class Journal:
 
     def set_meta(self, **values: Any) -> None:
         """Store metadata values (JSON-encoded)."""
+        self._writer.drain()
         self._db.execute("BEGIN")
         self._db.executemany(
             "INSERT OR REPLACE INTO meta VALUES (?, ?)", [(k, json.dumps(v, default=str)) for k, v in values.items()]
@@ -195,6 +205,7 @@ class Journal:
 
     def meta(self) -> dict[str, Any]:
         """All metadata, decoded."""
+        self._writer.drain()
         return {key: json.loads(value) for key, value in self._db.execute("SELECT key, value FROM meta")}
 
     # ------------------------------------------------------------------------------- the hot path
@@ -246,16 +257,9 @@ class Journal:
         self._record_long_in_flight()
         if not (self._done or self._rows or self._deletes):
             return
-        done, rows, deletes = ranges_of(self._done), self._rows, self._deletes
+        batch = (self._deletes, self._rows, ranges_of(self._done))
         self._done, self._rows, self._deletes = [], [], []
-        db = self._db
-        db.execute("BEGIN")
-        if deletes:
-            db.executemany("DELETE FROM items WHERE idx = ?", deletes)
-        if rows:
-            db.executemany("INSERT OR REPLACE INTO items VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
-        db.executemany("INSERT INTO done VALUES (?, ?)", done)
-        db.execute("COMMIT")
+        self._writer.submit(batch)
 
     def _record_long_in_flight(self) -> None:
         """Items in flight since the last scan (half a second or more) get a row with the item itself."""
@@ -275,12 +279,14 @@ class Journal:
 
     def finished_ranges(self) -> list[tuple[int, int]]:
         """Positions that need no more work (succeeded or failed for good), as merged ranges."""
+        self._writer.drain()
         done = self._db.execute("SELECT start, stop FROM done").fetchall()
         failed = [(i, i + 1) for (i,) in self._db.execute("SELECT idx FROM items WHERE state = ?", (FAILED,))]
         return merge_ranges([*done, *failed])
 
     def counts(self) -> dict[str, int]:
         """Items done, failed, not processed and in flight (at a crash) so far."""
+        self._writer.drain()
         ranges = self._db.execute("SELECT start, stop FROM done").fetchall()
         by_state = dict(self._db.execute("SELECT state, COUNT(*) FROM items GROUP BY state").fetchall())
         return {
@@ -297,6 +303,7 @@ class Journal:
 
     def failures_by_type(self) -> dict[str, int]:
         """Items that did not succeed, counted by exception type."""
+        self._writer.drain()
         rows = self._db.execute(
             "SELECT COALESCE(error_type, 'InFlight'), COUNT(*) FROM items GROUP BY 1 ORDER BY 2 DESC"
         ).fetchall()
@@ -308,6 +315,7 @@ class Journal:
         Raises:
             JournalError: an item was not picklable and cannot be brought back.
         """
+        self._writer.drain()
         rows = self._db.execute("SELECT idx, payload, item_repr FROM items ORDER BY idx").fetchall()
         lost = [repr_ for _, payload, repr_ in rows if payload is None]
         if lost:
@@ -319,13 +327,86 @@ class Journal:
 
     def forget_unfinished(self) -> None:
         """Drop the rows of items a resume runs again (not processed, in flight at a crash)."""
+        self._writer.drain()
         self._db.execute("BEGIN")
         self._db.execute("DELETE FROM items WHERE state IN (?, ?)", (IN_FLIGHT, NOT_DONE))
         self._db.execute("COMMIT")
 
     def bad_positions(self) -> set[int]:
         """Positions that failed for good (kept when failed.jsonl is rewritten on resume)."""
+        self._writer.drain()
         return {idx for (idx,) in self._db.execute("SELECT idx FROM items WHERE state = ?", (FAILED,))}
+
+
+_Batch = tuple[list[tuple[int]], list[tuple[Any, ...]], list[tuple[int, int]]]
+
+
+class _Writer:
+    """Commits the journal's batches on a thread of its own, so the event loop never waits for SQLite.
+
+    The thread uses the connection while it writes; every other use first calls ``drain()``, which
+    returns once everything submitted is committed and the thread is idle.
+    """
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._db = connection
+        self._queue: queue.SimpleQueue[_Batch | threading.Event | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._failed = False
+
+    def submit(self, batch: _Batch) -> None:
+        """Queue a batch (deletes, item rows, done ranges) for the next commit."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="batchframe-journal", daemon=True)
+            self._thread.start()
+        self._queue.put(batch)
+
+    def drain(self) -> None:
+        """Wait until everything submitted so far is committed."""
+        if self._thread is None:
+            return
+        done = threading.Event()
+        self._queue.put(done)
+        done.wait()
+
+    def stop(self) -> None:
+        """Commit what is queued and end the thread."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+
+    def _run(self) -> None:
+        while True:
+            pending = [self._queue.get()]
+            while not self._queue.empty():  # what queued up during the last commit joins this one
+                pending.append(self._queue.get())
+            self._commit([entry for entry in pending if isinstance(entry, tuple)])
+            for entry in pending:
+                if isinstance(entry, threading.Event):
+                    entry.set()
+            if None in pending:
+                return
+
+    def _commit(self, batches: list[_Batch]) -> None:
+        if not batches:
+            return
+        db = self._db
+        try:
+            db.execute("BEGIN")
+            for deletes, rows, done in batches:  # in order: a row written earlier may be deleted later
+                if deletes:
+                    db.executemany("DELETE FROM items WHERE idx = ?", deletes)
+                if rows:
+                    db.executemany("INSERT OR REPLACE INTO items VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                db.executemany("INSERT INTO done VALUES (?, ?)", done)
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            if not self._failed:
+                self._failed = True
+                logger.error("Could not write the journal (%s): a resume may redo some items.", exc)
 
 
 def _connect(path: Path, *, create: bool = True) -> sqlite3.Connection:
