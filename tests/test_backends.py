@@ -139,8 +139,12 @@ def test_an_item_that_cannot_be_pickled_fails_and_the_run_goes_on(job: Path, bac
 def test_a_worker_that_dies_mid_item_loses_nothing(job: Path, backend: str) -> None:
     result = batchframe_cli(*exec_args(job, backend, "-p", "die_at=4", "-p", "count=12"), cwd=job, timeout=180)
     assert result.returncode == 3, result.stderr
-    assert 4 in done(job)  # retried after its worker died
-    assert done(job) == [i for i in range(12) if i % 10 != 7]
+    processed = done(job)
+    assert 4 in processed  # retried after its worker died
+    assert sorted(set(processed)) == [i for i in range(12) if i % 10 != 7]  # nothing lost
+    # Items that were in flight on the dying worker (or whose results were still there) may run
+    # twice: at most as many as are in flight at once.
+    assert len(processed) - len(set(processed)) <= 4
 
 
 def test_an_unknown_executor_lists_the_valid_ones(job: Path) -> None:
