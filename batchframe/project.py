@@ -93,6 +93,11 @@ def load_project(path: str | Path, config: str | None = None) -> Project:
     config_dir = _find_config_dir(package_dir)
     config_module = _import_config(config, config_dir, package_dir, package) if config else None
     classes = _project_classes(modules + ([config_module] if config_module else []), package_dir)
+    if target.is_file() and not (_has(classes, Source) and _has(classes, Service)):
+        # One file of a directory-style project (`exec my_project/service.py`) that does not import
+        # the sibling defining the Source (or Service): look in the rest of its directory too.
+        modules += [_import(name, file) for name, file in _modules_to_import(package_dir, package_dir, package)]
+        classes = _project_classes(modules + ([config_module] if config_module else []), package_dir)
     source_cls = _pick(classes, Source, "Source", target)
     service_cls = _pick(classes, Service, "Service", target)
     config_cls = _pick_config(classes, config_module, config, config_dir)
@@ -296,6 +301,10 @@ def _project_classes(modules: list[types.ModuleType], package_dir: Path) -> list
 
 def _loaded_under(root: Path) -> list[types.ModuleType]:
     return [m for m in list(sys.modules.values()) if _in_project(m, root)]
+
+
+def _has(classes: list[type], base: type) -> bool:
+    return any(issubclass(c, base) and c is not base and not inspect.isabstract(c) for c in classes)
 
 
 def _pick(classes: list[type], base: type, label: str, target: Path) -> type:

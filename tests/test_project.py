@@ -211,3 +211,31 @@ def test_loading_twice_reimports_changed_code(make_project) -> None:
     second = load_project(root / "job.py")
     assert first.service_cls.__name__ == "Echo"
     assert second.service_cls.__name__ == "Echo2"
+
+
+def test_one_file_that_does_not_import_the_source_finds_it_in_its_directory(make_project) -> None:
+    files = {
+        "source.py": PACKAGE_FILES["source.py"],
+        "service.py": """
+            from batchframe import Service, Source, inject
+
+            @inject
+            class Printer(Service[str]):
+                def __init__(self, source: Source):
+                    self.source = source
+                def process(self, item):
+                    pass
+        """,
+        "other_tool.py": "VALUE = 1\n",
+    }
+    root = make_project(files)
+    project = load_project(root / "service.py")
+    assert project.source_cls.__name__ == "Lines"
+    assert project.service_cls.__name__ == "Printer"
+
+
+def test_a_single_file_in_a_folder_of_scripts_does_not_import_the_others(make_project) -> None:
+    other = SIMPLE_PROJECT.replace("class Echo", "class OtherEcho").replace("class Numbers", "class OtherNumbers")
+    root = make_project({"job.py": SIMPLE_PROJECT, "other_job.py": other})
+    project = load_project(root / "job.py")
+    assert (project.source_cls.__name__, project.service_cls.__name__) == ("Numbers", "Echo")
