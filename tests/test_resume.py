@@ -268,3 +268,9 @@ def test_a_corrupt_journal_is_refused_and_kept(job: Path) -> None:
     listing = batchframe_cli("runs", cwd=job)
     assert listing.returncode == 0
     assert "damaged" in listing.stdout
+
+
+def test_runs_without_any_run_yet(tmp_path: Path) -> None:
+    result = batchframe_cli("runs", "-d", tmp_path / "nothing-here", cwd=tmp_path)
+    assert result.returncode == 0
+    assert "No runs in" in result.stdout and "batchframe exec PATH" in result.stdout
