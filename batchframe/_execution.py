@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from batchframe import summary
 from batchframe._console import console
+from batchframe._types import Finishes, PersistsFailed
 from batchframe.container import wire
 from batchframe.errors import UsageError
 from batchframe.executor import Executor
@@ -201,6 +202,8 @@ def _wire(prepared: PreparedRun, statics: Mapping[str, Any]) -> Any:
 
 
 def _call_finish(service: Any) -> list[str]:
+    if not isinstance(service, Finishes):
+        return []
     try:
         result = service.finish()
         if inspect.isawaitable(result):
@@ -217,11 +220,10 @@ async def _await(awaitable: Any) -> Any:
 
 
 def _persist_failed(source: Any, failed: list[FailedItem]) -> list[str]:
-    persist = getattr(source, "persist_failed", None)
-    if not failed or persist is None:
+    if not failed or not isinstance(source, PersistsFailed):
         return []
     try:
-        persist([record.item for record in failed])
+        source.persist_failed([record.item for record in failed])
     except Exception as exc:
         logger.error(
             "%s.persist_failed() raised %s: %s; every failed item is still in failed.jsonl.",

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 ItemT = TypeVar("ItemT")
-ExceptionTypes = "frozenset[type[BaseException]] | set[type[BaseException]] | tuple[type[BaseException], ...]"
 
 
 @runtime_checkable
@@ -21,8 +19,8 @@ class PersistsFailed(Protocol):
 class Finishes(Protocol):
     """A Service with a ``finish()`` hook, called once after the last item."""
 
-    def finish(self) -> None:
-        """Release resources, flush buffers: called once at the end of the run."""
+    def finish(self) -> object:
+        """Release resources, flush buffers: called once at the end of the run (may be ``async def``)."""
 
 
-__all__ = ["ExceptionTypes", "Finishes", "ItemT", "PersistsFailed", "Sequence"]
+__all__ = ["Finishes", "ItemT", "PersistsFailed"]
