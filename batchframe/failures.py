@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import json
+import threading
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +46,7 @@ class FailedItem:
             error_type=type(exc).__qualname__,
             message=str(exc),
             attempts=attempts,
-            traceback="".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+            traceback=user_traceback(exc),
             exception=exc,
         )
 
@@ -67,6 +70,25 @@ class FailedItem:
         except (TypeError, ValueError):
             record.update(item=None, item_repr=repr(self.item))
             return json.dumps(record, ensure_ascii=False)
+
+
+_FRAMEWORK_DIRS = (
+    str(Path(__file__).resolve().parent),
+    str(Path(asyncio.__file__).resolve().parent),
+    str(Path(concurrent.futures.__file__).resolve().parent),
+    str(Path(threading.__file__).resolve()),
+)
+
+
+def user_traceback(exc: BaseException) -> str:
+    """The traceback of an item's exception with batchframe's and asyncio's own frames left out."""
+    frames = [
+        frame
+        for frame in traceback.extract_tb(exc.__traceback__)
+        if not str(Path(frame.filename).resolve()).startswith(_FRAMEWORK_DIRS)
+    ]
+    head = ["Traceback (most recent call last):\n"] if frames else []
+    return "".join(head + traceback.format_list(frames) + traceback.format_exception_only(type(exc), exc))
 
 
 class FailureLog:

@@ -73,6 +73,8 @@ def test_failed_items_reach_failed_jsonl_and_persist_failed(make_project, tmp_pa
     assert by_index[3]["message"] == "three is not allowed"
     assert by_index[3]["attempts"] == 1
     assert "raise ValueError" in by_index[3]["traceback"]
+    assert "job.py" in by_index[3]["traceback"]
+    assert "batchframe" not in by_index[3]["traceback"].replace(str(root), "")  # the user's frames, not ours
     assert by_index[0]["item"] is None and by_index[0]["item_repr"].startswith("<object object")
     module = __import__("sys").modules[result_module_name(root)]
     assert len(module.RESULTS["persisted"]) == 4
