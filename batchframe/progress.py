@@ -109,17 +109,21 @@ class LiveProgress:
                 outer._sync()  # read the counters at draw time, not per item
                 return super().get_renderables()
 
-        self._progress = _StatsProgress(
+        # Without a total (a Source with no __len__) there is no percentage and no ETA to show.
+        known_total = stats.total is not None
+        columns = [
             SpinnerColumn(),
             TextColumn("[bold]batchframe"),
             BarColumn(),
-            MofNCompleteColumn(),
-            TaskProgressColumn(),
+            MofNCompleteColumn() if known_total else TextColumn("{task.completed:,} done"),
+            *([TaskProgressColumn()] if known_total else []),
             TextColumn("{task.fields[counts]}"),
             TextColumn("[cyan]{task.fields[rate]}"),
             TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
+            *([TextColumn("ETA"), TimeRemainingColumn()] if known_total else []),
+        ]
+        self._progress = _StatsProgress(
+            *columns,
             console=console,
             refresh_per_second=refresh_per_s,
             transient=False,

@@ -56,3 +56,15 @@ def test_make_progress_picks_by_terminal() -> None:
     console = Console(file=io.StringIO())
     assert isinstance(make_progress(Stats(), console=console, live=True), LiveProgress)
     assert isinstance(make_progress(Stats(), console=console, live=False), LogProgress)
+
+
+def test_live_progress_without_a_total_shows_no_eta() -> None:
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=160, color_system=None)
+    stats = Stats(total=None, succeeded=12)
+    with LiveProgress(stats, console, refresh_per_s=20):
+        pass
+    text = out.getvalue()
+    assert "12 done" in text
+    assert "ETA" not in text
+    assert "12/?" not in text  # no "of an unknown total"
