@@ -311,10 +311,7 @@ def retry_run(
         AlreadyFinished: every item of that run succeeded.
         JournalError: no usable journal in ``run_dir``, or failed items that could not be stored.
     """
-    parent = Journal.open(run_dir)
-    meta = parent.meta()
-    items = [item for _, item in parent.unfinished_items()]
-    parent.close()
+    meta, items = _unfinished_items(run_dir)
     if not items:
         raise AlreadyFinished(f"Every item of {run_dir} succeeded; nothing to retry.")
     prepared = prepare(meta["project"], config=meta.get("config"), params=meta.get("params", []))
@@ -333,8 +330,9 @@ def retry_run(
         "kind": "retry",
         "retry_of": str(Path(run_dir).resolve()),
     }
-    plan = RunPlan(new_dir, output, started, interactive=interactive, progress_interval_s=progress_interval_s)
-    plan.replay = items
+    plan = RunPlan(
+        new_dir, output, started, interactive=interactive, progress_interval_s=progress_interval_s, replay=items
+    )
     with run_logging(new_dir / "logs.txt", verbosity=verbosity):
         logger.info("Retrying %d items that did not succeed in %s.", len(items), run_dir)
         journal = _new_journal(prepared, new_dir, new_meta)
@@ -345,11 +343,14 @@ def retry_run(
 def _parent_items(meta: Mapping[str, Any]) -> list[Any] | None:
     """A retry run's items come from the run it retries (its journal does not change)."""
     parent = meta.get("retry_of")
-    if not parent:
-        return None
-    journal = Journal.open(Path(parent))
+    return _unfinished_items(Path(parent))[1] if parent else None
+
+
+def _unfinished_items(run_dir: Path) -> tuple[dict[str, Any], list[Any]]:
+    """A run's metadata and the items that did not succeed in it, in source order."""
+    journal = Journal.open(run_dir)
     try:
-        return [item for _, item in journal.unfinished_items()]
+        return journal.meta(), [item for _, item in journal.unfinished_items()]
     finally:
         journal.close()
 

@@ -28,15 +28,19 @@ def _count_primes(item: int) -> int:
     return sum(1 for n in range(2, item) if all(n % d for d in range(2, int(n**0.5) + 1)))
 
 
+def _serial_s(work: list[int]) -> float:
+    started = time.perf_counter()
+    for item in work:
+        _count_primes(item)
+    return time.perf_counter() - started
+
+
 def raw_pool_speedup(items: int) -> float:
     """What this machine's cores give at best: a bare multiprocessing.Pool vs a serial loop, same work."""
     import multiprocessing
 
     work = [3_500 + i for i in range(items)]
-    started = time.perf_counter()
-    for item in work:
-        _count_primes(item)
-    serial = time.perf_counter() - started
+    serial = _serial_s(work)
     with multiprocessing.get_context("spawn").Pool(2) as pool:
         pool.map(_count_primes, [10, 10])
         started = time.perf_counter()
@@ -50,10 +54,7 @@ def raw_dask_speedup(items: int) -> float:
     from distributed import Client, LocalCluster
 
     work = [3_500 + i for i in range(items)]
-    started = time.perf_counter()
-    for item in work:
-        _count_primes(item)
-    serial = time.perf_counter() - started
+    serial = _serial_s(work)
     with (
         LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
         Client(cluster) as client,
