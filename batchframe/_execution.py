@@ -1,43 +1,65 @@
 """Executing a prepared run in its run folder: wiring, the supervised executor, the end of the run.
 
-``run.py`` decides what to run (a new run, a resume, a retry); this module runs it the same way
-every time and reports: ``failed.jsonl``, the journal, ``persist_failed``, ``finish``, the summary.
+``run.py`` decides what to run (a new run, a resume, a retry) and ``testing.run_service`` what to
+test; this module runs each of them the same way and reports: the journal, ``failed.jsonl``,
+``persist_failed``, ``finish``, ``summary.json`` (all written before anything is printed), the
+summary on the console.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import inspect
+import itertools
 import logging
 import signal
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from batchframe import summary
 from batchframe._console import console
+from batchframe._logging import FILE_ONLY
 from batchframe._types import Finishes, PersistsFailed
-from batchframe.container import wire
-from batchframe.errors import UsageError
+from batchframe.errors import BatchframeError
 from batchframe.executor import Executor
-from batchframe.executors import Backend, make_backend
-from batchframe.failures import FailedItem, FailureLog
-from batchframe.progress import LOG_INTERVAL_S, make_progress
-from batchframe.project import user_code_failed, user_frames
+from batchframe.executors import Backend, ProjectRef, make_backend
+from batchframe.failures import FailedItem, safe_str
+from batchframe.progress import LOG_INTERVAL_S, ProgressDisplay, make_progress
+from batchframe.project import user_frames
+from batchframe.records import RunRecords
 from batchframe.source import Source
 from batchframe.stats import Outcome, Stats
 from batchframe.supervisor import Supervisor
 
 if TYPE_CHECKING:
+    from batchframe.configuration import Configuration
+    from batchframe.container import Wired
     from batchframe.journal import Journal
-    from batchframe.run import PreparedRun
+    from batchframe.limits import ExecutorSettings
 
 logger = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FATAL, EXIT_USAGE, EXIT_FAILED_ITEMS = 0, 1, 2, 3
 EXIT_SIGINT, EXIT_SIGTERM = 130, 143
+FAILED_TO_START = "failed_to_start"
+
+
+class Buildable(Protocol):
+    """What ``execute`` needs to know of a run: its settings and how to build its objects."""
+
+    config: Configuration
+    settings: ExecutorSettings
+
+    def build(self, statics: Mapping[str, Any]) -> Wired:
+        """Build the Source and the Service (raises a BatchframeError saying what is wrong)."""
+
+    def project_ref(self, statics: Mapping[str, Any]) -> ProjectRef | None:
+        """How another process builds the same Service, or None when it cannot."""
 
 
 @dataclass
@@ -46,17 +68,22 @@ class RunResult:
 
     Attributes:
         run_dir: the run folder (logs.txt, failed.jsonl, summary.json).
-        stats: the final counters.
+        stats: this run's counters (this part of it, for a resumed run).
         outcome: completed, stopped or fatal.
-        exit_code: the process exit code for this run (0, 1, 3, 130 or 143).
-        failed: every item that did not succeed.
+        exit_code: the process exit code for this run (0, 1, 3, 130 or 143), for the whole run.
+        failed: the failed items with their exceptions (kept only by ``batchframe.testing``).
+        totals: the whole run's counts from the journal (resumed parts included), or None.
     """
 
     run_dir: Path
     stats: Stats
     outcome: Outcome
     exit_code: int
-    failed: list[FailedItem]
+    failed: list[FailedItem] = field(default_factory=list)
+    totals: dict[str, Any] | None = None
+    succeeded_positions: list[int] = field(default_factory=list)
+    service: Any = None
+    fatal_error: BaseException | None = None
 
 
 @dataclass
@@ -67,21 +94,27 @@ class RunPlan:
         run_dir: the run folder (new, or the one being resumed).
         output_dir: the folder of run folders.
         started: when this run (or this resumed part of it) started.
+        meta: what the run records about itself (project, config, params...), for summary.json.
         interactive: pause shell on Ctrl-C, emergency shell on a fatal error.
         progress_interval_s: seconds between progress log lines off a terminal.
         skip: source positions already finished (a resume), as half-open ranges.
         replay: the items to process instead of iterating the Source (a retry).
         expected_positions: how many items the journal saw in the source before (a resume).
+        quiet: no progress and no summary on the console, no files (``batchframe.testing.run_service``).
+        keep: keep the failed items with their exceptions in the result (``batchframe.testing``).
     """
 
     run_dir: Path
     output_dir: Path
     started: dt.datetime
+    meta: dict[str, Any] = field(default_factory=dict)
     interactive: bool = False
     progress_interval_s: float = LOG_INTERVAL_S
     skip: list[tuple[int, int]] = field(default_factory=list)
     replay: list[Any] | None = None
     expected_positions: int = 0
+    quiet: bool = False
+    keep: bool = False
 
 
 class _Replay(Source[Any]):
@@ -97,50 +130,97 @@ class _Replay(Source[Any]):
         return iter(self.items)
 
 
-def execute(prepared: PreparedRun, plan: RunPlan, journal: Journal | None) -> RunResult:
-    """Run a prepared project in ``plan.run_dir`` under the supervisor and report the outcome."""
-    run_dir = plan.run_dir
+class EndingInterrupted(BaseException):
+    """A second signal while ``finish()`` or ``persist_failed()`` ran: they are cut short."""
+
+
+def execute(prepared: Buildable, plan: RunPlan, journal: Journal | None) -> RunResult:
+    """Run a prepared project in ``plan.run_dir`` under the supervisor and report the outcome.
+
+    Raises:
+        BatchframeError: the run could not start (its objects could not be built, a back end is
+            missing); the journal and summary.json record it as ``failed_to_start``.
+    """
     statics = {
         "_output_directory": plan.output_dir.resolve(),
         "_current_run_start": plan.started,
-        "_current_run_output_dir": run_dir.resolve(),
+        "_current_run_output_dir": plan.run_dir.resolve(),
     }
-    wired = _wire(prepared, statics)
-    logger.info("Run folder: %s", run_dir)
-    failure_log = FailureLog(run_dir / "failed.jsonl")
+    records = RunRecords(None if plan.quiet else plan.run_dir, journal, keep=plan.keep)
+    try:
+        wired = prepared.build(statics)
+        executor = _executor(prepared, plan, wired, records, statics)
+    except BatchframeError as error:
+        _failed_to_start(plan, journal, error)
+        raise
+    if not plan.quiet:
+        logger.info("Run folder: %s", plan.run_dir)
+    supervisor = Supervisor(
+        executor,
+        progress=_progress(executor.stats, plan),
+        interactive=plan.interactive,
+        namespace={"source": wired.source, "service": wired.service, "config": wired.config},
+    )
+    try:
+        _supervise(supervisor, plan, journal)
+    finally:
+        records.close()
+    try:
+        return _end(wired, executor, supervisor, plan, journal, records)
+    finally:
+        records.discard()
+
+
+def _executor(
+    prepared: Buildable, plan: RunPlan, wired: Wired, records: RunRecords, statics: Mapping[str, Any]
+) -> Executor:
     source = wired.source if plan.replay is None else _Replay(plan.replay)
     executor = Executor(
         source,
         wired.service,
         settings=prepared.settings,
-        on_failure=failure_log.write,
-        journal=journal,
+        on_success=records.on_success,
+        on_failure=records.on_failure,
         skip=plan.skip,
         backend=_backend(prepared, wired.service, statics),
     )
-    out = console(stderr=True)
-    supervisor = Supervisor(
-        executor,
-        progress=make_progress(executor.stats, console=out, live=out.is_terminal, interval_s=plan.progress_interval_s),
-        interactive=plan.interactive,
-        namespace={"source": wired.source, "service": wired.service, "config": wired.config},
-    )
+    if records.journal is not None:
+        records.journal.watch_in_flight(executor.in_flight_items)
+        records.journal.set_meta(total=executor.stats.total)
+    return executor
+
+
+def _supervise(supervisor: Supervisor, plan: RunPlan, journal: Journal | None) -> None:
     try:
         supervisor.run()
-    finally:
-        failure_log.close()
-        if journal is not None:
-            journal.flush()
-    problems = [*_call_finish(wired.service), *_persist_failed(wired.source, executor.failed)]
-    warnings = _check_source_length(executor, plan)
-    exit_code = _exit_code(executor, problems, supervisor.stopped_by)
-    totals = _close_journal(journal, executor, exit_code)
-    summary.write(run_dir, executor, exit_code=exit_code, problems=problems, warnings=warnings, totals=totals)
-    summary.show(executor, run_dir=run_dir, exit_code=exit_code, warnings=warnings)
-    return RunResult(run_dir, executor.stats, executor.outcome, exit_code, executor.failed)
+    except BatchframeError as error:
+        if supervisor.executor.stats.read == 0:  # e.g. a back end that could not start: nothing ran
+            _failed_to_start(plan, journal, error)
+        raise
 
 
-def _backend(prepared: PreparedRun, service: Any, statics: Mapping[str, Any]) -> Backend:
+def _progress(stats: Stats, plan: RunPlan) -> ProgressDisplay:
+    if plan.quiet:
+        return _NoProgress()
+    out = console(stderr=True)
+    return make_progress(stats, console=out, live=out.is_terminal, interval_s=plan.progress_interval_s)
+
+
+class _NoProgress:
+    def __enter__(self) -> _NoProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def suspend(self) -> None:
+        """Nothing to hide."""
+
+    def resume(self) -> None:
+        """Nothing to redraw."""
+
+
+def _backend(prepared: Buildable, service: Any, statics: Mapping[str, Any]) -> Backend:
     config = prepared.config
     return make_backend(
         config.executor,
@@ -149,7 +229,94 @@ def _backend(prepared: PreparedRun, service: Any, statics: Mapping[str, Any]) ->
         project=prepared.project_ref(statics),
         scheduler=config.scheduler,
         connect_timeout_s=config.scheduler_timeout_sec,
+        item_timeout_s=prepared.settings.item_timeout_s,
     )
+
+
+def _failed_to_start(plan: RunPlan, journal: Journal | None, error: BatchframeError) -> None:
+    """Record a run that never processed an item: logs.txt, the journal and summary.json say why."""
+    trace = f"\n{error.user_traceback}" if error.user_traceback else ""
+    logger.error("The run failed to start: %s%s", error.message, trace, extra=FILE_ONLY)
+    if plan.quiet:
+        return
+    ended = dt.datetime.now().isoformat(timespec="seconds")
+    if journal is not None:
+        with contextlib.suppress(Exception):
+            journal.set_meta(ended_at=ended, outcome=FAILED_TO_START, exit_code=error.exit_code, error=error.message)
+            journal.close()
+    record = {"outcome": FAILED_TO_START, "exit_code": error.exit_code, "error": error.message}
+    summary.write_json(plan.run_dir, {**record, "run": {**plan.meta, "ended_at": ended}})
+
+
+# ---------------------------------------------------------------------------------- the end of a run
+
+
+def _end(
+    wired: Wired,
+    executor: Executor,
+    supervisor: Supervisor,
+    plan: RunPlan,
+    journal: Journal | None,
+    records: RunRecords,
+) -> RunResult:
+    limit = int(getattr(wired.config, "persist_unread_max", 100_000))
+    with _signals_while_ending(supervisor):
+        notes = _hand_over_unread(executor, records, limit)
+        raised = [*_call_finish(wired.service), *_persist_failed(wired.source, records)]
+    problems = [problem for problem, _ in raised]
+    if raised and executor.outcome is not Outcome.FATAL:
+        executor.outcome = Outcome.FATAL
+        executor.fatal_error = raised[0][1]
+    notes += _check_source_length(executor, plan)
+    totals = _totals(journal, executor)
+    exit_code = _exit_code(executor, totals, supervisor.stopped_by)
+    if journal is not None:
+        _close_journal(journal, executor, exit_code)
+    report = summary.as_dict(
+        executor, exit_code=exit_code, problems=problems, warnings=notes, totals=totals, meta=plan.meta
+    )
+    if not plan.quiet:
+        summary.write_json(plan.run_dir, report)
+        logger.info("%s", summary.end_line(report), extra=FILE_ONLY)
+        summary.show(report, run_dir=plan.run_dir)
+    kept = records.kept_failures or []
+    return RunResult(
+        plan.run_dir,
+        executor.stats,
+        executor.outcome,
+        exit_code,
+        kept,
+        totals,
+        records.kept_successes or [],
+        wired.service,
+        executor.fatal_error,
+    )
+
+
+def _unread_count(executor: Executor) -> int | None:
+    total = executor.stats.total
+    return None if total is None else max(total - executor.positions_read, 0)
+
+
+def _hand_over_unread(executor: Executor, records: RunRecords, limit: int) -> list[str]:
+    """After a stop: hand the unread rest to persist_failed when it is known and small; else say what is left."""
+    if executor.outcome is Outcome.COMPLETED:
+        return []
+    unread = _unread_count(executor)
+    if unread == 0:
+        return []
+    iterator = executor.unread_iterator
+    if unread is None or iterator is None or unread > limit:
+        count = "An unknown number of" if unread is None else f"{unread:,}"
+        return [f"{count} items were not read from the source; batchframe resume continues with them."]
+    read = 0
+    try:
+        for item in itertools.islice(iterator, limit):  # never more than the limit, even if __len__ lied
+            records.failed_items.append(item)
+            read += 1
+    except Exception as exc:
+        logger.warning("Reading the rest of the source for persist_failed() failed: %s", safe_str(exc))
+    return [f"{read:,} items were not read by the run; persist_failed() gets them too and resume continues with them."]
 
 
 def _check_source_length(executor: Executor, plan: RunPlan) -> list[str]:
@@ -163,81 +330,108 @@ def _check_source_length(executor: Executor, plan: RunPlan) -> list[str]:
     return [message]
 
 
-def _close_journal(journal: Journal | None, executor: Executor, exit_code: int) -> dict[str, int] | None:
+def _totals(journal: Journal | None, executor: Executor) -> dict[str, Any] | None:
+    """The whole run's counts (every part of a resumed run), from the journal."""
     if journal is None:
         return None
-    journal.set_meta(
-        ended_at=dt.datetime.now().isoformat(timespec="seconds"),
-        outcome=executor.outcome.value,
-        exit_code=exit_code,
-    )
-    totals = journal.counts()
-    journal.close()
-    return totals
-
-
-def _wire(prepared: PreparedRun, statics: Mapping[str, Any]) -> Any:
-    project = prepared.project
     try:
-        return wire(
-            source_cls=project.source_cls,
-            service_cls=project.service_cls,
-            config=prepared.config,
-            injectables=project.injectables,
-            param_values=prepared.values,
-            static_values=statics,
-        )
-    except LookupError as exc:
-        configs = project.available_configs
-        hint = (
-            f"If it is your configuration, select one with -c ({', '.join(configs)})."
-            if configs and project.config_name is None
-            else "Bind it: decorate its class with @inject, or make it a BatchframeParam."
-        )
-        raise UsageError(f"Cannot build the project's objects: {exc}", hint=hint) from None
+        journal.flush()
+        counts: dict[str, Any] = dict(journal.counts())
+        counts["failures_by_type"] = journal.failures_by_type()
     except Exception as exc:
-        raise user_code_failed(
-            "Building the project", exc, hint="Fix the constructor that raised (frames below are from your code)."
-        ) from exc
+        logger.error("Could not read the journal's totals: %s", safe_str(exc))
+        return None
+    counts["unread"] = _unread_count(executor)
+    return counts
 
 
-def _call_finish(service: Any) -> list[str]:
+def _close_journal(journal: Journal, executor: Executor, exit_code: int) -> None:
+    try:
+        journal.set_meta(
+            ended_at=dt.datetime.now().isoformat(timespec="seconds"),
+            outcome=executor.outcome.value,
+            exit_code=exit_code,
+            read_upto=executor.positions_read,
+            unread=_unread_count(executor),
+        )
+        journal.close()
+    except Exception as exc:
+        logger.error("Could not close the journal: %s", safe_str(exc))
+
+
+@contextlib.contextmanager
+def _signals_while_ending(supervisor: Supervisor) -> Iterator[None]:
+    """SIGINT/SIGTERM while finish() or persist_failed() run: the first lets them finish, a second cuts them short."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+
+    def on_signal(signum: int, frame: object) -> None:
+        received.append(signum)
+        supervisor.stopped_by = supervisor.stopped_by or signal.Signals(signum)
+        if len(received) == 1:
+            logger.warning("Received %s: the end of the run goes on; send it again to cut it short.", signum)
+            return
+        raise EndingInterrupted(f"received {signal.Signals(signum).name} twice")
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+Raised = list[tuple[str, BaseException]]
+
+
+def _call_finish(service: Any) -> Raised:
     if not isinstance(service, Finishes):
         return []
-    try:
-        result = service.finish()
-        if inspect.isawaitable(result):
-            asyncio.run(_await(result))
-    except Exception as exc:
-        logger.error("%s.finish() raised %s: %s", type(service).__qualname__, type(exc).__name__, exc)
-        logger.debug("finish() traceback:\n%s", user_frames(exc))
-        return [f"finish() raised {type(exc).__name__}: {exc}"]
-    return []
+    return _guarded(f"{type(service).__qualname__}.finish()", _run_maybe_async, service.finish)
+
+
+def _run_maybe_async(function: Any, *args: Any) -> None:
+    result = function(*args)
+    if inspect.isawaitable(result):
+        asyncio.run(_await(result))
 
 
 async def _await(awaitable: Any) -> Any:
     return await awaitable
 
 
-def _persist_failed(source: Any, failed: list[FailedItem]) -> list[str]:
-    if not failed or not isinstance(source, PersistsFailed):
+def _persist_failed(source: Any, records: RunRecords) -> Raised:
+    if not len(records.failed_items) or not isinstance(source, PersistsFailed):
         return []
+    return _guarded(
+        f"{type(source).__qualname__}.persist_failed()",
+        _run_maybe_async,
+        source.persist_failed,
+        records.failed_items,
+        after="; every failed item is still in failed.jsonl",
+    )
+
+
+def _guarded(what: str, call: Any, *args: Any, after: str = "") -> Raised:
+    """Call the user's end-of-run hook; anything it raises (SystemExit too) becomes a problem, never a crash."""
     try:
-        source.persist_failed([record.item for record in failed])
-    except Exception as exc:
-        logger.error(
-            "%s.persist_failed() raised %s: %s; every failed item is still in failed.jsonl.",
-            type(source).__qualname__,
-            type(exc).__name__,
-            exc,
-        )
-        return [f"persist_failed() raised {type(exc).__name__}: {exc}"]
+        call(*args)
+    except EndingInterrupted as exc:
+        logger.error("%s was cut short: %s%s.", what, exc, after)
+        return [(f"{what} was cut short ({exc})", exc)]
+    except BaseException as exc:
+        logger.error("%s raised %s: %s%s.", what, type(exc).__name__, safe_str(exc), after)
+        logger.error("%s traceback:\n%s", what, user_frames(exc), extra=FILE_ONLY)
+        return [(f"{what} raised {type(exc).__name__}: {safe_str(exc)}", exc)]
     return []
 
 
-def _exit_code(executor: Executor, problems: Sequence[str], stopped_by: signal.Signals | None) -> int:
-    if executor.outcome is Outcome.FATAL or problems:
+def _exit_code(executor: Executor, totals: Mapping[str, Any] | None, stopped_by: signal.Signals | None) -> int:
+    if executor.outcome is Outcome.FATAL:
         return EXIT_FATAL
     if executor.outcome is Outcome.STOPPED:
         return EXIT_SIGTERM if stopped_by == signal.SIGTERM else EXIT_SIGINT
-    return EXIT_FAILED_ITEMS if executor.stats.failed else EXIT_OK
+    failed = totals["failed"] if totals is not None else executor.stats.failed
+    return EXIT_FAILED_ITEMS if failed else EXIT_OK

@@ -12,6 +12,30 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 FILE_FORMAT = "%(asctime)s %(levelname)-8s %(name)s: %(message)s"
+FILE_ONLY = {"file_only": True}
+"""``extra=`` for records that go to logs.txt but reach the console only with -v (tracebacks, the end line)."""
+CONSOLE_FAILURES = 10
+"""Per-item failure lines shown on the console; logs.txt gets every one."""
+
+
+class _ConsoleFilter(logging.Filter):
+    """Keeps the console readable: file-only records (unless -v) and failure lines past the first few stay out."""
+
+    def __init__(self, verbosity: int) -> None:
+        super().__init__()
+        self.verbose = verbosity >= 1
+        self.failures = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "file_only", False):
+            return self.verbose
+        if record.name == "batchframe.failures" and not self.verbose:
+            self.failures += 1
+            if self.failures == CONSOLE_FAILURES + 1:
+                record.msg, record.args = "More items failed: every one is in logs.txt and failed.jsonl.", ()
+                return True
+            return self.failures <= CONSOLE_FAILURES
+        return True
 
 
 def console_level(verbosity: int) -> int:
@@ -42,6 +66,7 @@ def run_logging(log_file: Path | None, *, verbosity: int = 0, console: Console |
         console=console or shared_console(stderr=True), show_path=verbosity >= 2, rich_tracebacks=verbosity >= 2
     )
     rich_handler.setLevel(level)
+    rich_handler.addFilter(_ConsoleFilter(verbosity))
     handlers.append(rich_handler)
     previous_level = root.level
     root.setLevel(level)

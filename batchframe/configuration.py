@@ -34,3 +34,6 @@ class Configuration:
     scheduler: Annotated[str | None, BatchframeParam, "dask scheduler address (none = local cluster)"] = None
     scheduler_timeout_sec: Annotated[float, BatchframeParam, "how long to try to reach the dask scheduler"] = 10.0
     journal: Annotated[bool, BatchframeParam, "keep journal.sqlite for resume and retry"] = True
+    persist_unread_max: Annotated[
+        int, BatchframeParam, "at a stop, items still unread that are read for persist_failed (at most)"
+    ] = 100_000

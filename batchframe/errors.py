@@ -4,6 +4,7 @@ The tree::
 
     BatchframeError (exit 1)
     ├── RunError               fatal failure while running (the Source raised, a Service could not be built)
+    │   └── RecordError        the run's records (failed.jsonl, the journal) could not be written
     └── UsageError (exit 2)    the command line or the project is wrong; nothing ran
         ├── ProjectError       PATH missing, import failure, no or ambiguous Source/Service
         ├── ConfigError        ``-c`` names a config that does not exist, or a config is invalid
@@ -21,6 +22,7 @@ __all__ = [
     "ConfigError",
     "ParamError",
     "ProjectError",
+    "RecordError",
     "RunError",
     "UsageError",
 ]
@@ -49,6 +51,15 @@ class RunError(BatchframeError):
     """The run could not go on: the Source raised, or the Service could not be built."""
 
     title = "Run failed"
+
+
+class RecordError(RunError, OSError):
+    """The run's records (``failed.jsonl``, ``journal.sqlite``) could not be written: disk full, read-only.
+
+    The run stops (exit code 1) after recording what it can; ``batchframe resume`` continues it.
+    """
+
+    title = "Could not write the run's records"
 
 
 class UsageError(BatchframeError):

@@ -4,6 +4,11 @@ Per item: take it from the queue -> call ``process`` (under the rate limit and t
 exception, schedule a retry (a timer; no worker waits for it) or record the failure -> count it done.
 The executor never reads more than ``queue_size`` items ahead of the workers, so memory stays flat
 however long the source is. Completion is an event set by the last item, not a polling loop.
+
+The feeder and the workers are supervised: if one of them dies of an error (a bug of ours, or a
+record that could not be written), the run stops with that error instead of hanging. A stop costs
+O(items in flight): reading stops at once, queued items are recorded as not processed, and
+``positions_read`` says where a resume continues.
 """
 
 from __future__ import annotations
@@ -14,22 +19,26 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from batchframe._logging import FILE_ONLY
+from batchframe._reader import ThreadedReader
+from batchframe.errors import RunError
 from batchframe.executors import Backend, ItemCall
 from batchframe.executors.local import LocalBackend
-from batchframe.failures import NOT_PROCESSED, FailedItem
+from batchframe.failures import NOT_PROCESSED, FailedItem, safe_str, user_traceback
 from batchframe.limits import ExecutorSettings, with_limits
 from batchframe.retry import RetryPolicy
+from batchframe.service import retryable_exceptions
 from batchframe.source import is_async_source, iter_async_source, iter_sync_source, source_length
 from batchframe.stats import Outcome, Stats
 
 __all__ = ["Executor", "ExecutorSettings", "Outcome", "Stats"]
 
-if TYPE_CHECKING:
-    from batchframe.journal import Journal
-
 logger = logging.getLogger(__name__)
+
+OnSuccess = Callable[[int], None]
+OnFailure = Callable[[FailedItem], None]
 
 
 @dataclass(slots=True)
@@ -47,10 +56,14 @@ class Executor:
         source: the user's Source instance.
         service: the user's Service instance.
         settings: concurrency, retry, timeout and rate settings.
-        on_failure: called with each item that fails for good, as it fails.
-        journal: records each item's outcome (for resume and retry).
+        on_success: called with each succeeded item's position (the journal).
+        on_failure: called with each item that fails for good, or is not processed, as it happens.
+            If it raises, the run stops with that error (e.g. ``failed.jsonl`` on a full disk).
         skip: source positions to skip, as sorted half-open ranges (a resumed run's finished items).
         backend: where ``process`` runs (default: this process, asyncio plus threads for a sync process).
+
+    Raises:
+        UsageError: the Service's ``exceptions_to_retry_for`` is not a set of exception classes.
     """
 
     def __init__(
@@ -59,25 +72,25 @@ class Executor:
         service: Any,
         *,
         settings: ExecutorSettings,
-        on_failure: Callable[[FailedItem], None] | None = None,
-        journal: Journal | None = None,
+        on_success: OnSuccess | None = None,
+        on_failure: OnFailure | None = None,
         skip: Sequence[tuple[int, int]] = (),
         backend: Backend | None = None,
     ) -> None:
         self.source = source
         self.service = service
         self.settings = settings
-        self.policy = RetryPolicy.with_exceptions(settings.retry, _retryable(service))
+        self.policy = RetryPolicy.with_exceptions(settings.retry, retryable_exceptions(service))
         self.stats = Stats(total=source_length(source))
-        self.failed: list[FailedItem] = []
         self.outcome = Outcome.COMPLETED
         self.fatal_error: BaseException | None = None
-        self._on_failure = on_failure
-        self._journal = journal
-        if journal is not None:
-            journal.watch_in_flight(self.in_flight_items)
-        self._skip = list(skip)
         self.positions_read = 0
+        self.reader: ThreadedReader | None = None
+        self.unread_iterator: Iterator[Any] | None = None
+        """After a stop: the sync Source's iterator, free to read the unread rest (None: it is not)."""
+        self._on_success = on_success
+        self._on_failure = on_failure
+        self._skip = list(skip)
         self._stopping = False
         self._stop_reason = "the run was stopped"
         self._paused = False
@@ -86,13 +99,18 @@ class Executor:
         self._feeding_done = False
         self._outstanding = 0
         self._ready_retries: collections.deque[_Work] = collections.deque()
-        self._waiting_retries: dict[int, tuple[asyncio.TimerHandle, _Work]] = {}
+        self._waiting_retries: dict[int, tuple[asyncio.TimerHandle | None, _Work]] = {}
         self._queue: asyncio.Queue[_Work | None] | None = None
         self._all_done: asyncio.Event | None = None
         self._running: asyncio.Event | None = None
         self._idle: asyncio.Event | None = None
         self._feeder: asyncio.Task[None] | None = None
-        self.backend = backend or LocalBackend(service, concurrency=settings.concurrency)
+        self._feeder_cancelled = False
+        self._shutting_down = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self.backend = backend or LocalBackend(
+            service, concurrency=settings.concurrency, item_timeout_s=settings.item_timeout_s
+        )
 
     # ----------------------------------------------------------------------------------- lifecycle
 
@@ -105,25 +123,65 @@ class Executor:
         self._idle = asyncio.Event()
         call = with_limits(await self.backend.start(), self.settings)
         self.stats.started_at = time.monotonic()
-        workers = [asyncio.create_task(self._worker(call)) for _ in range(self.settings.concurrency)]
-        self._feeder = asyncio.create_task(self._feed())
         try:
-            await self._all_done.wait()
-            for _ in workers:
-                self._queue.put_nowait(None)
-            await asyncio.gather(*workers)
-            await self._feeder
+            workers = [asyncio.create_task(self._worker(call)) for _ in range(self.settings.concurrency)]
+            self._feeder = asyncio.create_task(self._feed())
+            self._tasks = [*workers, self._feeder]
+            await self._supervise()
         finally:
             self.stats.finished_at = time.monotonic()
             await self.backend.close()
         return self.stats
 
-    def stop(self, reason: str = "the run was stopped", *, force: bool = False) -> None:
-        """Stop gracefully: hand out no more items, let in-flight items finish, record the rest as not processed.
+    async def _supervise(self) -> None:
+        """Wait for the last item; if a worker or the feeder dies of an error first, stop with it."""
+        assert self._all_done is not None
+        assert self._queue is not None
+        finished = asyncio.ensure_future(self._all_done.wait())
+        pending: set[asyncio.Future[Any]] = {finished, *self._tasks}
+        while not finished.done():
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            crashed = next((t for t in done if t is not finished and not t.cancelled() and t.exception()), None)
+            if crashed is not None:
+                finished.cancel()
+                await self._crashed(crashed.exception())
+                return
+        for _ in range(self.settings.concurrency):
+            self._queue.put_nowait(None)
+        for outcome in await asyncio.gather(*self._tasks, return_exceptions=True):
+            if isinstance(outcome, BaseException) and self.fatal_error is None:
+                logger.error("A driver task failed at the end of the run: %s", safe_str(outcome), exc_info=outcome)
+                self.fatal_error, self.outcome = outcome, Outcome.FATAL
 
-        Items still in the source are read and recorded too, so ``persist_failed`` and ``failed.jsonl``
-        get every item that was not done. ``force=True`` (a second Ctrl-C or SIGTERM) also cancels the
-        in-flight items and stops reading the source.
+    async def _crashed(self, error: BaseException) -> None:
+        """A driver task died: record what is left as not processed (best effort), end the run with the error."""
+        logger.error("The run stopped on an error: %s", safe_str(error), exc_info=not isinstance(error, RunError))
+        self.fatal_error = error
+        self.outcome = Outcome.FATAL
+        self._stopping = True
+        self._stop_reason = f"the run stopped on {type(error).__name__}"
+        self._shutting_down = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        leftovers = [work for _, work in self._waiting_retries.values()]
+        leftovers += [*self._active.values(), *self._ready_retries, *self._drain_queue()]
+        self.stats.retrying -= len(self._waiting_retries)
+        self._waiting_retries.clear()
+        self._active.clear()
+        self._ready_retries.clear()
+        for work in leftovers:
+            try:
+                self._not_processed(work)
+            except Exception:
+                logger.error("Item %d could not be recorded as not processed.", work.index)
+
+    def stop(self, reason: str = "the run was stopped", *, force: bool = False) -> None:
+        """Stop gracefully: read no more items, let in-flight items finish, record the read rest as not processed.
+
+        Costs O(items read ahead and in flight): the unread rest of the source stays unread
+        (``positions_read`` says where a resume continues). ``force=True`` (a second Ctrl-C or
+        SIGTERM) also cancels the in-flight items, which are recorded as not processed.
         """
         if not self._stopping:
             self._stopping = True
@@ -131,21 +189,34 @@ class Executor:
             if self.outcome is Outcome.COMPLETED:
                 self.outcome = Outcome.STOPPED
             logger.warning("Stopping: %s. In-flight items finish; the rest is recorded as not processed.", reason)
+            self._cancel_feeder()
             for handle, work in list(self._waiting_retries.values()):
-                handle.cancel()
+                if handle is not None:
+                    handle.cancel()
                 self.stats.retrying -= 1
                 self._not_processed(work)
             self._waiting_retries.clear()
             while self._ready_retries:
                 self._not_processed(self._ready_retries.popleft())
+            for work in self._drain_queue():
+                self._not_processed(work)
         if force:
-            self._cancel_feeder()
             self.cancel_in_flight()
         self.resume()
+
+    def _drain_queue(self) -> list[_Work]:
+        queue = self._queue
+        drained: list[_Work] = []
+        while queue is not None and not queue.empty():
+            work = queue.get_nowait()
+            if work is not None:
+                drained.append(work)
+        return drained
 
     def _cancel_feeder(self) -> None:
         feeder = self._feeder
         if feeder is not None and not feeder.done() and feeder is not _current_task():
+            self._feeder_cancelled = True
             feeder.cancel()
 
     def pause(self) -> None:
@@ -172,6 +243,11 @@ class Executor:
         """Whether the executor is paused."""
         return self._paused
 
+    @property
+    def stopping(self) -> bool:
+        """Whether a stop was asked for (or the run failed)."""
+        return self._stopping
+
     async def wait_idle(self) -> None:
         """Wait until a paused executor has no item in flight."""
         assert self._idle is not None
@@ -192,37 +268,51 @@ class Executor:
 
     async def _feed(self) -> None:
         try:
-            if is_async_source(self.source):
-                await self._feed_async(iter_async_source(self.source))
-            else:
-                await self._feed_sync(iter_sync_source(self.source))
+            await self._feed_from(self._items())
         except asyncio.CancelledError:
-            pass  # a forced stop cancels the feeder; the item being submitted was recorded by _put_when_room
-        except Exception as exc:
+            if not self._feeder_cancelled:  # the Source itself raised CancelledError
+                self._fatal(asyncio.CancelledError("the source raised CancelledError"))
+        except BaseException as exc:  # the Source raised: KeyboardInterrupt and SystemExit too
             self._fatal(exc)
         finally:
             self._feeding_done = True
+            self._take_back_read_ahead()
             self._check_all_done()
 
-    async def _feed_sync(self, items: Iterator[Any]) -> None:
-        skip = self._skip
-        for position, item in enumerate(items):
-            if skip and self._skipped(position):
-                continue
-            work = self._enqueue(position, item)
-            if work is not None:
-                await self._put_when_room(work)
+    def _items(self) -> AsyncIterator[Any]:
+        if is_async_source(self.source):
+            return iter_async_source(self.source)
+        self.reader = ThreadedReader(iter_sync_source(self.source), window=self.settings.read_ahead)
+        return self.reader
 
-    async def _feed_async(self, items: AsyncIterator[Any]) -> None:
+    async def _feed_from(self, items: AsyncIterator[Any]) -> None:
         skip = self._skip
-        position = -1
+        position = self.positions_read
         async for item in items:
-            position += 1
             if skip and self._skipped(position):
+                position += 1
                 continue
-            work = self._enqueue(position, item)
+            self.positions_read = position = position + 1
+            work = self._enqueue(position - 1, item)
             if work is not None:
                 await self._put_when_room(work)
+            if self._stopping:
+                return
+
+    def _take_back_read_ahead(self) -> None:
+        """Items the reader thread read but the feeder never took: they were read, so record them."""
+        if self.reader is None:
+            return
+        leftovers, free = self.reader.close()
+        self.unread_iterator = self.reader.iterator if free else None
+        for item in leftovers:
+            position = self.positions_read
+            self.positions_read += 1
+            if self._skip and self._skipped(position):
+                continue
+            self.stats.read += 1
+            self._outstanding += 1
+            self._not_processed(_Work(position, item))
 
     def _skipped(self, position: int) -> bool:
         # Positions arrive in increasing order: drop the ranges behind us, look at the first one.
@@ -237,7 +327,6 @@ class Executor:
 
     def _enqueue(self, position: int, item: Any) -> _Work | None:
         """Queue one item; return it when the queue is full and the caller must wait for room."""
-        self.positions_read = position + 1
         work = _Work(position, item)
         self.stats.read += 1
         self._outstanding += 1
@@ -260,7 +349,8 @@ class Executor:
             raise
 
     def _fatal(self, exc: BaseException) -> None:
-        logger.error("The source raised %s: %s; stopping the run.", type(exc).__name__, exc)
+        logger.error("The source raised %s: %s; stopping the run.", type(exc).__name__, safe_str(exc))
+        logger.error("The source's traceback:\n%s", user_traceback(exc), extra=FILE_ONLY)
         self.fatal_error = exc
         self.outcome = Outcome.FATAL
         self.stop(f"the source raised {type(exc).__name__}")
@@ -293,28 +383,33 @@ class Executor:
             await self._attempt(work, call, task)
 
     async def _attempt(self, work: _Work, call: ItemCall, task: asyncio.Task[None]) -> None:
-        stats = self.stats
         work.attempts += 1
-        stats.in_flight += 1
+        self.stats.in_flight += 1
         work.task = task
         self._active[work.index] = work
-        journal = self._journal
         try:
             await call(work.item)
-        except asyncio.CancelledError:
-            if work.index not in self._cancelled:
-                raise
-            self._back_to_pending(work, task)
-            return
-        except Exception as exc:
+        except asyncio.CancelledError as exc:
+            if work.index in self._cancelled:
+                self._back_to_pending(work, task)
+                return
+            if self._shutting_down:
+                raise  # the supervisor ends the run and records the items in flight itself
+            error: BaseException = exc  # a CancelledError of the user's own
+        except BaseException as exc:  # KeyboardInterrupt, SystemExit, GeneratorExit from process: the item fails
+            error = exc
+        else:
             self._attempt_over(work)
-            self._handle_error(work, exc)
+            self.stats.succeeded += 1
+            if self._on_success is not None:
+                try:
+                    self._on_success(work.index)
+                except Exception as record_error:
+                    self._records_failed(record_error)
+            self._finish_one()
             return
         self._attempt_over(work)
-        stats.succeeded += 1
-        if journal is not None:
-            journal.succeeded(work.index)
-        self._finish_one()
+        self._handle_error(work, error)
 
     def _attempt_over(self, work: _Work) -> None:
         self.stats.in_flight -= 1
@@ -337,17 +432,28 @@ class Executor:
 
     # ------------------------------------------------------------------------------ error handling
 
-    def _handle_error(self, work: _Work, exc: Exception) -> None:
+    def _handle_error(self, work: _Work, exc: BaseException) -> None:
         if not self.policy.should_retry(exc, work.attempts):
             self._record_failure(FailedItem.from_exception(work.index, work.item, exc, work.attempts))
         elif self._stopping:
-            self._not_processed(work, f"{type(exc).__name__}: {exc}")
+            self._not_processed(work, f"{type(exc).__name__}: {safe_str(exc)}")
         else:
-            self._schedule_retry(work, self.policy.delay_s(work.attempts, exc))
+            self._schedule_retry(work, self.policy.delay_s(work.attempts, exc), exc)
             logger.debug("item %d: %s (attempt %d), retrying", work.index, type(exc).__name__, work.attempts)
 
-    def _schedule_retry(self, work: _Work, delay_s: float) -> None:
+    def _schedule_retry(self, work: _Work, delay_s: float, exc: BaseException) -> None:
         self.stats.retrying += 1
+        still_running = getattr(exc, "still_running", None)
+        if isinstance(still_running, asyncio.Future) and not still_running.done():
+            # A timed-out attempt still runs on its thread: the retry waits for it, then for its delay.
+            self._waiting_retries[work.index] = (None, work)
+            still_running.add_done_callback(lambda _: self._retry_after(work, delay_s))
+            return
+        self._retry_after(work, delay_s)
+
+    def _retry_after(self, work: _Work, delay_s: float) -> None:
+        if work.index not in self._waiting_retries and self._stopping:
+            return  # the stop recorded it already
         handle = asyncio.get_running_loop().call_later(delay_s, self._retry_ready, work)
         self._waiting_retries[work.index] = (handle, work)
 
@@ -367,14 +473,22 @@ class Executor:
             self.stats.not_processed += 1
         else:
             self.stats.failed += 1
-            logger.debug("item %d failed: %s: %s", failed.index, failed.error_type, failed.message)
         self.stats.failures_by_type[failed.error_type] += 1
-        self.failed.append(failed)
-        if self._journal is not None:
-            self._journal.finished_badly(failed)
-        if self._on_failure is not None:
-            self._on_failure(failed)
-        self._finish_one()
+        try:
+            if self._on_failure is not None:
+                self._on_failure(failed)
+        except Exception as exc:
+            self._records_failed(exc)
+        finally:
+            self._finish_one()
+
+    def _records_failed(self, exc: Exception) -> None:
+        """Writing a record failed (disk full): stop the run with that error; later records may fail too."""
+        if self.fatal_error is None:
+            logger.error("%s", safe_str(exc))
+            self.fatal_error = exc
+            self.outcome = Outcome.FATAL
+            self.stop("the run's records could not be written")
 
     def _not_processed(self, work: _Work, why: str | None = None) -> None:
         self._record_failure(FailedItem.not_processed(work.index, work.item, work.attempts, why or self._stop_reason))
@@ -394,12 +508,3 @@ def _current_task() -> asyncio.Task[Any] | None:
         return asyncio.current_task()
     except RuntimeError:  # no running loop: called from the pause shell
         return None
-
-
-def _retryable(service: Any) -> tuple[type[BaseException], ...]:
-    configured = getattr(service, "exceptions_to_retry_for", None)
-    if configured is None:
-        return (TimeoutError, ConnectionError)
-    if isinstance(configured, type):
-        configured = (configured,)
-    return tuple(configured)

@@ -1,18 +1,78 @@
-"""Failed items: the record kept for each, and ``failed.jsonl`` in the run folder."""
+"""Failed items: the record of each, ``failed.jsonl``, and the spool that feeds ``persist_failed``.
+
+Everything here formats user data (items, exceptions) and must never raise on it: an exception
+whose ``__str__`` raises, an item whose ``__repr__`` raises or recurses, lone surrogates from
+``os.listdir``, NaN. Each has a fallback, so recording a failure cannot break a run.
+"""
 
 from __future__ import annotations
 
+import array
 import asyncio
 import concurrent.futures
+import contextlib
 import json
+import os
+import pickle
+import reprlib
+import tempfile
 import threading
 import traceback
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any, overload
+
+from batchframe.errors import RecordError
 
 NOT_PROCESSED = "NotProcessed"
 """The error type recorded for items a stopped or crashed run never finished."""
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 300
+_REPR.maxlevel = 8
+_REPR_ITEMS = 100
+
+
+def safe_str(value: object) -> str:
+    """``str(value)``, or ``<unprintable TypeName>`` when that raises. Never raises."""
+    try:
+        return str(value)
+    except Exception:
+        return f"<unprintable {type(value).__qualname__}>"
+
+
+def safe_repr(value: object) -> str:
+    """A short ``repr(value)`` (bounded depth and length), or ``<unprintable TypeName>``. Never raises."""
+    try:
+        return _REPR.repr(value)
+    except Exception:
+        return f"<unprintable {type(value).__qualname__}>"
+
+
+def storable_text(text: str) -> str:
+    r"""``text`` with lone surrogates escaped (``\\udcff``), so UTF-8 files and SQLite accept it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
+def error_type_of(exc: BaseException) -> str:
+    """The exception's type name; for an error that came back from a worker, the original type's name."""
+    remote = getattr(exc, "error_type", None)
+    if type(exc).__name__ == "RemoteError" and isinstance(remote, str):
+        return remote
+    return type(exc).__qualname__
+
+
+def pickled_item(item: Any) -> bytes | None:
+    """The item pickled, or None when it cannot be (a lambda, a lock, a recursion too deep)."""
+    try:
+        return pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,8 +85,8 @@ class FailedItem:
         error_type: the exception's class name (``NotProcessed`` for items a stopped run never ran).
         message: the exception's message.
         attempts: how many times it was tried.
-        traceback: the formatted traceback of the last attempt.
-        exception: the exception itself (not serialised).
+        traceback: the formatted traceback of the last attempt (the user's frames).
+        exception: the exception itself (not serialised, not kept by a run: for ``run_service``).
     """
 
     index: int
@@ -39,12 +99,12 @@ class FailedItem:
 
     @classmethod
     def from_exception(cls, index: int, item: Any, exc: BaseException, attempts: int) -> FailedItem:
-        """Build the record of an item whose last attempt raised ``exc``."""
+        """Build the record of an item whose last attempt raised ``exc``. Never raises."""
         return cls(
             index=index,
             item=item,
-            error_type=type(exc).__qualname__,
-            message=str(exc),
+            error_type=error_type_of(exc),
+            message=safe_str(exc),
             attempts=attempts,
             traceback=user_traceback(exc),
             exception=exc,
@@ -56,7 +116,11 @@ class FailedItem:
         return cls(index=index, item=item, error_type=NOT_PROCESSED, message=why, attempts=attempts)
 
     def to_json(self) -> str:
-        """One ``failed.jsonl`` line: the item as JSON, or its repr when it is not JSON-serialisable."""
+        r"""One ``failed.jsonl`` line: the item as JSON, or ``item_repr`` when it is not JSON. Never raises.
+
+        The line may hold lone surrogates; ``FailureLog`` writes them as ``\\udcxx`` escapes, which
+        keeps the line valid JSON.
+        """
         record = {
             "index": self.index,
             "item": self.item,
@@ -66,9 +130,9 @@ class FailedItem:
             "traceback": self.traceback,
         }
         try:
-            return json.dumps(record, ensure_ascii=False)
-        except (TypeError, ValueError):
-            record.update(item=None, item_repr=repr(self.item))
+            return json.dumps(record, ensure_ascii=False, allow_nan=False)
+        except (TypeError, ValueError, RecursionError):  # sets, bytes, NaN, deep nesting, odd keys
+            record.update(item=None, item_repr=safe_repr(self.item))
             return json.dumps(record, ensure_ascii=False)
 
 
@@ -81,34 +145,147 @@ _FRAMEWORK_DIRS = (
 
 
 def user_traceback(exc: BaseException) -> str:
-    """The traceback of an item's exception with batchframe's and asyncio's own frames left out."""
-    frames = [
-        frame
-        for frame in traceback.extract_tb(exc.__traceback__)
-        if not str(Path(frame.filename).resolve()).startswith(_FRAMEWORK_DIRS)
-    ]
-    head = ["Traceback (most recent call last):\n"] if frames else []
-    return "".join(head + traceback.format_list(frames) + traceback.format_exception_only(type(exc), exc))
+    """The traceback of an item's exception without batchframe's and asyncio's frames. Never raises."""
+    remote = getattr(exc, "remote_traceback", None)
+    if isinstance(remote, str):
+        return remote
+    try:
+        frames = [
+            frame for frame in traceback.extract_tb(exc.__traceback__) if not frame.filename.startswith(_FRAMEWORK_DIRS)
+        ]
+        head = ["Traceback (most recent call last):\n"] if frames else []
+        text = "".join(head + traceback.format_list(frames) + traceback.format_exception_only(type(exc), exc))
+    except Exception:
+        return f"{error_type_of(exc)}: {safe_str(exc)}\n"
+    return text
 
 
 class FailureLog:
-    """Appends each failed item to ``failed.jsonl`` as it fails, so a crash loses none of them."""
+    """Appends each failed item to ``failed.jsonl`` as it fails, so a crash loses none of them.
+
+    Each record is one ``write`` of a whole line; if the disk is full (or the folder read-only) the
+    file is cut back to its last complete line and ``RecordError`` is raised: never a torn line.
+    """
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
-        self._file: IO[str] | None = None
+        self._fd: int | None = None
+        self._size = 0
 
     def write(self, failed: FailedItem) -> None:
-        """Append one record and flush it to the OS."""
+        """Append one record.
+
+        Raises:
+            RecordError: the file could not be written.
+        """
         if self.path is None:
             return
-        if self._file is None:
-            self._file = self.path.open("a", encoding="utf-8")
-        self._file.write(failed.to_json() + "\n")
-        self._file.flush()
+        data = (failed.to_json() + "\n").encode("utf-8", "backslashreplace")
+        try:
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                self._size = os.fstat(self._fd).st_size
+            written = 0
+            while written < len(data):
+                written += os.write(self._fd, data[written:])
+        except OSError as exc:
+            self._cut_back()
+            raise RecordError(
+                f"Could not write {self.path} ({exc.strerror or exc}).",
+                hint="Free some space (or make the folder writable), then continue with: "
+                f"batchframe resume {self.path.parent}",
+            ) from exc
+        self._size += len(data)
+
+    def _cut_back(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):  # if even this fails, resume skips a torn last line
+                os.ftruncate(self._fd, self._size)
 
     def close(self) -> None:
         """Close the file (if anything was written)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def read_failed_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    """The records of a ``failed.jsonl``, skipping a torn or damaged line (a crash mid-write)."""
+    if not path.exists():
+        return
+    with path.open(encoding="utf-8", errors="replace") as lines:
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                yield record
+
+
+class FailedItems(Sequence[Any]):
+    """The items that did not succeed, spooled to a temporary file: memory stays flat however many fail.
+
+    This is what ``Source.persist_failed`` receives: a read-only sequence (``len``, iteration and
+    indexing; ``list(failed)`` makes a real list). Items that cannot be pickled are kept as they are.
+    """
+
+    def __init__(self) -> None:
+        self._file: Any = None
+        self._offsets = array.array("q")
+        self._kept: dict[int, Any] = {}
+
+    def append(self, item: Any, payload: bytes | None = None) -> None:
+        """Add an item (``payload``: the item already pickled, when the caller has it)."""
+        if payload is None:
+            payload = pickled_item(item)
+        if payload is None:
+            self._kept[len(self._offsets)] = item
+            self._offsets.append(-1)
+            return
+        if self._file is None:
+            self._file = tempfile.TemporaryFile(prefix="batchframe-failed-")  # noqa: SIM115 - closed by close()
+        self._offsets.append(self._file.seek(0, os.SEEK_END))
+        self._file.write(len(payload).to_bytes(8, "little") + payload)
+
+    def __len__(self) -> int:
+        return len(self._offsets)
+
+    @overload
+    def __getitem__(self, index: int) -> Any: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Any]: ...
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        position = range(len(self))[index]  # IndexError for us, negative indices too
+        offset = self._offsets[position]
+        if offset < 0:
+            return self._kept[position]
+        self._file.seek(offset)
+        size = int.from_bytes(self._file.read(8), "little")
+        return pickle.loads(self._file.read(size))
+
+    def __iter__(self) -> Iterator[Any]:
+        for position in range(len(self)):
+            yield self[position]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (list, tuple, FailedItems)):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        # Printed like the list it stands for (users log it); a long one is cut, not read whole.
+        if len(self) <= _REPR_ITEMS:
+            return repr(list(self))
+        head = ", ".join(safe_repr(item) for item in self[:_REPR_ITEMS])
+        return f"[{head}, ... ({len(self):,} items)]"
+
+    def close(self) -> None:
+        """Delete the spool file."""
         if self._file is not None:
             self._file.close()
             self._file = None

@@ -12,9 +12,14 @@ What it holds:
 
 Writes are grouped: completions are buffered and handed to a writer thread once per event-loop
 iteration; it commits them (WAL, ``synchronous=NORMAL``) while the loop goes on, and batches that
-queue up during a commit go into the next one. So a ``kill -9`` loses at most the items of the
-current iteration, which were in flight anyway: after a resume, at most the items in flight at the
-kill run twice.
+queue up during a commit go into the next one. The writer's backlog is bounded (``_BACKLOG``
+batches): on a slow disk the loop waits for the writer instead of running ahead of it, so a
+``kill -9`` loses at most the completions of the last few loop iterations: after a resume, at most
+the items in flight around the kill run twice.
+
+The writer thread never dies on bad data or a full disk: text is stored with lone surrogates
+escaped, and a failed commit is remembered and raised (``RecordError``) by the next write, which
+ends the run with a clear error.
 """
 
 from __future__ import annotations
@@ -32,8 +37,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from batchframe.errors import UsageError
-from batchframe.failures import NOT_PROCESSED, FailedItem
+from batchframe.errors import RecordError, UsageError
+from batchframe.failures import NOT_PROCESSED, FailedItem, pickled_item, safe_repr, storable_text
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +46,7 @@ FORMAT_VERSION = 1
 JOURNAL_NAME = "journal.sqlite"
 IN_FLIGHT, FAILED, NOT_DONE = 0, 2, 3
 _IN_FLIGHT_AFTER_S = 0.5
+_BACKLOG = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -215,7 +221,13 @@ class Journal:
         self._in_flight = in_flight
 
     def succeeded(self, index: int) -> None:
-        """An item succeeded."""
+        """An item succeeded.
+
+        Raises:
+            RecordError: an earlier commit failed (disk full, read-only): the run must stop.
+        """
+        if self._writer.error is not None:
+            raise self._writer.failure(self.path)
         self._done.append(index)
         if self._recorded and index in self._recorded:
             self._recorded.discard(index)
@@ -223,20 +235,29 @@ class Journal:
         if not self._flush_scheduled:
             self._schedule_flush()
 
-    def finished_badly(self, failed: FailedItem) -> None:
-        """An item failed for good, or was not processed because the run stopped."""
+    def finished_badly(self, failed: FailedItem, payload: bytes | None) -> None:
+        """An item failed for good, or was not processed because the run stopped.
+
+        Args:
+            failed: the record.
+            payload: the item pickled (None: not picklable; its repr is kept).
+
+        Raises:
+            RecordError: an earlier commit failed (disk full, read-only): the run must stop.
+        """
+        if self._writer.error is not None:
+            raise self._writer.failure(self.path)
         self._recorded.discard(failed.index)
         state = NOT_DONE if failed.error_type == NOT_PROCESSED else FAILED
-        payload, item_repr = _pickle(failed.item)
         self._rows.append(
             (
                 failed.index,
                 state,
                 failed.attempts,
-                failed.error_type,
-                failed.message,
-                failed.traceback,
-                item_repr,
+                storable_text(failed.error_type),
+                storable_text(failed.message),
+                storable_text(failed.traceback),
+                storable_text(safe_repr(failed.item)),
                 payload,
             )
         )
@@ -270,8 +291,8 @@ class Journal:
         in_flight = {index: (attempts, item) for index, attempts, item in self._in_flight()}
         for index in (in_flight.keys() & self._seen_in_flight) - self._recorded:
             attempts, item = in_flight[index]
-            payload, item_repr = _pickle(item)
-            self._rows.append((index, IN_FLIGHT, attempts, None, "in flight", None, item_repr, payload))
+            text = storable_text(safe_repr(item))
+            self._rows.append((index, IN_FLIGHT, attempts, None, "in flight", None, text, pickled_item(item)))
             self._recorded.add(index)
         self._seen_in_flight = set(in_flight)
 
@@ -345,17 +366,26 @@ class _Writer:
     """Commits the journal's batches on a thread of its own, so the event loop never waits for SQLite.
 
     The thread uses the connection while it writes; every other use first calls ``drain()``, which
-    returns once everything submitted is committed and the thread is idle.
+    returns once everything submitted is committed and the thread is idle. At most ``_BACKLOG``
+    batches wait for the thread: ``submit`` blocks beyond that (a slow disk slows the run down
+    instead of widening what a ``kill -9`` would lose). A failed commit is kept in ``error``.
     """
 
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._db = connection
-        self._queue: queue.SimpleQueue[_Batch | threading.Event | None] = queue.SimpleQueue()
+        self._queue: queue.Queue[_Batch | threading.Event | None] = queue.Queue(_BACKLOG)
         self._thread: threading.Thread | None = None
-        self._failed = False
+        self.error: BaseException | None = None
+
+    def failure(self, path: Path) -> RecordError:
+        """The error to raise once a commit failed."""
+        return RecordError(
+            f"Could not write the journal {path} ({self.error}).",
+            hint=f"Free some space (or make the folder writable), then continue with: batchframe resume {path.parent}",
+        )
 
     def submit(self, batch: _Batch) -> None:
-        """Queue a batch (deletes, item rows, done ranges) for the next commit."""
+        """Queue a batch (deletes, item rows, done ranges) for the next commit (waits while the backlog is full)."""
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="batchframe-journal", daemon=True)
             self._thread.start()
@@ -401,12 +431,12 @@ class _Writer:
                     db.executemany("INSERT OR REPLACE INTO items VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
                 db.executemany("INSERT INTO done VALUES (?, ?)", done)
             db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            with contextlib.suppress(sqlite3.Error):
+        except Exception as exc:  # never let the thread die: drain() and stop() wait for it
+            with contextlib.suppress(Exception):
                 db.execute("ROLLBACK")
-            if not self._failed:
-                self._failed = True
-                logger.error("Could not write the journal (%s): a resume may redo some items.", exc)
+            if self.error is None:
+                self.error = exc
+                logger.error("Could not write the journal (%s); the run stops.", exc)
 
 
 def _connect(path: Path, *, create: bool = True) -> sqlite3.Connection:
@@ -415,11 +445,3 @@ def _connect(path: Path, *, create: bool = True) -> sqlite3.Connection:
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA synchronous=NORMAL")
     return connection
-
-
-def _pickle(item: Any) -> tuple[bytes | None, str]:
-    text = repr(item)
-    try:
-        return pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL), text[:500]
-    except Exception:  # not picklable: keep the repr, retry will say it cannot bring it back
-        return None, text[:500]

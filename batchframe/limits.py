@@ -1,12 +1,12 @@
-"""The executor's settings and the per-item limits: a time limit per attempt and a rate limit.
+"""The executor's settings and the per-item rate limit.
 
-Each limit wraps the back end's per-item call once, at the start of a run, so the hot path has no
-per-item branching for limits that are not set.
+The rate limit wraps the back end's per-item call once, at the start of a run, so the hot path has
+no per-item branching when it is not set. (The time limit is enforced by the back ends.)
 """
 
 from __future__ import annotations
 
-import asyncio
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,9 +38,9 @@ class ExecutorSettings:
         if self.queue_size is not None:
             _check_positive("queue_size", self.queue_size, integer=True)
         if self.item_timeout_s is not None:
-            _check_positive("item_timeout_sec", self.item_timeout_s)
+            _check_limit("item_timeout_sec", self.item_timeout_s)
         if self.rate_per_s is not None:
-            _check_positive("max_per_second", self.rate_per_s)
+            _check_limit("max_per_second", self.rate_per_s)
 
     @property
     def read_ahead(self) -> int:
@@ -58,24 +58,26 @@ def _check_positive(name: str, value: float, *, integer: bool = False) -> None:
         )
 
 
+def _check_limit(name: str, value: float) -> None:
+    """A limit is a finite number greater than 0; "no limit" is None, not inf."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isfinite(value):
+        raise ParamError(
+            f"{name} must be a finite number greater than 0, got {value!r}.",
+            hint=f"Set it with -p {name}=VALUE, or -p {name}=none for no limit (or in your config).",
+            param=name,
+        )
+    _check_positive(name, value)
+
+
 def with_limits(call: ItemCall, settings: ExecutorSettings) -> ItemCall:
-    """``call`` with the settings' time limit and rate limit applied (when set)."""
-    if settings.item_timeout_s is not None:
-        call = _with_timeout(call, settings.item_timeout_s)
+    """``call`` with the settings' rate limit applied (when set).
+
+    The time limit is the back end's to enforce (see ``batchframe.executors.make_backend``): only it
+    knows when an item starts running, and how to abandon or kill an attempt.
+    """
     if settings.rate_per_s is not None:
         call = _with_rate_limit(call, settings.rate_per_s)
     return call
-
-
-def _with_timeout(call: ItemCall, timeout_s: float) -> ItemCall:
-    async def timed(item: Any) -> Any:
-        try:
-            return await asyncio.wait_for(call(item), timeout_s)
-        except asyncio.TimeoutError:
-            # On Python 3.10 asyncio's TimeoutError is not the builtin one users list as retryable.
-            raise TimeoutError(f"item took longer than item_timeout_sec={timeout_s}") from None
-
-    return timed
 
 
 def _with_rate_limit(call: ItemCall, rate_per_s: float) -> ItemCall:

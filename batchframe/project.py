@@ -10,6 +10,7 @@ work too.
 
 from __future__ import annotations
 
+import abc
 import importlib
 import importlib.util
 import inspect
@@ -49,8 +50,9 @@ class Project:
         config_dir: the project's ``config/`` directory, or None.
         source_cls: the Source subclass to run.
         service_cls: the Service subclass to run.
-        config_cls: the Configuration class selected (``-c``), or the base Configuration.
-        config_name: the selected config's file stem, or None.
+        config_cls: the Configuration class selected (``-c``, the project's only config file, or
+            its only concrete Configuration), or the base Configuration.
+        config_name: the selected config's file stem, or None when no config file was loaded.
         injectables: every class to register in the container.
     """
 
@@ -76,7 +78,8 @@ def load_project(path: str | Path, config: str | None = None) -> Project:
     Raises:
         ProjectError: the path does not exist, a module fails to import, or Source/Service is
             missing or ambiguous.
-        ConfigError: ``config`` names a config that does not exist.
+        ConfigError: ``config`` is a path or names a config that does not exist; or it is None and
+            the project has several configs to choose from.
     """
     target = Path(path).expanduser().resolve()
     if not target.exists():
@@ -91,7 +94,8 @@ def load_project(path: str | Path, config: str | None = None) -> Project:
     clear_marked()
     modules = [_import(name, file) for name, file in _modules_to_import(target, package_dir, package)]
     config_dir = _find_config_dir(package_dir)
-    config_module = _import_config(config, config_dir, package_dir, package) if config else None
+    config_name = _config_to_load(config, config_dir)
+    config_module = _import_config(config_name, config_dir, package_dir, package) if config_name else None
     classes = _project_classes(modules + ([config_module] if config_module else []), package_dir)
     if target.is_file() and not (_has(classes, Source) and _has(classes, Service)):
         # One file of a directory-style project (`exec my_project/service.py`) that does not import
@@ -100,7 +104,7 @@ def load_project(path: str | Path, config: str | None = None) -> Project:
         classes = _project_classes(modules + ([config_module] if config_module else []), package_dir)
     source_cls = _pick(classes, Source, "Source", target)
     service_cls = _pick(classes, Service, "Service", target)
-    config_cls = _pick_config(classes, config_module, config, config_dir)
+    config_cls = _pick_config(classes, config_module, config_name)
     injectables = list(dict.fromkeys([source_cls, service_cls, *marked_classes()]))
     injectables = [cls for cls in injectables if not issubclass(cls, Configuration)]
     return Project(
@@ -111,7 +115,7 @@ def load_project(path: str | Path, config: str | None = None) -> Project:
         source_cls=source_cls,
         service_cls=service_cls,
         config_cls=config_cls,
-        config_name=Path(config).stem if config else None,
+        config_name=config_name,
         injectables=injectables,
     )
 
@@ -339,14 +343,51 @@ def list_configs(config_dir: Path | None) -> list[str]:
     return sorted(p.stem for p in config_dir.glob("*.py") if p.name != "__init__.py" and p.stem.isidentifier())
 
 
-def _import_config(config: str, config_dir: Path | None, package_dir: Path, package: str) -> types.ModuleType:
-    name = Path(config).stem
+def _config_to_load(config: str | None, config_dir: Path | None) -> str | None:
+    """The config file to load: the one ``-c`` names, else the project's only one, else None.
+
+    Raises:
+        ConfigError: ``config`` has a directory part, or it is None and there are several configs.
+    """
+    available = list_configs(config_dir)
+    if config:
+        return _config_name(config, available)
+    if len(available) > 1:
+        raise ConfigError(
+            f"The project has {len(available)} configs ({', '.join(available)}) and no -c option says which to use.",
+            hint=f"Choose one with -c NAME, e.g. -c {available[0]}.",
+            available=available,
+        )
+    # A single config file is the project's only concrete configuration: there is nothing to choose.
+    return available[0] if available else None
+
+
+def _config_name(config: str, available: list[str]) -> str:
+    """The name given with ``-c`` (``config_dev`` or ``config_dev.py``) without its ``.py``.
+
+    Raises:
+        ConfigError: ``config`` is a path (``config/config_dev``, ``../x.py``, ``/abs/x.py``).
+    """
+    if "/" not in config and "\\" not in config:
+        return config.removesuffix(".py")
+    stem = Path(config.replace("\\", "/")).name.removesuffix(".py")
+    example = stem if stem in available else (available[0] if available else "config_dev")
+    listing = ", ".join(available) if available else f"none (the project has no {CONFIG_DIR}/ files)"
+    raise ConfigError(
+        f"-c {config!r} is a path, but -c takes the name of a config file in the project's {CONFIG_DIR}/ "
+        f"folder. Available configs: {listing}.",
+        hint=f"Give just the config's name, e.g. -c {example}.",
+        available=available,
+    )
+
+
+def _import_config(name: str, config_dir: Path | None, package_dir: Path, package: str) -> types.ModuleType:
     available = list_configs(config_dir)
     if config_dir is None or name not in available:
         where = f" in {config_dir}" if config_dir else f" (no {CONFIG_DIR}/ directory next to {package_dir})"
         listing = ", ".join(available) if available else "none"
         raise ConfigError(
-            f"Config {config!r} not found{where}. Available configs: {listing}.",
+            f"Config {name!r} not found{where}. Available configs: {listing}.",
             hint="Pick one of them with -c NAME, or create one with: batchframe new-config NAME",
             available=available,
         )
@@ -354,28 +395,56 @@ def _import_config(config: str, config_dir: Path | None, package_dir: Path, pack
 
 
 def _pick_config(
-    classes: list[type], config_module: types.ModuleType | None, config: str | None, config_dir: Path | None
-) -> type:
-    """The selected config module's Configuration, else one defined in the project, else the base."""
-    candidates = [c for c in classes if issubclass(c, Configuration) and c is not Configuration]
+    classes: list[type], config_module: types.ModuleType | None, config_name: str | None
+) -> type[Configuration]:
+    """The loaded config file's Configuration, else the one the project defines, else the base.
+
+    Raises:
+        ConfigError: the config file does not define exactly one Configuration, or (no config file)
+            the project defines several concrete ones.
+    """
     if config_module is not None:
-        own = [c for c in candidates if c.__module__ == config_module.__name__]
-        leaves = [c for c in own if not any(o is not c and issubclass(o, c) for o in own)]
-        if len(leaves) != 1:
-            found = "no Configuration subclass" if not leaves else f"{len(leaves)} Configuration subclasses"
-            raise ConfigError(
-                f"Config {config!r} ({config_module.__file__}) defines {found}; expected exactly one.",
-                hint="Define one class in it that subclasses your project's Configuration.",
-            )
-        return leaves[0]
-    # Without -c: a config the project defines outside config/config_*.py, e.g. in a single file, or
-    # the shared one in config/__init__.py of a project that has no per-environment configs. A
-    # project with config files must say which one (the error lists them); no silent default.
-    concrete = [c for c in candidates if not inspect.isabstract(c) and not _in_config_file(c)]
-    if config_dir is not None and list_configs(config_dir):
-        concrete = [c for c in concrete if CONFIG_DIR not in c.__module__.split(".")]
-    leaves = [c for c in concrete if not any(o is not c and issubclass(o, c) for o in concrete)]
-    return leaves[0] if len(leaves) == 1 else Configuration
+        return _config_of_module(classes, config_module, config_name)
+    # No config files: a config the project defines elsewhere, e.g. in a single file, or the shared
+    # one in config/__init__.py of a project that has no per-environment configs.
+    leaves = _leaves([c for c in _configs(classes) if not _is_abstract(c) and not _in_config_file(c)])
+    if len(leaves) > 1:
+        names = ", ".join(f"{c.__qualname__} ({c.__module__})" for c in leaves)
+        raise ConfigError(
+            f"Found {len(leaves)} concrete Configuration classes, expected at most one: {names}.",
+            hint=(
+                "Keep one concrete Configuration (make the others abstract with abc.ABC), or move each into "
+                f"{CONFIG_DIR}/config_NAME.py and choose one with -c NAME."
+            ),
+        )
+    return leaves[0] if leaves else Configuration
+
+
+def _config_of_module(
+    classes: list[type], config_module: types.ModuleType, config_name: str | None
+) -> type[Configuration]:
+    leaves = _leaves([c for c in _configs(classes) if c.__module__ == config_module.__name__])
+    if len(leaves) != 1:
+        found = "no Configuration subclass" if not leaves else f"{len(leaves)} Configuration subclasses"
+        raise ConfigError(
+            f"Config {config_name!r} ({config_module.__file__}) defines {found}; expected exactly one.",
+            hint="Define one class in it that subclasses your project's Configuration.",
+        )
+    return leaves[0]
+
+
+def _configs(classes: list[type]) -> list[type[Configuration]]:
+    return [c for c in classes if issubclass(c, Configuration) and c is not Configuration]
+
+
+def _leaves(classes: list[type[Configuration]]) -> list[type[Configuration]]:
+    """The classes none of the others subclasses (a base and its subclass are one candidate)."""
+    return [c for c in classes if not any(o is not c and issubclass(o, c) for o in classes)]
+
+
+def _is_abstract(cls: type) -> bool:
+    """Abstract methods, or ``abc.ABC`` among its direct bases (a base config with no abstract method)."""
+    return inspect.isabstract(cls) or abc.ABC in cls.__bases__
 
 
 def _in_config_file(cls: type) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
@@ -50,7 +51,7 @@ class RetryPolicy:
         _check_non_negative("retry_backoff_sec", self.base_s)
         _check_non_negative("retry_backoff_max_sec", self.cap_s)
         for delay in self.delays_s or ():
-            _check_non_negative("retry_delays_sec", delay)
+            _check_non_negative("retry_delays_sec", delay, within=self.delays_s)
 
     @classmethod
     def with_exceptions(cls, policy: RetryPolicy, retry_on: Collection[type[BaseException]]) -> RetryPolicy:
@@ -80,10 +81,14 @@ class RetryPolicy:
         return self.jitter(0.0, ceiling)
 
 
-def _check_non_negative(name: str, value: float) -> None:
-    if value < 0:
-        raise ParamError(
-            f"{name} must be zero or more, got {value!r}.",
-            hint=f"Set it with -p {name}=VALUE (or in your config).",
-            param=name,
-        )
+def _check_non_negative(name: str, value: float, *, within: Sequence[float] | None = None) -> None:
+    """Raise a ParamError naming ``name`` unless ``value`` is a finite number, zero or more."""
+    if math.isfinite(value) and value >= 0:
+        return
+    where = f" (in {name}={','.join(map(str, within))})" if within is not None else ""
+    problem = "zero or more" if math.isfinite(value) else "a finite number, zero or more"
+    raise ParamError(
+        f"{name} must be {problem}, got {value!r}{where}.",
+        hint=f"Set it with -p {name}=VALUE (or in your config); inf and nan are not accepted.",
+        param=name,
+    )

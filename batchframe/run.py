@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
+import os
 import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from typing import Any
 from batchframe._execution import RunPlan, RunResult, execute
 from batchframe._logging import run_logging
 from batchframe.configuration import Configuration
-from batchframe.container import make_config
+from batchframe.container import Wired, make_config, wire
 from batchframe.errors import RunError, UsageError
 from batchframe.executors import ProjectRef
 from batchframe.journal import Journal
@@ -63,6 +64,36 @@ class PreparedRun:
         # Values asked for at a prompt are not in `given`: pass every resolved value as text.
         params = tuple(f"{name}={param_text(value)}" for name, value in self.values.items() if name in self.specs)
         return ProjectRef(str(self.project.path), self.config_name, params, dict(statics))
+
+    def build(self, statics: Mapping[str, Any]) -> Wired:
+        """Build the project's Source and Service.
+
+        Raises:
+            UsageError: a constructor argument has nothing bound to it.
+            RunError: a constructor of the user's raised (the message shows the user's frames).
+        """
+        project = self.project
+        try:
+            return wire(
+                source_cls=project.source_cls,
+                service_cls=project.service_cls,
+                config=self.config,
+                injectables=project.injectables,
+                param_values=self.values,
+                static_values=statics,
+            )
+        except LookupError as exc:
+            configs = project.available_configs
+            hint = (
+                f"If it is your configuration, select one with -c ({', '.join(configs)})."
+                if configs and project.config_name is None
+                else "Bind it: decorate its class with @inject, or make it a BatchframeParam."
+            )
+            raise UsageError(f"Cannot build the project's objects: {exc}", hint=hint) from None
+        except Exception as exc:
+            raise user_code_failed(
+                "Building the project", exc, hint="Fix the constructor that raised (frames below are from your code)."
+            ) from exc
 
 
 def collect_specs(project: Project) -> dict[str, ParamSpec]:
@@ -146,17 +177,44 @@ def settings_from_config(config: Configuration) -> ExecutorSettings:
 
 
 def create_run_dir(output_dir: Path, started: dt.datetime) -> Path:
-    """``output_dir/<start time>``, with a ``-2``, ``-3``... suffix when that second is taken."""
-    output_dir.mkdir(parents=True, exist_ok=True)
+    """``output_dir/<start time>`` (owner-only), with a ``-2``, ``-3``... suffix when that second is taken.
+
+    Raises:
+        UsageError: ``output_dir`` is a file, or cannot be created or written to.
+    """
+    _check_output_dir(output_dir)
     stem = started.strftime(RUN_DIR_FORMAT)
     for attempt in range(1, 10_000):
         candidate = output_dir / (stem if attempt == 1 else f"{stem}-{attempt}")
         try:
-            candidate.mkdir()
+            candidate.mkdir(mode=0o700)
         except FileExistsError:
             continue
+        except OSError as exc:
+            raise _unwritable(output_dir, exc) from None
         return candidate
     raise RunError(f"Could not create a run folder in {output_dir}.", hint="Clean up old runs in that folder.")
+
+
+def _check_output_dir(output_dir: Path) -> None:
+    if output_dir.exists() and not output_dir.is_dir():
+        raise UsageError(
+            f"The output folder {output_dir} is a file, not a folder.",
+            hint="Give -d a folder (it is created if missing), e.g. -d batchframe_outputs.",
+        )
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _unwritable(output_dir, exc) from None
+    if not os.access(output_dir, os.W_OK | os.X_OK):
+        raise _unwritable(output_dir, PermissionError("permission denied"))
+
+
+def _unwritable(output_dir: Path, exc: OSError) -> UsageError:
+    return UsageError(
+        f"Cannot create a run folder in {output_dir} ({exc.strerror or exc}).",
+        hint="Give -d a folder you can write to, e.g. -d ./batchframe_outputs.",
+    )
 
 
 def run_project(
@@ -169,6 +227,7 @@ def run_project(
     ask_missing: AskMissing | None = None,
     interactive: bool = False,
     progress_interval_s: float = LOG_INTERVAL_S,
+    keep: bool = False,
 ) -> RunResult:
     """Run the project at ``path``: the whole of ``batchframe exec``.
 
@@ -185,16 +244,23 @@ def run_project(
     output = Path(output_dir)
     run_dir = create_run_dir(output, started)
     meta = run_meta(prepared, path=path, config=config, params=params, output_dir=output, started=started)
-    plan = RunPlan(run_dir, output, started, interactive=interactive, progress_interval_s=progress_interval_s)
-    with run_logging(run_dir / "logs.txt", verbosity=verbosity):
-        try:
-            journal = _new_journal(prepared, run_dir, meta)
-            with _holding(journal):
-                return execute(prepared, plan, journal)
-        except UsageError:
-            # Nothing ran: do not leave an empty run folder behind for a command-line mistake.
-            shutil.rmtree(run_dir, ignore_errors=True)
-            raise
+    plan = RunPlan(
+        run_dir, output, started, meta, interactive=interactive, progress_interval_s=progress_interval_s, keep=keep
+    )
+    try:
+        return _execute_new(prepared, plan, verbosity=verbosity)
+    except UsageError:
+        # Nothing ran: do not leave an empty run folder behind for a command-line mistake.
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
+def _execute_new(prepared: PreparedRun, plan: RunPlan, *, verbosity: int) -> RunResult:
+    """The one way a new run folder (``exec``, ``retry``) is filled: logs, journal, lock, execute."""
+    with run_logging(plan.run_dir / "logs.txt", verbosity=verbosity):
+        journal = _new_journal(prepared, plan.run_dir, plan.meta)
+        with _holding(journal):
+            return execute(prepared, plan, journal)
 
 
 def run_meta(
@@ -283,6 +349,7 @@ def resume_run(
             run_dir,
             Path(meta["output_dir"]),
             started,
+            meta,
             interactive=interactive,
             progress_interval_s=progress_interval_s,
             skip=journal.finished_ranges(),
@@ -311,6 +378,7 @@ def retry_run(
         AlreadyFinished: every item of that run succeeded.
         JournalError: no usable journal in ``run_dir``, or failed items that could not be stored.
     """
+    _check_finished(run_dir)
     meta, items = _unfinished_items(run_dir)
     if not items:
         raise AlreadyFinished(f"Every item of {run_dir} succeeded; nothing to retry.")
@@ -330,14 +398,28 @@ def retry_run(
         "kind": "retry",
         "retry_of": str(Path(run_dir).resolve()),
     }
-    plan = RunPlan(
-        new_dir, output, started, interactive=interactive, progress_interval_s=progress_interval_s, replay=items
+    plan = RunPlan(new_dir, output, started, new_meta, interactive=interactive, progress_interval_s=progress_interval_s)
+    plan.replay = items
+    logger.info("Retrying %d items that did not succeed in %s.", len(items), run_dir)
+    return _execute_new(prepared, plan, verbosity=verbosity)
+
+
+def _check_finished(run_dir: Path) -> None:
+    """``retry`` re-runs the failures of a run that ended; a stopped or killed one must be resumed first."""
+    journal = Journal.open(run_dir)
+    try:
+        meta, counts = journal.meta(), journal.counts()
+    finally:
+        journal.close()
+    if meta.get("exit_code") in (0, 3) and not counts["not_processed"] and not counts["in_flight"]:
+        return
+    state = "was stopped" if meta.get("outcome") else "did not finish (it is still running, or was killed)"
+    if meta.get("outcome") == "failed_to_start":
+        state = "failed to start"
+    raise UsageError(
+        f"{run_dir} {state}, so some of its items were never tried; retry re-runs only failed items.",
+        hint=f"Continue it first with: batchframe resume {run_dir}",
     )
-    with run_logging(new_dir / "logs.txt", verbosity=verbosity):
-        logger.info("Retrying %d items that did not succeed in %s.", len(items), run_dir)
-        journal = _new_journal(prepared, new_dir, new_meta)
-        with _holding(journal):
-            return execute(prepared, plan, journal)
 
 
 def _parent_items(meta: Mapping[str, Any]) -> list[Any] | None:
@@ -371,11 +453,25 @@ def _check_unchanged(before: Mapping[str, str], now: Mapping[str, str]) -> None:
 
 
 def _keep_final_failures(failed_jsonl: Path, final: set[int]) -> None:
-    """Drop the records of items a resume will run again (not processed, in flight)."""
-    if not failed_jsonl.exists():
+    """Drop the records of items a resume runs again (not processed, in flight), and a torn last line.
+
+    Streams the file into a sibling and renames it over the original, so a crash here loses nothing.
+    """
+    if not failed_jsonl.is_file():
         return
     import json
 
-    lines = failed_jsonl.read_text(encoding="utf-8").splitlines(keepends=True)
-    kept = [line for line in lines if line.strip() and json.loads(line).get("index") in final]
-    failed_jsonl.write_text("".join(kept), encoding="utf-8")
+    kept = failed_jsonl.with_name(failed_jsonl.name + ".tmp")
+    with (
+        failed_jsonl.open(encoding="utf-8", errors="surrogateescape") as lines,
+        kept.open("w", encoding="utf-8", errors="surrogateescape") as out,
+    ):
+        for line in lines:
+            try:
+                index = json.loads(line).get("index")
+            except (ValueError, AttributeError):
+                continue  # a torn line from a crash mid-write
+            if index in final:
+                out.write(line if line.endswith("\n") else line + "\n")
+    os.chmod(kept, 0o600)
+    os.replace(kept, failed_jsonl)

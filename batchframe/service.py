@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Collection
-from typing import Generic
+from typing import Any, Generic
 
 from batchframe._types import ItemT
+from batchframe.errors import UsageError
 
 DEFAULT_RETRYABLE: frozenset[type[BaseException]] = frozenset({TimeoutError, ConnectionError})
 
@@ -28,3 +29,39 @@ class Service(ABC, Generic[ItemT]):
 
     def finish(self) -> None:
         """Called once after the last item (success or not). Override to clean up."""
+
+
+def retryable_exceptions(service: Any) -> tuple[type[BaseException], ...]:
+    """The Service's ``exceptions_to_retry_for``, checked: exception classes only.
+
+    Raises:
+        UsageError: a str, an instance, a non-exception class or anything else; or a property that raises.
+    """
+    owner = type(service).__qualname__
+    try:
+        configured = getattr(service, "exceptions_to_retry_for", None)
+    except Exception as exc:
+        raise UsageError(
+            f"{owner}.exceptions_to_retry_for raised {type(exc).__name__}: {exc}.",
+            hint="Make it a plain class attribute (a set of exception classes) or a property that returns one.",
+        ) from exc
+    if configured is None:
+        return tuple(DEFAULT_RETRYABLE)
+    classes = (configured,) if isinstance(configured, type) else configured
+    if isinstance(classes, (str, bytes)) or not isinstance(classes, Collection):
+        raise _not_exceptions(owner, configured)
+    bad = [entry for entry in classes if not (isinstance(entry, type) and issubclass(entry, BaseException))]
+    if bad:
+        raise _not_exceptions(owner, bad[0])
+    return tuple(classes)
+
+
+def _not_exceptions(owner: str, value: object) -> UsageError:
+    from batchframe.failures import safe_repr
+
+    return UsageError(
+        f"{owner}.exceptions_to_retry_for must hold exception classes; it has {safe_repr(value)} "
+        f"({type(value).__name__}).",
+        hint="Write the classes themselves, e.g. exceptions_to_retry_for = {ConnectionError, TimeoutError} "
+        "(not their names in quotes, not instances like ConnectionError()).",
+    )

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import logging
+import operator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, Generic
 
 from batchframe._types import ItemT
+
+logger = logging.getLogger(__name__)
 
 
 class Source(Generic[ItemT]):
@@ -39,13 +43,46 @@ def _overrides(source: object, name: str) -> bool:
 
 
 def source_length(source: object) -> int | None:
-    """``len(source)`` when the Source defines ``__len__`` and it works, else None."""
+    """``len(source)`` when the Source defines a working ``__len__``, else None (length unknown).
+
+    A ``__len__`` that raises, or returns a negative number or something other than an int, logs one
+    warning and the run goes on without a total.
+    """
     if not hasattr(type(source), "__len__"):
         return None
     try:
-        return len(source)  # type: ignore[arg-type]
-    except TypeError:
-        return None
+        result = _as_length(type(source).__len__(source))  # type: ignore[attr-defined]
+    except Exception as exc:
+        result = f"raised {type(exc).__name__}: {_text(exc, str)}"
+    if isinstance(result, int):
+        return result
+    logger.warning(
+        "%s.__len__() %s; the length of the source is treated as unknown (no total, no ETA). "
+        "Make __len__ return the number of items (an int, zero or more), or remove it.",
+        type(source).__qualname__,
+        result,
+    )
+    return None
+
+
+def _as_length(value: object) -> int | str:
+    """``value`` as a length (an int, zero or more), or what is wrong with it. Never raises."""
+    if isinstance(value, bool):
+        return f"returned {value!r} (bool), not an int"
+    try:
+        length = operator.index(value)  # type: ignore[arg-type]
+    except Exception:
+        return f"returned {_text(value, repr)} ({type(value).__name__}), not an int"
+    return length if length >= 0 else f"returned {length}, a negative number"
+
+
+def _text(value: object, render: Callable[[object], str]) -> str:
+    """``render(value)`` (``str`` or ``repr``), shortened; a placeholder when the user's method raises."""
+    try:
+        text = render(value)
+    except Exception:
+        return f"<unprintable {type(value).__qualname__}>"
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def is_async_source(source: object) -> bool:

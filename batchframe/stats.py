@@ -35,21 +35,39 @@ class Stats:
     failures_by_type: collections.Counter[str] = field(default_factory=collections.Counter)
     started_at: float = field(default_factory=time.monotonic)
     finished_at: float | None = None
+    paused_s: float = 0.0
+    paused_since: float | None = None
 
     @property
     def done(self) -> int:
-        """Items finished one way or another."""
+        """Items finished one way or another (not processed ones included)."""
         return self.succeeded + self.failed + self.not_processed
 
     @property
     def completed(self) -> int:
-        """Items finished, counting those an earlier part of a resumed run finished: for progress."""
-        return self.done + self.skipped
+        """Items processed for good (succeeded or failed), with those an earlier part of a resumed run did.
+
+        Not-processed items are left out: a stopped run's bar does not reach 100%.
+        """
+        return self.succeeded + self.failed + self.skipped
 
     @property
     def elapsed_s(self) -> float:
-        """Seconds since the run started (until it finished)."""
-        return (self.finished_at or time.monotonic()) - self.started_at
+        """Seconds the run has been running: from its start to its end (or now), less the time paused."""
+        now = self.finished_at or time.monotonic()
+        paused = self.paused_s + (now - self.paused_since if self.paused_since is not None else 0.0)
+        return max(now - self.started_at - paused, 0.0)
+
+    def pause_clock(self) -> None:
+        """The run is paused (the shell is open): the time until ``resume_clock`` does not count."""
+        if self.paused_since is None:
+            self.paused_since = time.monotonic()
+
+    def resume_clock(self) -> None:
+        """The run goes on after a pause."""
+        if self.paused_since is not None:
+            self.paused_s += time.monotonic() - self.paused_since
+            self.paused_since = None
 
     @property
     def rate_per_s(self) -> float:

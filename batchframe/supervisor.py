@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -97,12 +98,14 @@ class Supervisor:
     def _install_signal_handlers(self) -> None:
         loop = self._loop
         assert loop is not None
+        if threading.current_thread() is not threading.main_thread():
+            return  # signals reach the main thread only (e.g. batchframe.testing called from a thread)
         loop.add_signal_handler(signal.SIGINT, self._on_signal, signal.SIGINT)
         loop.add_signal_handler(signal.SIGTERM, self._on_signal, signal.SIGTERM)
 
     def _remove_signal_handlers(self) -> None:
         loop = self._loop
-        if loop is None or loop.is_closed():
+        if loop is None or loop.is_closed() or threading.current_thread() is not threading.main_thread():
             return
         loop.remove_signal_handler(signal.SIGINT)
         loop.remove_signal_handler(signal.SIGTERM)
@@ -139,6 +142,7 @@ class Supervisor:
         }
         self._remove_signal_handlers()  # the shell handles Ctrl-C itself
         self.progress.suspend()
+        executor.stats.pause_clock()  # rate and ETA count running time only
         try:
             self.open_shell(namespace, _banner(executor, emergency=emergency))
         except KeyboardInterrupt:
@@ -147,6 +151,7 @@ class Supervisor:
         except Exception:
             logger.exception("The shell failed; the run goes on.")
         finally:
+            executor.stats.resume_clock()
             self.progress.resume()
             self._install_signal_handlers()
         if executor.outcome is Outcome.STOPPED and self.stopped_by is None:

@@ -18,19 +18,19 @@ leaves files behind unless you pass ``output_dir``.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-import inspect
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from batchframe._execution import RunPlan, execute
 from batchframe.configuration import Configuration
-from batchframe.container import make_config, marked_classes, wire
-from batchframe.executor import Executor
+from batchframe.container import Wired, make_config, marked_classes, wire
+from batchframe.executors import ProjectRef
 from batchframe.failures import FailedItem
+from batchframe.limits import ExecutorSettings
 from batchframe.params import (
     ParamSpec,
     merge_specs,
@@ -43,7 +43,7 @@ from batchframe.params import (
 from batchframe.run import RunResult, param_text, settings_from_config
 from batchframe.run import run_project as _run_project
 from batchframe.source import Source
-from batchframe.stats import Stats
+from batchframe.stats import Outcome, Stats
 
 __all__ = ["ServiceResult", "run_project", "run_service"]
 
@@ -114,28 +114,45 @@ def run_service(
     specs = merge_specs(spec for cls in (config_cls, service_cls, *injectables) for spec in params_of_class(cls))
     values = _resolve(specs, params or {})
     config_obj = config if isinstance(config, Configuration) else make_config(config_cls, values)
-    source = _ListSource(items)
+    items = list(items)
+    under_test = _ServiceUnderTest(service_cls, injectables, config_obj, values, _ListSource(items))
     with tempfile.TemporaryDirectory(prefix="batchframe-test-") as scratch:
         run_dir = Path(output_dir) if output_dir is not None else Path(scratch)
-        statics = {
-            "_output_directory": run_dir,
-            "_current_run_start": dt.datetime.now(),
-            "_current_run_output_dir": run_dir,
-        }
-        wired = wire(
+        plan = RunPlan(run_dir, run_dir, dt.datetime.now(), quiet=True, keep=True)
+        result = execute(under_test, plan, None)
+    if result.outcome is Outcome.FATAL and result.fatal_error is not None:
+        raise result.fatal_error  # finish() raised, or the run could not go on: the test sees why
+    succeeded = [items[index] for index in result.succeeded_positions]
+    return ServiceResult(succeeded, result.failed, result.stats, result.service, config_obj)
+
+
+@dataclass
+class _ServiceUnderTest:
+    """What ``execute`` runs for ``run_service``: the user's Service over a list of items."""
+
+    service_cls: type
+    injectables: list[type]
+    config: Configuration
+    values: dict[str, Any]
+    source: Source[Any]
+    settings: ExecutorSettings = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.settings = settings_from_config(self.config)
+
+    def build(self, statics: Mapping[str, Any]) -> Wired:
+        return wire(
             source_cls=None,
-            service_cls=service_cls,
-            config=config_obj,
-            injectables=injectables,
-            param_values=values,
+            service_cls=self.service_cls,
+            config=self.config,
+            injectables=self.injectables,
+            param_values=self.values,
             static_values=statics,
-            source=source,
+            source=self.source,
         )
-        succeeded: list[Any] = []
-        executor = Executor(source, _Recording(wired.service, succeeded), settings=settings_from_config(config_obj))
-        asyncio.run(executor.run())
-        _finish(wired.service)
-    return ServiceResult(succeeded, executor.failed, executor.stats, wired.service, config_obj)
+
+    def project_ref(self, statics: Mapping[str, Any]) -> ProjectRef | None:
+        return None
 
 
 def run_project(
@@ -183,35 +200,3 @@ def _resolve(specs: Mapping[str, ParamSpec], params: Mapping[str, Any]) -> dict[
     if missing:
         raise missing_params_error(missing)
     return values
-
-
-class _Recording:
-    """Stands in for the Service in the executor, recording the items that succeed."""
-
-    def __init__(self, service: Any, succeeded: list[Any]) -> None:
-        self.exceptions_to_retry_for = getattr(service, "exceptions_to_retry_for", None)
-        process = service.process
-        if inspect.iscoroutinefunction(process):
-
-            async def recorded_async(item: Any) -> None:
-                await process(item)
-                succeeded.append(item)
-
-            self.process: Any = recorded_async
-        else:
-
-            def recorded(item: Any) -> None:
-                process(item)
-                succeeded.append(item)  # list.append is atomic: safe from the worker threads
-
-            self.process = recorded
-
-
-def _finish(service: Any) -> None:
-    result = service.finish()
-    if inspect.isawaitable(result):
-
-        async def wait() -> None:
-            await result
-
-        asyncio.run(wait())

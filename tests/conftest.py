@@ -53,6 +53,9 @@ def make_executor() -> Callable[..., object]:
     def make(source: object, service: object, *, retry: dict[str, object] | None = None, **overrides: object):
         policy = RetryPolicy(**{"base_s": 0.001, "cap_s": 0.005, **(retry or {})})  # type: ignore[arg-type]
         settings = ExecutorSettings(retry=policy, **overrides)  # type: ignore[arg-type]
-        return Executor(source, service, settings=settings)
+        failed: list[object] = []
+        executor = Executor(source, service, settings=settings, on_failure=failed.append)
+        executor.failed = failed  # what the tests inspect: every failure record, in order
+        return executor
 
     return make

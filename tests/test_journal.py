@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from batchframe.failures import FailedItem
+from batchframe.failures import FailedItem, pickled_item
 from batchframe.journal import FORMAT_VERSION, Journal, JournalError, merge_ranges, ranges_of
 
 
@@ -23,8 +23,8 @@ def test_a_journal_records_done_failed_and_not_processed(tmp_path: Path) -> None
     journal = Journal.create(tmp_path, {"project": "job.py"})
     for index in [0, 1, 2, 5, 6]:
         journal.succeeded(index)
-    journal.finished_badly(FailedItem.from_exception(3, {"n": 3}, ValueError("bad"), 2))
-    journal.finished_badly(FailedItem.not_processed(4, Path("x"), 0, "stopped"))
+    journal.finished_badly(FailedItem.from_exception(3, {"n": 3}, ValueError("bad"), 2), pickled_item({"n": 3}))
+    journal.finished_badly(FailedItem.not_processed(4, Path("x"), 0, "stopped"), pickled_item(Path("x")))
     journal.close()
     reopened = Journal.open(tmp_path)
     assert reopened.meta()["project"] == "job.py"
@@ -59,7 +59,7 @@ def test_items_in_flight_for_a_while_are_written_with_the_item(tmp_path: Path, m
 
 def test_unpicklable_failed_items_are_reported_on_retry(tmp_path: Path) -> None:
     journal = Journal.create(tmp_path, {})
-    journal.finished_badly(FailedItem.from_exception(0, lambda: 1, ValueError("x"), 1))
+    journal.finished_badly(FailedItem.from_exception(0, lambda: 1, ValueError("x"), 1), None)
     journal.flush()
     with pytest.raises(JournalError, match="not picklable"):
         journal.unfinished_items()

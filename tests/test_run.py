@@ -95,7 +95,7 @@ def test_persist_failed_raising_loses_nothing(make_project, tmp_path: Path) -> N
     assert result.exit_code == 1
     assert len(read_jsonl(result.run_dir / "failed.jsonl")) == 4
     summary = json.loads((result.run_dir / "summary.json").read_text())
-    assert "persist_failed() raised RuntimeError: database is down" in summary["problems"]
+    assert "Things.persist_failed() raised RuntimeError: database is down" in summary["problems"]
     assert "database is down" in (result.run_dir / "logs.txt").read_text()
 
 
@@ -169,7 +169,7 @@ def test_a_source_whose_next_raises_midway_exits_1_and_keeps_what_was_done(make_
     assert result.exit_code == 1
     summary = json.loads((result.run_dir / "summary.json").read_text())
     assert summary["fatal_error"] == "OSError: feed broke"
-    assert summary["read"] == 3
+    assert summary["this_part"]["read"] == 3
     assert summary["succeeded"] + summary["not_processed"] == 3
     assert "feed broke" in (result.run_dir / "logs.txt").read_text()
 

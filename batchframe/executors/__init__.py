@@ -27,6 +27,11 @@ ItemCall = Callable[[Any], Awaitable[Any]]
 """Processes one item: what a back end gives the driver."""
 
 
+def item_timed_out(timeout_s: float) -> TimeoutError:
+    """The error an attempt that ran longer than ``item_timeout_sec`` fails with (the builtin, retryable)."""
+    return TimeoutError(f"item took longer than item_timeout_sec={timeout_s:g}")
+
+
 class BackendError(RunError):
     """A back end could not start (e.g. a dask scheduler that does not answer)."""
 
@@ -68,8 +73,12 @@ def make_backend(
     project: ProjectRef | None = None,
     scheduler: str | None = None,
     connect_timeout_s: float = 10.0,
+    item_timeout_s: float | None = None,
 ) -> Backend:
     """The back end called ``name``.
+
+    A back end enforces ``item_timeout_s`` itself: it measures an item's own running time (never
+    time spent waiting for a free worker) and fails the attempt with ``item_timed_out(...)``.
 
     Raises:
         ParamError: an unknown name (the message lists the valid ones), or a back end that needs
@@ -84,7 +93,9 @@ def make_backend(
     if name in ("asyncio", "threads"):
         from batchframe.executors.local import LocalBackend
 
-        return LocalBackend(service, concurrency=concurrency, all_in_threads=name == "threads")
+        return LocalBackend(
+            service, concurrency=concurrency, all_in_threads=name == "threads", item_timeout_s=item_timeout_s
+        )
     if project is None:
         raise ParamError(
             f"executor={name} builds the Service again in each worker, which needs a project path.",
@@ -94,7 +105,13 @@ def make_backend(
     if name == "processes":
         from batchframe.executors.processes import ProcessBackend
 
-        return ProcessBackend(project, concurrency=concurrency)
+        return ProcessBackend(project, concurrency=concurrency, item_timeout_s=item_timeout_s)
     from batchframe.executors.dask import DaskBackend
 
-    return DaskBackend(project, concurrency=concurrency, scheduler=scheduler, connect_timeout_s=connect_timeout_s)
+    return DaskBackend(
+        project,
+        concurrency=concurrency,
+        scheduler=scheduler,
+        connect_timeout_s=connect_timeout_s,
+        item_timeout_s=item_timeout_s,
+    )

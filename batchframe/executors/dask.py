@@ -7,7 +7,7 @@ import logging
 import os
 from typing import Any
 
-from batchframe.executors import BackendError, ItemCall, ProjectRef
+from batchframe.executors import BackendError, ItemCall, ProjectRef, item_timed_out
 from batchframe.executors._worker import init_worker, pickled, process_payload, teardown_worker
 
 try:
@@ -24,14 +24,22 @@ class DaskBackend:
     Args:
         project: how workers rebuild the Service (they need batchframe and the project's files).
         concurrency: the local cluster's number of workers (at most one per core).
+        item_timeout_s: time limit of one attempt (queued time on the cluster included), or None.
         scheduler: a scheduler address such as ``tcp://10.0.0.5:8786``; None starts a LocalCluster.
         connect_timeout_s: how long to try to reach the scheduler.
     """
 
     def __init__(
-        self, project: ProjectRef, *, concurrency: int, scheduler: str | None, connect_timeout_s: float
+        self,
+        project: ProjectRef,
+        *,
+        concurrency: int,
+        scheduler: str | None,
+        connect_timeout_s: float,
+        item_timeout_s: float | None = None,
     ) -> None:
         self.project = project
+        self.item_timeout_s = item_timeout_s
         self.scheduler = scheduler
         self.connect_timeout_s = connect_timeout_s
         self.workers = max(1, min(concurrency, os.cpu_count() or 1))
@@ -82,7 +90,15 @@ class DaskBackend:
 
     async def _call(self, item: Any) -> None:
         future = self._client.submit(process_payload, pickled(item), pure=False)
-        await future
+        if self.item_timeout_s is None:
+            await future
+            return
+        # dask gives no signal when a task starts: here the limit also counts time queued on the cluster.
+        try:
+            await asyncio.wait_for(asyncio.shield(future), self.item_timeout_s)
+        except asyncio.TimeoutError:
+            await future.cancel()
+            raise item_timed_out(self.item_timeout_s) from None
 
     async def close(self) -> None:
         """Disconnect; a local cluster is shut down (its workers' stop hooks run in the plugin teardown)."""

@@ -1,4 +1,11 @@
-"""The in-process back ends: ``asyncio`` (the default) and ``threads``."""
+"""The in-process back ends: ``asyncio`` (the default) and ``threads``.
+
+A timeout on a thread cannot stop the thread: the attempt is abandoned (it fails with
+``TimeoutError``) while the call goes on in its thread. The error carries ``still_running``, so the
+driver starts the item's retry only after the abandoned attempt has returned: two attempts of one
+item never overlap. The timeout counts from the moment a thread starts the item, not from when the
+item joined the pool's queue (behind a stuck thread, say).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +15,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from batchframe.executors import ItemCall
+from batchframe.executors import ItemCall, item_timed_out
 from batchframe.executors._worker import call_hook
 
 
@@ -19,23 +26,30 @@ class LocalBackend:
         service: the Service instance.
         concurrency: the thread pool's size.
         all_in_threads: run async ``process`` in the threads too, each thread with its own event loop.
+        item_timeout_s: time limit of one attempt, or None.
     """
 
-    def __init__(self, service: Any, *, concurrency: int, all_in_threads: bool = False) -> None:
+    def __init__(
+        self, service: Any, *, concurrency: int, all_in_threads: bool = False, item_timeout_s: float | None = None
+    ) -> None:
         self.service = service
         self.concurrency = concurrency
         self.all_in_threads = all_in_threads
+        self.item_timeout_s = item_timeout_s
         self._pool: ThreadPoolExecutor | None = None
 
     async def start(self) -> ItemCall:
         """Call the Service's worker hook once and return the per-item call."""
         call_hook(self.service, "on_worker_start")
         process = self.service.process
+        timeout_s = self.item_timeout_s
         if inspect.iscoroutinefunction(process) and not self.all_in_threads:
-            return process  # type: ignore[no-any-return]
+            return process if timeout_s is None else _on_loop_with_timeout(process, timeout_s)
         self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="batchframe")
         target = _on_thread_loop(process) if inspect.iscoroutinefunction(process) else process
-        return _in_thread(target, self._pool)
+        if timeout_s is None:
+            return _in_thread(target, self._pool)
+        return _in_thread_with_timeout(target, self._pool, timeout_s)
 
     async def close(self) -> None:
         """Stop the thread pool (without waiting for abandoned calls) and call the stop hook."""
@@ -44,14 +58,62 @@ class LocalBackend:
         call_hook(self.service, "on_worker_stop")
 
 
+def _on_loop_with_timeout(process: Any, timeout_s: float) -> ItemCall:
+    async def timed(item: Any) -> Any:
+        try:
+            return await asyncio.wait_for(process(item), timeout_s)
+        except asyncio.TimeoutError:
+            # On Python 3.10 asyncio's TimeoutError is not the builtin one users list as retryable.
+            raise item_timed_out(timeout_s) from None
+
+    return timed
+
+
 def _in_thread(process: Any, pool: ThreadPoolExecutor) -> ItemCall:
     async def call(item: Any) -> Any:
-        result = await asyncio.get_running_loop().run_in_executor(pool, process, item)
-        if inspect.isawaitable(result):
-            return await result
-        return result
+        return await _awaited(await asyncio.get_running_loop().run_in_executor(pool, process, item))
 
     return call
+
+
+async def _awaited(result: Any) -> Any:
+    """A plain ``def process`` may return an awaitable (a partial of an async function): await it here."""
+    return await result if inspect.isawaitable(result) else result
+
+
+def _in_thread_with_timeout(process: Any, pool: ThreadPoolExecutor, timeout_s: float) -> ItemCall:
+    async def call(item: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        started: asyncio.Future[None] = loop.create_future()
+
+        def run() -> Any:
+            loop.call_soon_threadsafe(_set_done, started)
+            return process(item)
+
+        attempt = loop.run_in_executor(pool, run)
+        try:
+            await asyncio.shield(started)  # waiting for a free thread does not count
+            return await _awaited(await asyncio.wait_for(asyncio.shield(attempt), timeout_s))
+        except asyncio.TimeoutError:
+            attempt.add_done_callback(_retrieve)  # its outcome no longer matters; asyncio must not warn
+            error = item_timed_out(timeout_s)
+            error.still_running = attempt  # type: ignore[attr-defined]
+            raise error from None
+        except asyncio.CancelledError:
+            attempt.cancel()  # not started yet: it never will be; started: the thread goes on alone
+            raise
+
+    return call
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+def _set_done(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _on_thread_loop(process: Any) -> Any:

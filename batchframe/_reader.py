@@ -1,0 +1,123 @@
+"""Reading a synchronous Source on a thread of its own, so a slow ``next()`` never blocks the event loop.
+
+The thread reads ahead at most ``window`` items into a deque; the loop takes them from there. A
+wake-up crosses threads only when the loop may be waiting (not once per item), so a fast source
+costs about what a plain ``for`` loop costs, and a source that blocks (a queue consumer) leaves
+signals, timers and async items running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+_JOIN_S = 0.2
+
+
+class ThreadedReader:
+    """An async iterator over a sync iterator that is advanced on a background thread.
+
+    Args:
+        iterator: the Source's items.
+        window: how many items the thread reads ahead of the consumer at most.
+    """
+
+    def __init__(self, iterator: Iterator[Any], *, window: int) -> None:
+        self._iterator = iterator
+        self._window = max(1, window)
+        self._items: collections.deque[Any] = collections.deque()
+        self._room = threading.Event()
+        self._closed = False
+        self._finished = False
+        self._error: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._wake_pending = False
+        self._thread: threading.Thread | None = None
+
+    def __aiter__(self) -> ThreadedReader:
+        if self._thread is None:
+            self._loop = asyncio.get_running_loop()
+            self._thread = threading.Thread(target=self._read, name="batchframe-source", daemon=True)
+            self._thread.start()
+        return self
+
+    async def __anext__(self) -> Any:
+        items = self._items
+        while not items:
+            if self._finished:
+                if self._error is not None:
+                    raise self._error
+                raise StopAsyncIteration
+            assert self._loop is not None
+            self._waiter = self._loop.create_future()
+            if items or self._finished:  # arrived while we made the future
+                break
+            await self._waiter
+        item = items.popleft()
+        if len(items) <= self._window // 2 and not self._room.is_set():
+            self._room.set()
+        return item
+
+    def close(self) -> tuple[list[Any], bool]:
+        """Stop reading; return the items read but not taken, and whether the iterator can go on.
+
+        The iterator cannot go on when the thread is stuck inside ``next()`` (a blocked source) or
+        the source ended or raised.
+        """
+        self._closed = True
+        self._room.set()
+        if self._thread is not None:
+            self._thread.join(_JOIN_S)
+        free = self._thread is None or (not self._thread.is_alive() and not self._finished)
+        leftovers = list(self._items)
+        self._items.clear()
+        return leftovers, free
+
+    @property
+    def iterator(self) -> Iterator[Any]:
+        """The underlying iterator (to read the rest after ``close()`` said it is free)."""
+        return self._iterator
+
+    # ------------------------------------------------------------------------------ the thread
+
+    def _read(self) -> None:
+        items, iterator = self._items, self._iterator
+        try:
+            while not self._closed:
+                if len(items) >= self._window:
+                    self._room.clear()
+                    if len(items) >= self._window and not self._closed:
+                        self._room.wait()
+                    continue
+                try:
+                    item = next(iterator)
+                except StopIteration:
+                    self._finished = True
+                    return
+                items.append(item)
+                if not self._wake_pending:
+                    self._wake()
+        except BaseException as exc:  # the Source's own error, for the loop to report
+            self._error = exc
+            self._finished = True
+        finally:
+            self._wake()
+
+    def _wake(self) -> None:
+        self._wake_pending = True
+        loop = self._loop
+        if loop is None:
+            return
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
+            loop.call_soon_threadsafe(self._on_wake)
+
+    def _on_wake(self) -> None:
+        self._wake_pending = False
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)

@@ -1,0 +1,96 @@
+"""What a run writes as each item finishes: the journal, ``failed.jsonl``, ``logs.txt`` and the failed-items spool.
+
+Nothing here keeps an exception or a traceback per failed item in memory: each failure is written
+out as it happens (the spool for ``persist_failed`` lives in a temporary file), so a run with a
+million failures costs what a run with a million successes costs, plus the writing.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from batchframe.failures import NOT_PROCESSED, FailedItem, FailedItems, FailureLog, pickled_item
+
+if TYPE_CHECKING:
+    from batchframe.journal import Journal
+
+failure_logger = logging.getLogger("batchframe.failures")
+"""One WARNING per item that fails for good (the console shows the first few; logs.txt all of them)."""
+
+
+class RunRecords:
+    """The sinks of one run's item outcomes.
+
+    Args:
+        run_dir: the run folder (``failed.jsonl`` goes there), or None to write no file.
+        journal: the run's journal, or None (``-p journal=false``).
+        keep: also keep every ``FailedItem`` (with its exception) and the succeeded positions in
+            memory, for ``batchframe.testing``.
+    """
+
+    def __init__(self, run_dir: Path | None, journal: Journal | None, *, keep: bool = False) -> None:
+        self.journal = journal
+        self.failure_log = FailureLog(run_dir / "failed.jsonl" if run_dir is not None else None)
+        self.failed_items = FailedItems()
+        self.kept_failures: list[FailedItem] | None = [] if keep else None
+        self.kept_successes: list[int] | None = [] if keep else None
+
+    @property
+    def on_success(self) -> Any:
+        """The executor's per-success callback (None when nothing needs it: the fast path)."""
+        if self.kept_successes is not None:
+            kept, journal = self.kept_successes, self.journal
+
+            def both(index: int) -> None:
+                kept.append(index)
+                if journal is not None:
+                    journal.succeeded(index)
+
+            return both
+        return self.journal.succeeded if self.journal is not None else None
+
+    def on_failure(self, failed: FailedItem) -> None:
+        """Record an item that failed for good or was not processed.
+
+        Raises:
+            RecordError: ``failed.jsonl`` or the journal could not be written (after trying both).
+        """
+        payload = pickled_item(failed.item)
+        self.failed_items.append(failed.item, payload)
+        if self.kept_failures is not None:
+            self.kept_failures.append(failed)
+        if failed.error_type != NOT_PROCESSED:
+            failure_logger.warning(
+                "Item %d failed after %d attempt(s): %s: %s",
+                failed.index,
+                failed.attempts,
+                failed.error_type,
+                _first_line(failed.message),
+            )
+        error: Exception | None = None
+        try:
+            if self.journal is not None:
+                self.journal.finished_badly(failed, payload)
+        except Exception as exc:
+            error = exc
+        try:
+            self.failure_log.write(failed)
+        except Exception as exc:
+            error = error or exc
+        if error is not None:
+            raise error
+
+    def close(self) -> None:
+        """Close ``failed.jsonl`` (the spool stays readable until ``discard()``)."""
+        self.failure_log.close()
+
+    def discard(self) -> None:
+        """Delete the spool."""
+        self.failed_items.close()
+
+
+def _first_line(message: str, limit: int = 300) -> str:
+    line = message.splitlines()[0] if message else ""
+    return line if len(line) <= limit else line[: limit - 3] + "..."
