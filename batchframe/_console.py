@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -21,8 +23,24 @@ def console(*, stderr: bool = False) -> Console:
     key = "err" if stderr else "out"
     existing = _consoles.get(key)
     if existing is None or existing.file is not stream:
-        existing = _consoles[key] = Console(file=stream, stderr=stderr)
+        existing = _consoles[key] = _quiet_on_broken_pipe(Console)(file=stream, stderr=stderr)
     return existing
+
+
+def _quiet_on_broken_pipe(console_cls: type[Console]) -> type[Console]:
+    class PipeTolerantConsole(console_cls):  # type: ignore[valid-type,misc]
+        """A console that goes quiet when its pipe closes (``| head``; ``| tee`` and Ctrl-C).
+
+        rich's own exits the process (SystemExit), but a run must go on and write its records.
+        """
+
+        def on_broken_pipe(self) -> None:
+            self.quiet = True
+            with contextlib.suppress(OSError, ValueError):
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, self.file.fileno())  # later writes (and the exit-time flush) go nowhere
+
+    return PipeTolerantConsole
 
 
 def print_error(error: BatchframeError, *, show_traceback: bool) -> None:

@@ -185,7 +185,7 @@ def _executor(
         backend=_backend(prepared, wired.service, statics),
     )
     if records.journal is not None:
-        records.journal.watch_in_flight(executor.in_flight_items)
+        records.journal.watch_in_flight(executor.in_flight_items, batch_items=prepared.settings.concurrency)
         records.journal.set_meta(total=executor.stats.total)
     return executor
 

@@ -6,6 +6,7 @@ stays fast.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -143,7 +144,28 @@ def exec_(
             interactive=interactive,
             ask_missing=ask_missing,
         )
-    raise typer.Exit(result.exit_code)
+    _exit(result.exit_code)
+
+
+def _exit(code: int) -> None:
+    """End the process with ``code``, even if a thread is still blocked in the user's code.
+
+    The run's records are written by now. A sync ``process`` stuck past its timeout (or cancelled by
+    a forced stop) keeps its thread, and Python would wait for it at exit: leave without waiting.
+    """
+    import threading
+
+    stuck = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
+    if stuck:
+        import logging
+        import os
+
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):  # a closed pipe
+                stream.flush()
+        os._exit(code)
+    raise typer.Exit(code)
 
 
 def _prompts() -> AskMissing:
@@ -301,7 +323,7 @@ def _from_run_dir(function: str, run_dir: Path, verbose: int, no_input: bool) ->
         except run.AlreadyFinished as done:
             typer.echo(str(done))
             raise typer.Exit(0) from None
-    raise typer.Exit(result.exit_code)
+    _exit(result.exit_code)
 
 
 @app.command("runs")

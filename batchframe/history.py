@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from batchframe._execution import FAILED_TO_START
 from batchframe.journal import JOURNAL_NAME, Journal, JournalError
+from batchframe.summary import SUMMARY_NAME, read_json
 
 
 @dataclass
@@ -29,9 +31,25 @@ class RunInfo:
         return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
     @property
-    def pending(self) -> int:
-        """Items known to the journal that are neither done nor failed."""
-        return self.counts["not_processed"] + self.counts["in_flight"]
+    def pending(self) -> str:
+        """Items left to do: from the source's length when known, else "unknown" for an unfinished run."""
+        meta, counts = self.meta, self.counts
+        if meta.get("outcome") == FAILED_TO_START:
+            return "-"
+        if meta.get("exit_code") in (0, 3) and meta.get("outcome") == "completed":
+            return "0"
+        total = meta.get("total")
+        if isinstance(total, int):
+            return f"{max(total - counts['done'] - counts['failed'], 0):,}"
+        return "unknown"
+
+    @property
+    def state(self) -> str:
+        """The exit code, "failed to start", or "running/killed" for a run that has not ended."""
+        if self.meta.get("outcome") == FAILED_TO_START:
+            return "failed to start"
+        code = self.meta.get("exit_code")
+        return "running/killed" if code is None else str(code)
 
 
 def read_run(folder: Path) -> RunInfo:
@@ -40,6 +58,10 @@ def read_run(folder: Path) -> RunInfo:
     Raises:
         JournalError: not a run folder, or an unreadable journal.
     """
+    if not (folder / JOURNAL_NAME).exists():
+        report = read_json(folder)  # a run with -p journal=false: its summary.json tells
+        if report is not None:
+            return _from_summary(folder, report)
     journal = Journal.open(folder)
     try:
         return RunInfo(folder, journal.meta(), journal.counts(), journal.failures_by_type())
@@ -47,12 +69,23 @@ def read_run(folder: Path) -> RunInfo:
         journal.close()
 
 
+def _from_summary(folder: Path, report: dict[str, Any]) -> RunInfo:
+    meta = {**report.get("run", {}), "outcome": report.get("outcome"), "exit_code": report.get("exit_code")}
+    meta.setdefault("total", report.get("total"))
+    counts = {
+        "done": int(report.get("succeeded") or 0),
+        "failed": int(report.get("failed") or 0),
+        "not_processed": int(report.get("not_processed") or 0),
+        "in_flight": 0,
+    }
+    return RunInfo(folder, meta, counts, dict(report.get("failures_by_type") or {}))
+
+
 def list_runs(output_dir: Path) -> tuple[list[RunInfo], list[tuple[Path, str]]]:
     """Every run under ``output_dir``, newest first, and the folders whose journal could not be read."""
     runs, unreadable = [], []
-    folders = (
-        sorted((p.parent for p in output_dir.glob(f"*/{JOURNAL_NAME}")), reverse=True) if output_dir.is_dir() else []
-    )
+    found = {p.parent for name in (JOURNAL_NAME, SUMMARY_NAME) for p in output_dir.glob(f"*/{name}")}
+    folders = sorted(found, reverse=True) if output_dir.is_dir() else []
     for folder in folders:
         try:
             runs.append(read_run(folder))
@@ -85,8 +118,8 @@ def show_runs(output_dir: Path) -> None:
             str(meta.get("config") or "-"),
             f"{run.counts['done']:,}",
             f"{run.counts['failed']:,}",
-            f"{run.pending:,}",
-            "running/killed" if meta.get("exit_code") is None else str(meta["exit_code"]),
+            run.pending,
+            run.state,
             run.folder.name,
         )
     out.print(table)
@@ -114,10 +147,10 @@ def show_run(folder: Path) -> None:
         ("resumed", ", ".join(meta.get("resumed_at", [])) or "-"),
         ("retry of", meta.get("retry_of") or "-"),
         ("outcome", meta.get("outcome") or "-"),
-        ("exit code", meta.get("exit_code")),
+        ("exit code", run.state),
         ("done", f"{run.counts['done']:,}"),
         ("failed", f"{run.counts['failed']:,}"),
-        ("pending", f"{run.pending:,}"),
+        ("pending", run.pending),
     ]
     for label, value in rows:
         table.add_row(label, str(value))

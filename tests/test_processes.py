@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import pickle
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 from helpers import batchframe_cli, build_file_tree, only_run_dir, read_jsonl
 
 from batchframe.executors import ProjectRef
-from batchframe.executors._worker import RemoteError, WorkerDied, transportable
+from batchframe.executors._worker import RemoteError, WorkerDied, pack, transportable, unpack
 from batchframe.executors.processes import ProcessBackend, WorkerStartError
 
 T = TypeVar("T")
@@ -24,6 +25,8 @@ JOB = """
 import asyncio
 import logging
 import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -72,13 +75,15 @@ class Items(Source[int]):
 class Work(Service[int]):
     def __init__(self, state_dir: BatchframeParam[Path], block: BatchframeParam[int] = -1,
                  block_s: BatchframeParam[float] = 1e6, faults: BatchframeParam[bool] = False,
-                 use_async: BatchframeParam[bool] = False, broken_start: BatchframeParam[bool] = False):
+                 use_async: BatchframeParam[bool] = False, broken_start: BatchframeParam[bool] = False,
+                 in_subprocess: BatchframeParam[bool] = False):
         self.state_dir = state_dir
         self.block = block
         self.block_s = block_s
         self.faults = faults
         self.use_async = use_async
         self.broken_start = broken_start
+        self.in_subprocess = in_subprocess
 
     def on_worker_start(self):
         if self.broken_start:
@@ -101,8 +106,13 @@ class Work(Service[int]):
 
     def run(self, item):
         log.info("processing %s", item)
-        (self.state_dir / f"started-{item}").write_text(str(os.getpid()))
-        if item == self.block:
+        with open(self.state_dir / f"started-{item}", "a") as out:
+            out.write(f"{os.getpid()}\\n")
+        if item == self.block and self.in_subprocess:
+            child = subprocess.Popen([sys.executable, "-c", f"import time; time.sleep({self.block_s})"])
+            (self.state_dir / "child").write_text(str(child.pid))
+            child.wait()
+        elif item == self.block:
             time.sleep(self.block_s)
         names = list(FAULTS)
         if self.faults and 1 <= item <= len(names):
@@ -147,7 +157,11 @@ def failures(job: Path) -> dict[int, dict[str, Any]]:
 
 
 def with_backend(
-    job: Path, scenario: Callable[[Any], Awaitable[T]], *params: str, concurrency: int = 2, timeout_s: float | None = None
+    job: Path,
+    scenario: Callable[[Any], Awaitable[T]],
+    *params: str,
+    concurrency: int = 2,
+    timeout_s: float | None = None,
 ) -> T:
     """Run ``scenario(call)`` against a started ProcessBackend on the job; the backend is closed after."""
     project = ProjectRef(str(job / "job.py"), None, (f"state_dir={job / 'state'}", *params))
@@ -173,12 +187,25 @@ async def outcome(call: Any, item: Any) -> BaseException | None:
 
 async def started(job: Path, item: int) -> int:
     """The pid of the worker once it has started ``item``."""
-    path = job / "state" / f"started-{item}"
     for _ in range(1000):
-        if path.exists() and path.read_text():
-            return int(path.read_text())
+        if pids := started_by(job, item):
+            return pids[0]
         await asyncio.sleep(0.01)
     raise AssertionError(f"item {item} never started")
+
+
+def started_by(job: Path, item: int) -> list[int]:
+    """The pids of the workers that started ``item``, one per attempt."""
+    path = job / "state" / f"started-{item}"
+    return (
+        [int(line) for line in path.read_text().splitlines(keepends=True) if line.endswith("\n")]
+        if path.exists()
+        else []
+    )
+
+
+def pids(job: Path, prefix: str) -> set[int]:
+    return {int(p.name.split("-")[1]) for p in (job / "state").glob(f"{prefix}-*")}
 
 
 def running(pid: int) -> bool:
@@ -211,10 +238,9 @@ def test_an_item_that_blocks_forever_times_out_and_the_run_ends(job: Path) -> No
     assert list(records) == [4]
     assert (records[4]["error_type"], records[4]["attempts"]) == ("TimeoutError", 2)
     assert done(job) == [i for i in range(10) if i != 4]
-    workers = {p.name.split("-")[1] for p in (job / "state").glob("worker-*")}
-    assert len(workers) >= 3  # the blocked item's worker was replaced, twice
-    stopped = {p.name.split("-")[1] for p in (job / "state").glob("stopped-*")}
-    assert len(stopped) == 2  # the two workers alive at the end ran their stop hook
+    killed = set(started_by(job, 4))
+    assert len(killed) == 2 and not any(running(pid) for pid in killed)  # each attempt on its own worker
+    assert pids(job, "stopped") == pids(job, "worker") - killed  # the others ran their stop hook
     logs = (only_run_dir(job / "batchframe_outputs") / "logs.txt").read_text()
     assert "processing 9" in logs  # the workers' log records reach logs.txt
 
@@ -241,7 +267,7 @@ def test_every_kind_of_exception_from_process_is_recorded_and_the_run_goes_on(jo
     assert records[5]["message"] == "<unprintable Unprintable>"
     assert records[6]["message"] == "<unprintable UnprintableExit>"
     assert records[7]["message"] == "1 and 2"
-    assert 'raise FAULTS[names[item - 1]]()' in records[7]["traceback"]  # the worker's frames
+    assert "raise FAULTS[names[item - 1]]()" in records[7]["traceback"]  # the worker's frames
     assert all(r["attempts"] == 1 for r in records.values())
     assert done(job) == [0, 9, 10, 11]
     if use_async:  # one event loop per worker process
@@ -282,6 +308,16 @@ def test_a_timed_out_item_has_its_worker_killed(job: Path) -> None:
 
     with_backend(job, scenario, "block=3", concurrency=1, timeout_s=0.5)
     assert done(job) == [5]
+
+
+@pytest.mark.timeout(60)
+def test_killing_a_worker_kills_the_subprocess_its_item_started(job: Path) -> None:
+    async def scenario(call: Any) -> BaseException | None:
+        return await outcome(call, 3)
+
+    error = with_backend(job, scenario, "block=3", "in_subprocess=true", concurrency=1, timeout_s=1.0)
+    assert isinstance(error, TimeoutError)
+    assert eventually_gone(int((job / "state" / "child").read_text()))
 
 
 @pytest.mark.timeout(60)
@@ -391,6 +427,12 @@ class _NeedsTwo(Exception):
         super().__init__(a + b)
 
 
+class _HoldsALock(Exception):
+    def __init__(self) -> None:
+        super().__init__("holds a lock")
+        self.lock = threading.Lock()
+
+
 class _BadStr(KeyboardInterrupt):
     def __str__(self) -> str:
         raise RuntimeError
@@ -402,7 +444,7 @@ class _BadStr(KeyboardInterrupt):
         (KeyboardInterrupt(), "KeyboardInterrupt", ""),
         (SystemExit(2), "SystemExit", "2"),
         (_BadStr(), "_BadStr", "<unprintable _BadStr>"),
-        (_NeedsTwo(1, 2), "_NeedsTwo", "3"),
+        (_HoldsALock(), "_HoldsALock", "holds a lock"),
     ],
 )
 def test_what_cannot_travel_as_itself_becomes_a_remote_error(exc: BaseException, error_type: str, message: str) -> None:
@@ -411,6 +453,19 @@ def test_what_cannot_travel_as_itself_becomes_a_remote_error(exc: BaseException,
     assert (error.error_type, str(error)) == (error_type, message)
     copy = pickle.loads(pickle.dumps(error))
     assert (copy.error_type, str(copy), copy.remote_traceback) == (error_type, message, error.remote_traceback)
+
+
+def test_an_exception_whose_init_needs_two_args_reaches_the_driver() -> None:
+    # As a RemoteError; or as itself where tblib (installed by distributed) pickles exceptions without __init__.
+    copy = unpack(pack(transportable(_NeedsTwo(1, 2))))
+    assert isinstance(copy, (_NeedsTwo, RemoteError)) and str(copy) == "3"
+
+
+def test_an_exception_the_driver_cannot_unpickle_arrives_as_a_remote_error() -> None:
+    data, _, message, text = pack(ValueError("bad item"))  # type: ignore[misc]
+    unknown_here = data.replace(b"ValueError", b"ValueErrox")
+    copy = unpack((unknown_here, "ValueError", message, text))
+    assert isinstance(copy, RemoteError) and (copy.error_type, str(copy)) == ("ValueError", "bad item")
 
 
 def test_an_ordinary_exception_travels_as_itself_with_its_traceback() -> None:

@@ -1,39 +1,66 @@
 """Code that runs inside worker processes (``processes`` and ``dask``): build the Service once, process items.
 
-Items travel pickled; an exception that cannot be pickled comes back as ``RemoteError`` with its
-type, message and traceback, so the driver can always record why an item failed.
+Items travel pickled. An item's outcome is None (it succeeded) or the reason it failed, in a form
+that always reaches the driver: an ordinary exception that pickles travels as itself (carrying the
+worker's traceback as ``remote_traceback``); anything else (``KeyboardInterrupt``, ``SystemExit``,
+``GeneratorExit``, a ``CancelledError`` of the user's, an exception that does not survive pickling)
+comes back as ``RemoteError`` with its type name, message and traceback. Either way the worker
+goes on with the next item, and the driver can always record why an item failed.
+
+A ``processes`` worker runs ``serve``: it talks to the driver over one pipe (see ``serve`` for the
+messages), and its log records travel over that pipe too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
+import os
 import pickle
+import threading
+import time
 import traceback
 from typing import TYPE_CHECKING, Any
 
 from batchframe.retry import Retry
 
 if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+
     from batchframe.executors import ProjectRef
 
 logger = logging.getLogger(__name__)
 
+Outcome = Exception | None
+"""What became of one item on a worker: None when it succeeded, else why it failed."""
+
+Packed = tuple[bytes, str, str, str]
+"""A failure on its way to the driver: the pickled exception, its type name, message and traceback."""
+
+READY, DONE, LOG = "ready", "done", "log"
+"""The kinds of message a ``processes`` worker sends (see ``serve``)."""
+
 _service: Any = None
 _loop: asyncio.AbstractEventLoop | None = None
+_OWN_FRAMES = (__file__, os.path.dirname(asyncio.__file__) + os.sep)
 
 
 class RemoteError(Exception):
-    """An exception from a worker that could not be sent back as itself."""
+    """An exception from a worker that could not be sent back as itself.
+
+    ``str()`` is the original message, ``error_type`` the original type's name (what the driver records).
+    """
 
     def __init__(self, error_type: str, message: str, remote_traceback: str) -> None:
-        super().__init__(f"{error_type}: {message}")
+        super().__init__(message)
         self.error_type = error_type
+        self.message = message
         self.remote_traceback = remote_traceback
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (RemoteError, (self.error_type, str(self), self.remote_traceback))
+        return (RemoteError, (self.error_type, self.message, self.remote_traceback))
 
 
 class ItemNotPicklable(Exception):  # noqa: N818 - names the problem, like pickle's own errors
@@ -63,8 +90,21 @@ def pickled(item: Any) -> bytes:
         raise ItemNotPicklable(f"the item cannot be sent to a worker process: {type(exc).__name__}: {exc}") from None
 
 
+def describe(exc: BaseException) -> str:
+    """``TypeName: message`` for an exception (the original type for a ``RemoteError``). Never raises."""
+    message = _message(exc)
+    return f"{_type_name(exc)}: {message}" if message else _type_name(exc)
+
+
 def init_worker(project: ProjectRef, log_queue: Any = None, log_level: int = logging.INFO) -> None:
-    """Build this worker's Service from the project (once per worker process) and call its start hook."""
+    """Build this worker's Service from the project (once per worker process) and call its start hook.
+
+    Args:
+        project: how to build the Service.
+        log_queue: where this process's log records go (anything with ``put_nowait``), or None to leave
+            logging alone (dask sets it up).
+        log_level: the driver's log level.
+    """
     global _service
     if log_queue is not None:
         _forward_logs(log_queue, log_level)
@@ -90,31 +130,103 @@ def teardown_worker() -> None:
         call_hook(_service, "on_worker_stop")
 
 
-def process_payload(payload: bytes) -> None:
-    """Process one pickled item with this worker's Service."""
-    global _loop
-    item = pickle.loads(payload)
+def run_item(payload: bytes) -> Outcome:
+    """Process one pickled item with this worker's Service. Never raises: returns the item's outcome."""
     try:
-        result = _service.process(item)
-        if inspect.isawaitable(result):
-            if _loop is None:
-                _loop = asyncio.new_event_loop()
-            _loop.run_until_complete(_await(result))
-    except Exception as exc:
-        raise _transportable(exc) from None
+        _process(pickle.loads(payload))
+    except BaseException as exc:  # KeyboardInterrupt, SystemExit... from user code: this item fails, the worker goes on
+        return transportable(exc)
+    return None
+
+
+def process_payload(payload: bytes) -> None:
+    """Process one pickled item (a dask task).
+
+    Raises:
+        Exception: why the item failed, as itself or as a ``RemoteError`` (never a bare BaseException).
+    """
+    outcome = run_item(payload)
+    if outcome is not None:
+        raise outcome
+
+
+def _process(item: Any) -> None:
+    global _loop
+    result = _service.process(item)
+    if inspect.isawaitable(result):
+        if _loop is None:  # one event loop per worker, for every async process call
+            _loop = asyncio.new_event_loop()
+        _loop.run_until_complete(_await(result))
 
 
 async def _await(awaitable: Any) -> Any:
     return await awaitable
 
 
-def _transportable(exc: Exception) -> Exception:
+def transportable(exc: BaseException) -> Exception:
+    """``exc`` in a form that reaches the driver: itself if it is an Exception that pickles, else a RemoteError."""
+    text = _traceback_text(exc)
+    if isinstance(exc, Exception) and _survives_pickling(exc, text):
+        return exc
+    return RemoteError(_type_name(exc), _message(exc), text)
+
+
+def pack(outcome: Outcome) -> Packed | None:
+    """An outcome for the pipe: the exception pickled, with what to record if the driver cannot unpickle it."""
+    if outcome is None:
+        return None
+    error_type, message = _type_name(outcome), _message(outcome)
+    text = getattr(outcome, "remote_traceback", "")
+    text = text if isinstance(text, str) else ""
     try:
-        pickle.loads(pickle.dumps(exc))
-    except Exception:
-        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        return RemoteError(type(exc).__qualname__, str(exc), text)
-    return exc
+        data = pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:  # transportable() pickled it once already: a fallback
+        data = pickle.dumps(RemoteError(error_type, message, text))
+    return (data, error_type, message, text)
+
+
+def unpack(packed: Packed | None) -> Outcome:
+    """The outcome again; a ``RemoteError`` when this process cannot unpickle it (its class is unknown here)."""
+    if packed is None:
+        return None
+    data, error_type, message, text = packed
+    try:
+        error = pickle.loads(data)
+    except BaseException:  # unpickling runs the class's __init__, which may raise anything
+        return RemoteError(error_type, message, text)
+    return error if isinstance(error, Exception) else RemoteError(error_type, message, text)
+
+
+def _survives_pickling(exc: Exception, text: str) -> bool:
+    with contextlib.suppress(Exception):  # a class that refuses new attributes travels without it
+        exc.remote_traceback = text  # type: ignore[attr-defined]  # the driver records the worker's frames
+    try:
+        pickle.loads(pickle.dumps(exc, protocol=pickle.HIGHEST_PROTOCOL))
+    except BaseException:  # unpickling runs the class's __init__, which may raise anything
+        return False
+    return True
+
+
+def _type_name(exc: BaseException) -> str:
+    return exc.error_type if isinstance(exc, RemoteError) else type(exc).__qualname__
+
+
+def _message(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except BaseException:
+        return f"<unprintable {type(exc).__qualname__}>"
+
+
+def _traceback_text(exc: BaseException) -> str:
+    """The traceback from the user's code on (this module's and asyncio's frames left out). Never raises."""
+    try:
+        summary = traceback.TracebackException.from_exception(exc)
+        frames = [frame for frame in summary.stack if not frame.filename.startswith(_OWN_FRAMES)]
+        summary.stack = traceback.StackSummary.from_list(frames)
+        return "".join(summary.format())
+    except BaseException:
+        return f"{describe(exc)}\n"
 
 
 def _forward_logs(log_queue: Any, level: int) -> None:
@@ -124,3 +236,75 @@ def _forward_logs(log_queue: Any, level: int) -> None:
     root = logging.getLogger()
     root.handlers[:] = [QueueHandler(log_queue)]
     root.setLevel(level)
+
+
+# ------------------------------------------------------------------------------ processes workers
+
+
+class Channel:
+    """The worker's end of its pipe: whole messages, from any thread; the log handler's queue too."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._lock = threading.Lock()
+
+    def send(self, kind: str, body: Any) -> None:
+        """Send one ``(kind, body)`` message."""
+        with self._lock:
+            self._conn.send((kind, body))
+
+    def put_nowait(self, record: logging.LogRecord) -> None:
+        """Send a log record (what ``QueueHandler`` calls)."""
+        self.send(LOG, pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def main(fd: int) -> None:
+    """A ``processes`` worker's entry point: serve the driver over the socket it passed as file descriptor ``fd``."""
+    from multiprocessing.connection import Connection
+
+    guard = threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="batchframe-guard", daemon=True)
+    guard.start()
+    serve(Connection(fd))
+
+
+def _exit_with_parent(parent: int) -> None:
+    """End this worker once the driver has gone (``kill -9``), even while an item blocks forever."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
+
+
+def serve(conn: Connection) -> None:
+    """Build the Service, then process what the driver sends until it says stop.
+
+    The driver sends ``(project, log_level)`` first, then batches (lists of pickled items), then None
+    (stop). The worker answers ``(READY, None)`` once the Service is built, or ``(READY, error)`` and
+    exits when it cannot be; ``(DONE, outcomes)`` for each batch, one outcome per item; and
+    ``(LOG, record)`` at any time. Errors travel packed (``pack``) and log records pickled, so the
+    driver can always read a message, even when it cannot unpickle what is inside.
+    """
+    channel = Channel(conn)
+    try:
+        project, log_level = conn.recv()
+        init_worker(project, channel, log_level)
+    except BaseException as exc:
+        logger.exception("A worker process could not build the Service")
+        channel.send(READY, pack(transportable(exc)))
+        return
+    channel.send(READY, None)
+    try:
+        while (batch := _next_batch(conn)) is not None:
+            channel.send(DONE, [pack(run_item(payload)) for payload in batch])
+    finally:
+        try:
+            teardown_worker()
+        except BaseException:
+            logger.exception("on_worker_stop raised")
+
+
+def _next_batch(conn: Connection) -> list[bytes] | None:
+    try:
+        batch: list[bytes] | None = conn.recv()
+    except EOFError:  # the driver has gone
+        return None
+    return batch

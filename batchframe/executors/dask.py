@@ -8,7 +8,7 @@ import os
 from typing import Any
 
 from batchframe.executors import BackendError, ItemCall, ProjectRef, item_timed_out
-from batchframe.executors._worker import init_worker, pickled, process_payload, teardown_worker
+from batchframe.executors._worker import init_worker, pickled, run_item, teardown_worker
 
 try:
     from distributed.diagnostics.plugin import WorkerPlugin
@@ -89,16 +89,19 @@ class DaskBackend:
             ) from None
 
     async def _call(self, item: Any) -> None:
-        future = self._client.submit(process_payload, pickled(item), pure=False)
+        # run_item returns the item's failure instead of raising it: dask logs no "Compute Failed" per item.
+        future = self._client.submit(run_item, pickled(item), pure=False)
         if self.item_timeout_s is None:
-            await future
-            return
-        # dask gives no signal when a task starts: here the limit also counts time queued on the cluster.
-        try:
-            await asyncio.wait_for(asyncio.shield(future), self.item_timeout_s)
-        except asyncio.TimeoutError:
-            await future.cancel()
-            raise item_timed_out(self.item_timeout_s) from None
+            outcome = await future
+        else:
+            # dask gives no signal when a task starts: here the limit also counts time queued on the cluster.
+            try:
+                outcome = await asyncio.wait_for(asyncio.shield(future), self.item_timeout_s)
+            except asyncio.TimeoutError:
+                await future.cancel()
+                raise item_timed_out(self.item_timeout_s) from None
+        if outcome is not None:
+            raise outcome
 
     async def close(self) -> None:
         """Disconnect; a local cluster is shut down (its workers' stop hooks run in the plugin teardown)."""

@@ -46,7 +46,7 @@ class LocalBackend:
         if inspect.iscoroutinefunction(process) and not self.all_in_threads:
             return process if timeout_s is None else _on_loop_with_timeout(process, timeout_s)
         self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="batchframe")
-        target = _on_thread_loop(process) if inspect.iscoroutinefunction(process) else process
+        target = _carrying(_on_thread_loop(process) if inspect.iscoroutinefunction(process) else process)
         if timeout_s is None:
             return _in_thread(target, self._pool)
         return _in_thread_with_timeout(target, self._pool, timeout_s)
@@ -77,8 +77,37 @@ def _in_thread(process: Any, pool: ThreadPoolExecutor) -> ItemCall:
 
 
 async def _awaited(result: Any) -> Any:
-    """A plain ``def process`` may return an awaitable (a partial of an async function): await it here."""
+    """Unwrap what a thread returned: re-raise a carried BaseException; await an awaitable.
+
+    A plain ``def process`` may return an awaitable (a partial of an async function).
+    """
+    if isinstance(result, _Carried):
+        raise result.error
     return await result if inspect.isawaitable(result) else result
+
+
+class _Carried:
+    """A BaseException (GeneratorExit, SystemExit...) raised in a thread, returned rather than raised.
+
+    asyncio would *throw* it into the awaiting coroutine, and a coroutine that goes on after a thrown
+    GeneratorExit dies of "coroutine ignored GeneratorExit"; raised from our own frame it is an
+    ordinary failure of its item.
+    """
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def _carrying(process: Any) -> Any:
+    def run(item: Any) -> Any:
+        try:
+            return process(item)
+        except Exception:
+            raise
+        except BaseException as exc:
+            return _Carried(exc)
+
+    return run
 
 
 def _in_thread_with_timeout(process: Any, pool: ThreadPoolExecutor, timeout_s: float) -> ItemCall:
