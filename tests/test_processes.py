@@ -197,11 +197,8 @@ async def started(job: Path, item: int) -> int:
 def started_by(job: Path, item: int) -> list[int]:
     """The pids of the workers that started ``item``, one per attempt."""
     path = job / "state" / f"started-{item}"
-    return (
-        [int(line) for line in path.read_text().splitlines(keepends=True) if line.endswith("\n")]
-        if path.exists()
-        else []
-    )
+    text = path.read_text() if path.exists() else ""
+    return [int(line) for line in text.splitlines(keepends=True) if line.endswith("\n")]
 
 
 def pids(job: Path, prefix: str) -> set[int]:

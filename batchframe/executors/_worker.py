@@ -24,6 +24,7 @@ import time
 import traceback
 from typing import TYPE_CHECKING, Any
 
+from batchframe._logging import FILE_ONLY
 from batchframe.retry import Retry
 
 if TYPE_CHECKING:
@@ -287,8 +288,9 @@ def serve(conn: Connection) -> None:
     try:
         project, log_level = conn.recv()
         init_worker(project, channel, log_level)
-    except BaseException as exc:
-        logger.exception("A worker process could not build the Service")
+    except BaseException as exc:  # each item's failure says why on the console; the traceback goes to logs.txt
+        text = _traceback_text(exc)
+        logger.error("A worker process could not build the Service:\n%s", text, extra=FILE_ONLY)
         channel.send(READY, pack(transportable(exc)))
         return
     channel.send(READY, None)
@@ -298,8 +300,8 @@ def serve(conn: Connection) -> None:
     finally:
         try:
             teardown_worker()
-        except BaseException:
-            logger.exception("on_worker_stop raised")
+        except BaseException as exc:
+            logger.error("on_worker_stop raised %s", describe(exc), exc_info=True)
 
 
 def _next_batch(conn: Connection) -> list[bytes] | None:

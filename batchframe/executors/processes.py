@@ -42,15 +42,12 @@ logger = logging.getLogger(__name__)
 STOP_GRACE_S = 2.0
 """How long ``close()`` lets the workers run their stop hooks before it kills them."""
 
-_BOOT = """\
-import sys
-if sys.path and sys.path[0] == "":
-    del sys.path[0]  # not the current directory: it may be the project's, with a json.py of its own
-if sys.argv[2] not in sys.path:
-    sys.path.append(sys.argv[2])  # where the driver found batchframe
-from batchframe.executors._worker import main
-main(int(sys.argv[1]))
-"""
+# A worker's first lines: not the current directory on sys.path (it may be the project's, with a
+# json.py of its own), but the folder the driver imported batchframe from (last, as a fallback).
+_BOOT = (
+    "import sys; sys.path[:] = [*filter(None, sys.path), sys.argv[2]]; "
+    "from batchframe.executors._worker import main; main(int(sys.argv[1]))"
+)
 _IMPORT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
