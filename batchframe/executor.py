@@ -26,7 +26,7 @@ from batchframe._reader import ThreadedReader
 from batchframe.errors import RunError
 from batchframe.executors import Backend, ItemCall
 from batchframe.executors.local import LocalBackend
-from batchframe.failures import NOT_PROCESSED, FailedItem, safe_str, user_traceback
+from batchframe.failures import NOT_PROCESSED, FailedItem, error_type_of, safe_str, user_traceback
 from batchframe.limits import ExecutorSettings, with_limits
 from batchframe.retry import RetryPolicy
 from batchframe.service import retryable_exceptions
@@ -121,9 +121,9 @@ class Executor:
         self._running = asyncio.Event()
         self._running.set()
         self._idle = asyncio.Event()
-        call = with_limits(await self.backend.start(), self.settings)
-        self.stats.started_at = time.monotonic()
         try:
+            call = with_limits(await self.backend.start(), self.settings)
+            self.stats.started_at = time.monotonic()
             workers = [asyncio.create_task(self._worker(call)) for _ in range(self.settings.concurrency)]
             self._feeder = asyncio.create_task(self._feed())
             self._tasks = [*workers, self._feeder]
@@ -436,7 +436,7 @@ class Executor:
         if not self.policy.should_retry(exc, work.attempts):
             self._record_failure(FailedItem.from_exception(work.index, work.item, exc, work.attempts))
         elif self._stopping:
-            self._not_processed(work, f"{type(exc).__name__}: {safe_str(exc)}")
+            self._not_processed(work, f"{error_type_of(exc)}: {safe_str(exc)}")
         else:
             self._schedule_retry(work, self.policy.delay_s(work.attempts, exc), exc)
             logger.debug("item %d: %s (attempt %d), retrying", work.index, type(exc).__name__, work.attempts)

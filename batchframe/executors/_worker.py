@@ -140,17 +140,6 @@ def run_item(payload: bytes) -> Outcome:
     return None
 
 
-def process_payload(payload: bytes) -> None:
-    """Process one pickled item (a dask task).
-
-    Raises:
-        Exception: why the item failed, as itself or as a ``RemoteError`` (never a bare BaseException).
-    """
-    outcome = run_item(payload)
-    if outcome is not None:
-        raise outcome
-
-
 def _process(item: Any) -> None:
     global _loop
     result = _service.process(item)
