@@ -161,10 +161,11 @@ def execute(prepared: Buildable, plan: RunPlan, journal: Journal | None) -> RunR
         interactive=plan.interactive,
         namespace={"source": wired.source, "service": wired.service, "config": wired.config},
     )
+    records.on_error = executor.records_failed
     try:
         _supervise(supervisor, plan, journal)
     finally:
-        records.close()
+        _close_records(records, executor)
     try:
         return _end(wired, executor, supervisor, plan, journal, records)
     finally:
@@ -197,6 +198,16 @@ def _supervise(supervisor: Supervisor, plan: RunPlan, journal: Journal | None) -
         if supervisor.executor.stats.read == 0:  # e.g. a back end that could not start: nothing ran
             _failed_to_start(plan, journal, error)
         raise
+
+
+def _close_records(records: RunRecords, executor: Executor) -> None:
+    """Write the last buffered records; if that fails the run ends as failed, with that error."""
+    try:
+        records.close()
+    except Exception as exc:
+        logger.error("%s", safe_str(exc))
+        if executor.fatal_error is None:
+            executor.fatal_error, executor.outcome = exc, Outcome.FATAL
 
 
 def _progress(stats: Stats, plan: RunPlan) -> ProgressDisplay:

@@ -13,9 +13,36 @@ if TYPE_CHECKING:
 
 FILE_FORMAT = "%(asctime)s %(levelname)-8s %(name)s: %(message)s"
 FILE_ONLY = {"file_only": True}
+FAILURES_LOGGER = "batchframe.failures"
 """``extra=`` for records that go to logs.txt but reach the console only with -v (tracebacks, the end line)."""
 CONSOLE_FAILURES = 10
 """Per-item failure lines shown on the console; logs.txt gets every one."""
+
+
+class _RunFileHandler(logging.FileHandler):
+    """logs.txt: flushed after every record, except per-item failure lines, flushed in groups.
+
+    A run with many failing items would otherwise pay one write system call per item;
+    ``flush_run_logs`` (called once per event-loop iteration by the run's records) writes them.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name != FAILURES_LOGGER or self.stream is None:
+            super().emit(record)
+            return
+        try:
+            self.stream.write(self.format(record) + self.terminator)
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+
+
+def flush_run_logs() -> None:
+    """Write out the failure lines buffered in logs.txt."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, _RunFileHandler):
+            handler.flush()
 
 
 class _ConsoleFilter(logging.Filter):
@@ -29,7 +56,7 @@ class _ConsoleFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if getattr(record, "file_only", False):
             return self.verbose
-        if record.name == "batchframe.failures" and not self.verbose:
+        if record.name == FAILURES_LOGGER and not self.verbose:
             self.failures += 1
             if self.failures == CONSOLE_FAILURES + 1:
                 record.msg, record.args = "More items failed: every one is in logs.txt and failed.jsonl.", ()
@@ -58,7 +85,7 @@ def run_logging(log_file: Path | None, *, verbosity: int = 0, console: Console |
     level = console_level(verbosity)
     handlers: list[logging.Handler] = []
     if log_file is not None:
-        file_handler = logging.FileHandler(log_file, encoding="utf-8")
+        file_handler = _RunFileHandler(log_file, encoding="utf-8")
         file_handler.setFormatter(logging.Formatter(FILE_FORMAT))
         file_handler.setLevel(level)
         handlers.append(file_handler)

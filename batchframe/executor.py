@@ -405,7 +405,7 @@ class Executor:
                 try:
                     self._on_success(work.index)
                 except Exception as record_error:
-                    self._records_failed(record_error)
+                    self.records_failed(record_error)
             self._finish_one()
             return
         self._attempt_over(work)
@@ -478,12 +478,15 @@ class Executor:
             if self._on_failure is not None:
                 self._on_failure(failed)
         except Exception as exc:
-            self._records_failed(exc)
+            self.records_failed(exc)
         finally:
             self._finish_one()
 
-    def _records_failed(self, exc: Exception) -> None:
-        """Writing a record failed (disk full): stop the run with that error; later records may fail too."""
+    def records_failed(self, exc: Exception) -> None:
+        """Writing a record failed (disk full): stop the run with that error; later records may fail too.
+
+        Called by the executor when a callback raises, and by grouped writers that fail later.
+        """
         if self.fatal_error is None:
             logger.error("%s", safe_str(exc))
             self.fatal_error = exc

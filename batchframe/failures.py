@@ -171,19 +171,25 @@ def user_traceback(exc: BaseException) -> str:
 
 
 class FailureLog:
-    """Appends each failed item to ``failed.jsonl`` as it fails, so a crash loses none of them.
+    """Appends failed items to ``failed.jsonl``: lines are buffered and written together by ``flush()``.
 
-    Each record is one ``write`` of a whole line; if the disk is full (or the folder read-only) the
-    file is cut back to its last complete line and ``RecordError`` is raised: never a torn line.
+    The run flushes once per event-loop iteration (as the journal commits), so a crash loses what
+    the journal loses, and a thousand failures cost a few writes, not a thousand. Each flush is one
+    ``write`` of whole lines; if the disk is full (or the folder read-only) the file is cut back to
+    its last complete line and ``RecordError`` is raised: never a torn line.
     """
+
+    _FLUSH_BYTES = 1 << 20
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
         self._fd: int | None = None
         self._size = 0
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
 
     def write(self, failed: FailedItem) -> None:
-        """Append one record.
+        """Buffer one record (written at once when the buffer is large).
 
         Raises:
             RecordError: the file could not be written.
@@ -191,6 +197,21 @@ class FailureLog:
         if self.path is None:
             return
         data = (failed.to_json() + "\n").encode("utf-8", "backslashreplace")
+        self._pending.append(data)
+        self._pending_bytes += len(data)
+        if self._pending_bytes >= self._FLUSH_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the buffered lines.
+
+        Raises:
+            RecordError: the file could not be written (the lines are dropped: the journal has them).
+        """
+        if not self._pending or self.path is None:
+            return
+        data = b"".join(self._pending)
+        self._pending, self._pending_bytes = [], 0
         try:
             if self._fd is None:
                 self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
@@ -213,10 +234,17 @@ class FailureLog:
                 os.ftruncate(self._fd, self._size)
 
     def close(self) -> None:
-        """Close the file (if anything was written)."""
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        """Write what is buffered and close the file.
+
+        Raises:
+            RecordError: the last lines could not be written.
+        """
+        try:
+            self.flush()
+        finally:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
 
 
 def read_failed_jsonl(path: Path) -> Iterator[dict[str, Any]]:
