@@ -275,6 +275,12 @@ def new_config(
 @app.command("update")
 def update(
     project: Annotated[Path, typer.Argument(help="The project folder (default: the current folder).")] = Path(),
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Without git: re-render anyway, after saving every file it overwrites to a backup folder."
+        ),
+    ] = False,
     verbose: VerboseOpt = 0,
 ) -> None:
     """Bring a generated project to this batchframe's templates, keeping your answers and edits."""
@@ -282,7 +288,7 @@ def update(
         from batchframe import scaffold
         from batchframe._console import console
 
-        report = scaffold.update_project(project)
+        report = scaffold.update_project(project, force=force)
         out = console()
         if report.merged:
             out.print(f"[green]Updated {project} to the templates {report.ref} (three-way merge).[/green]")

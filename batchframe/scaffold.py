@@ -307,7 +307,7 @@ class UpdateReport:
 
 
 def update_project(
-    project: Path = Path(), *, template_dir: Path | None = None, version: str | None = None
+    project: Path = Path(), *, force: bool = False, template_dir: Path | None = None, version: str | None = None
 ) -> UpdateReport:
     """Bring a generated project to the installed templates, keeping its answers and the user's edits.
 
