@@ -65,6 +65,7 @@ ConfigOpt = Annotated[
     typer.Option(
         "-c",
         "--config",
+        "--configuration",
         help="Config to use: config/NAME.py in the project (e.g. config_dev).",
         autocompletion=_complete_config,
     ),
@@ -80,7 +81,11 @@ ParamOpt = Annotated[
         autocompletion=_complete_param,
     ),
 ]
-OutputOpt = Annotated[Path, typer.Option("-d", "--output-dir", help="Where run folders are created.")]
+OutputOpt = Annotated[
+    Optional[Path],  # noqa: UP045
+    typer.Option("-d", "--output-dir", help="Where run folders are (default: batchframe_outputs)."),
+]
+DEFAULT_OUTPUT_DIR = Path("batchframe_outputs")
 VerboseOpt = Annotated[int, typer.Option("-v", "--verbose", count=True, help="-v: debug logs; -vv: also tracebacks.")]
 
 
@@ -92,13 +97,40 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+class _GlobalOptions:
+    """Options given before the command (``batchframe -v -d OUT exec PATH``, as batchframe 0.0.1a13 takes them)."""
+
+    output_dir: Path | None = None
+    verbose: int = 0
+
+
+_global = _GlobalOptions()
+
+
+def _verbosity(verbose: int) -> int:
+    return max(verbose, _global.verbose)
+
+
+def _output_dir(output_dir: Path | None) -> Path:
+    return output_dir or _global.output_dir or DEFAULT_OUTPUT_DIR
+
+
 @app.callback()
 def main(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
     ] = False,
+    output_dir: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option("-d", "--output-dir", help="Where run folders are (may also follow the command)."),
+    ] = None,
+    verbose: Annotated[
+        int, typer.Option("-v", "--verbose", count=True, help="-v: debug logs; -vv: also tracebacks (any command).")
+    ] = 0,
 ) -> None:
     """Run a Source of work items through a Service: concurrency, retries, logs and progress included."""
+    _global.output_dir = output_dir
+    _global.verbose = verbose
 
 
 @contextmanager
@@ -106,6 +138,7 @@ def _errors_as_exit_codes(verbosity: int = 0) -> Iterator[None]:
     """The CLI's one error boundary: a BatchframeError becomes a panel and its exit code."""
     from batchframe.errors import BatchframeError
 
+    verbosity = _verbosity(verbosity)
     try:
         yield
     except BatchframeError as error:
@@ -124,7 +157,7 @@ def exec_(
     path: PathArg,
     param: ParamOpt = None,
     config: ConfigOpt = None,
-    output_dir: OutputOpt = Path("batchframe_outputs"),
+    output_dir: OutputOpt = None,
     verbose: VerboseOpt = 0,
     no_input: Annotated[bool, typer.Option("--no-input", help="Never prompt; fail if a parameter is missing.")] = False,
 ) -> None:
@@ -139,8 +172,8 @@ def exec_(
             path,
             config=config,
             params=param or [],
-            output_dir=output_dir,
-            verbosity=verbose,
+            output_dir=_output_dir(output_dir),
+            verbosity=_verbosity(verbose),
             interactive=interactive,
             ask_missing=ask_missing,
         )
@@ -207,7 +240,7 @@ def params(path: PathArg, config: ConfigOpt = None, verbose: VerboseOpt = 0) -> 
                 spec.name,
                 spec.type_name,
                 "required" if spec.required else repr(spec.default),
-                spec.description,
+                spec.description + (f" (0.0.1a13 name: {', '.join(spec.aliases)})" if spec.aliases else ""),
                 spec.owner.__qualname__,
             ]
             for spec in specs.values()
@@ -325,7 +358,7 @@ def _from_run_dir(function: str, run_dir: Path, verbose: int, no_input: bool) ->
         from batchframe import run
 
         try:
-            result = getattr(run, function)(run_dir, verbosity=verbose, interactive=_interactive(no_input))
+            result = getattr(run, function)(run_dir, verbosity=_verbosity(verbose), interactive=_interactive(no_input))
         except run.AlreadyFinished as done:
             typer.echo(str(done))
             raise typer.Exit(0) from None
@@ -335,7 +368,7 @@ def _from_run_dir(function: str, run_dir: Path, verbose: int, no_input: bool) ->
 @app.command("runs")
 def runs(
     run_dir: Annotated[Optional[Path], typer.Argument(help="Show this one run in detail.")] = None,  # noqa: UP045
-    output_dir: OutputOpt = Path("batchframe_outputs"),
+    output_dir: OutputOpt = None,
     verbose: VerboseOpt = 0,
 ) -> None:
     """List past runs (newest first), or show one run's summary."""
@@ -345,7 +378,7 @@ def runs(
         if run_dir is not None:
             history.show_run(run_dir)
         else:
-            history.show_runs(output_dir)
+            history.show_runs(_output_dir(output_dir))
 
 
 def _interactive(no_input: bool) -> bool:

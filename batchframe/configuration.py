@@ -37,3 +37,12 @@ class Configuration:
     persist_unread_max: Annotated[
         int, BatchframeParam, "at a stop, items still unread that are read for persist_failed (at most)"
     ] = 100_000
+
+    # The names of batchframe 0.0.1a13, kept as aliases (see batchframe/_compat.py): a config may
+    # override them and -p may set them; they resolve to the current names above.
+    executor_consumers: Annotated[int | None, BatchframeParam, "0.0.1a13 name of concurrency"] = None
+    executor_work_queue_size: Annotated[int | None, BatchframeParam, "0.0.1a13 name of queue_size"] = None
+    executor_max_retries: Annotated[int | None, BatchframeParam, "0.0.1a13 name of max_retries"] = None
+    executor_backoff_times_sec: Annotated[list[float] | None, BatchframeParam, "0.0.1a13 name of retry_delays_sec"] = (
+        None
+    )

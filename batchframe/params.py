@@ -65,6 +65,7 @@ class ParamSpec:
         default: the default value, or ``dataclasses.MISSING`` when the parameter is required.
         owner: the class that declares it.
         description: text from ``Annotated[..., "description"]``, or empty.
+        aliases: other names ``-p`` accepts for it (batchframe 0.0.1a13's names).
     """
 
     name: str
@@ -72,6 +73,7 @@ class ParamSpec:
     default: Any
     owner: type
     description: str = ""
+    aliases: tuple[str, ...] = ()
 
     @property
     def required(self) -> bool:

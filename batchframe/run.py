@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from batchframe._compat import fold_alias_assignments, fold_alias_specs, setting, sync_aliases
 from batchframe._execution import RunPlan, RunResult, execute
 from batchframe._logging import run_logging
 from batchframe.configuration import Configuration
@@ -99,7 +100,7 @@ class PreparedRun:
 def collect_specs(project: Project) -> dict[str, ParamSpec]:
     """Every BatchframeParam of the project's classes and of its configuration, by name."""
     classes = [project.config_cls, *project.injectables]
-    return merge_specs(spec for cls in classes for spec in params_of_class(cls))
+    return fold_alias_specs(merge_specs(spec for cls in classes for spec in params_of_class(cls)))
 
 
 def prepare(
@@ -117,7 +118,7 @@ def prepare(
         params: ``NAME=VALUE`` strings from ``-p``.
         ask_missing: asks the user for required parameters that have no value (None: error instead).
     """
-    given = split_assignments(params)
+    given = fold_alias_assignments(split_assignments(params))
     project = load_project(path, config)
     specs = collect_specs(project)
     values = resolve_values(specs, given)
@@ -156,20 +157,21 @@ def _make_config(project: Project, values: Mapping[str, Any]) -> Configuration:
         ) from exc
     if not isinstance(config, Configuration):
         raise UsageError(f"{project.config_cls.__qualname__} is not a batchframe Configuration.")
+    sync_aliases(config)
     return config
 
 
 def settings_from_config(config: Configuration) -> ExecutorSettings:
     """The executor settings named by the runtime fields of a configuration (validated)."""
     retry = RetryPolicy(
-        max_retries=config.max_retries,
+        max_retries=setting(config, "max_retries"),
         base_s=config.retry_backoff_sec,
         cap_s=config.retry_backoff_max_sec,
-        delays_s=config.retry_delays_sec,
+        delays_s=setting(config, "retry_delays_sec"),
     )
     return ExecutorSettings(
-        concurrency=config.concurrency,
-        queue_size=config.queue_size,
+        concurrency=setting(config, "concurrency"),
+        queue_size=setting(config, "queue_size"),
         retry=retry,
         item_timeout_s=config.item_timeout_sec,
         rate_per_s=config.max_per_second,

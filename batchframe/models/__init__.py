@@ -1,0 +1,12 @@
+"""The import paths of batchframe 0.0.1a13 (``batchframe.models.*``), kept working.
+
+They give the same classes as the current paths: ``from batchframe import Source, Service,
+Configuration, BatchframeParam`` (the current spelling, see the README's "Coming from 0.0.1a13").
+"""
+
+from batchframe.configuration import Configuration
+from batchframe.params import BatchframeParam
+from batchframe.service import Service
+from batchframe.source import Source
+
+__all__ = ["BatchframeParam", "Configuration", "Service", "Source"]

@@ -1,0 +1,8 @@
+"""0.0.1a13's ``batchframe.models.batchframe_param``.
+
+The same ``BatchframeParam`` as ``from batchframe import BatchframeParam``.
+"""
+
+from batchframe.params import BatchframeParam
+
+__all__ = ["BatchframeParam"]
