@@ -180,6 +180,9 @@ def exec_(
     _exit(result.exit_code)
 
 
+_THREAD_GRACE_S = 1.0
+
+
 def _exit(code: int) -> None:
     """End the process with ``code``, even if a thread is still blocked in the user's code.
 
@@ -187,9 +190,13 @@ def _exit(code: int) -> None:
     a forced stop) keeps its thread, and Python would wait for it at exit: leave without waiting.
     """
     import threading
+    import time
 
+    deadline = time.monotonic() + _THREAD_GRACE_S  # threads that are just finishing are not stuck
     stuck = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
-    if stuck:
+    for thread in stuck:
+        thread.join(max(deadline - time.monotonic(), 0))
+    if any(thread.is_alive() for thread in stuck):
         import logging
         import os
 

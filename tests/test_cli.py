@@ -198,5 +198,5 @@ def test_shell_completion_of_commands_configs_and_params(tmp_path: Path) -> None
 
 def test_show_completion_script() -> None:
     result = invoke("--show-completion", "bash")
-    assert result.exit_code == 0
+    assert result.exit_code == 0, (result.output, result.exception)
     assert "_BATCHFRAME_COMPLETE" in result.output
