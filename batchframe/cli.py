@@ -325,16 +325,22 @@ def update(
 ) -> None:
     """Bring a generated project to this batchframe's templates, keeping your answers and edits."""
     with _errors_as_exit_codes(verbose):
+        from rich.markup import escape
+
         from batchframe import scaffold
         from batchframe._console import console
 
         report = scaffold.update_project(project, force=force)
         out = console()
         if report.merged:
-            out.print(f"[green]Updated {project} to the templates {report.ref} (three-way merge).[/green]")
+            out.print(f"[green]Updated {escape(str(project))} to the templates {report.ref} (three-way merge).[/green]")
         else:
+            review = (
+                f"diff -r {report.backup} {project}" if report.backup is not None else "git diff"
+            )  # without git, the backup is what there is to compare with
             out.print(
-                f"[yellow]Re-rendered {project} (recopy: {report.reason}). Review your edits with git diff.[/yellow]"
+                f"[yellow]Re-rendered {escape(str(project))} (recopy: {escape(report.reason)}). "
+                f"Review your edits with: {escape(review)}[/yellow]"
             )
         for path in report.conflicts:
             out.print(f"[red]Conflict[/red] in {path}: resolve the <<<<<<< markers.")

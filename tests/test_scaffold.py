@@ -253,14 +253,14 @@ def test_update_refuses_uncommitted_changes(tmp_path: Path) -> None:
         update_project(project, template_dir=TEMPLATE, version="1.0.1")
 
 
-def test_update_without_git_history_falls_back_to_recopy(tmp_path: Path) -> None:
+def test_update_force_without_git_recopies(tmp_path: Path) -> None:
     project = init_project(
         str(tmp_path / "demo"), defaults=True, git_init=False, template_dir=TEMPLATE, version="1.0.0"
     )
     (project / "README.md").unlink()
-    result = invoke("update", project)
+    result = invoke("update", project, "--force")
     assert result.exit_code == 0, result.output
-    assert "recopy" in result.output and "not a git repository" in result.output
+    assert "recopy" in result.output
     assert (project / "README.md").exists()
 
 
