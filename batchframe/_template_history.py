@@ -18,6 +18,7 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from batchframe.errors import UsageError
 
@@ -123,3 +124,21 @@ def git(cwd: Path, *args: str) -> str:
     if result.returncode != 0:
         raise ScaffoldError(f"git {' '.join(args)} failed in {cwd}: {result.stderr.strip()}")
     return result.stdout
+
+
+ANSWERS_FILE = ".copier-answers.yml"
+CONFLICT_MARKER = "<<<<<<< before updating"
+
+
+def run_copier(function: str, *args: Any, **kwargs: Any) -> Any:
+    import copier
+    from copier.errors import CopierError
+
+    try:
+        return getattr(copier, function)(*args, quiet=True, unsafe=False, **kwargs)
+    except KeyboardInterrupt:
+        # Ctrl-C at a question is copier's CopierAnswersInterrupt (a CopierError too), whose text is
+        # the repr of its internal objects: a plain KeyboardInterrupt lets the CLI say "Interrupted.".
+        raise KeyboardInterrupt from None
+    except (CopierError, ValueError) as exc:  # ValueError: copier rejects an answer (bad choice, missing)
+        raise ScaffoldError(f"copier could not render the template: {exc}") from exc
