@@ -414,8 +414,12 @@ async def _await(awaitable: Any) -> Any:
 
 
 def _persist_failed(source: Any, records: RunRecords) -> Raised:
+    from batchframe.source import defines_hook
+
     if not len(records.failed_items) or not isinstance(source, PersistsFailed):
         return []
+    if not defines_hook(type(source), "persist_failed"):
+        return []  # only Source's no-op: skip it (and reading the failed items back)
     return _guarded(
         f"{type(source).__qualname__}.persist_failed()",
         _run_maybe_async,

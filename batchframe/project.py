@@ -6,6 +6,16 @@ under its own name (its parent on ``sys.path``), a plain directory as a namespac
 under its name (or ``_batchframe_<name>`` when that name is taken by another module). The
 directory itself is also put on ``sys.path`` so script-style sibling imports (``from source import X``)
 work too.
+
+What is imported, and nothing else (a stray ``drop_tables.py`` must never run):
+
+- a directory: its own modules and those of its sub-packages (folders with ``__init__.py``),
+  recursively, except ``config/``, ``tests/`` and the like; a directory with no ``.py`` file,
+  ``__init__.py`` or ``config/`` (``/etc``) is refused before anything is imported;
+- a file: that file (and its package's ``__init__.py``). When it lacks the Source or the Service,
+  the other modules directly beside it are imported too if its folder is a project (it has an
+  ``__init__.py`` or a ``config/`` folder); in any other folder only the documented counterpart
+  (``source.py`` for ``service.py``, and the reverse).
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ import keyword
 import linecache
 import logging
 import sys
+import sysconfig
 import traceback
 import types
 from collections.abc import Iterator
@@ -28,7 +39,9 @@ from batchframe.configuration import Configuration
 from batchframe.container import clear_marked, marked_classes
 from batchframe.errors import ConfigError, ProjectError, RunError
 from batchframe.service import Service
+from batchframe.service import misspelt_hooks as service_hook_warnings
 from batchframe.source import Source
+from batchframe.source import misspelt_hooks as source_hook_warnings
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +50,9 @@ _SKIPPED_DIRS = frozenset({CONFIG_DIR, "tests", "test", "__pycache__", "venv", "
 # Directories this process imported projects from: their modules may be replaced by a later load.
 _loaded_dirs: set[Path] = set()
 _SKIPPED_FILES = frozenset({"setup.py", "conftest.py", "noxfile.py", "__main__.py"})
+# In a folder that is not a project, `exec service.py` may still find its Source in source.py beside it.
+_COUNTERPARTS = {"service.py": "source.py", "source.py": "service.py"}
+_PATH_HINT = "PATH must be a .py file, a package or a project folder, e.g. batchframe exec my_job.py"
 
 
 @dataclass
@@ -54,6 +70,8 @@ class Project:
             its only concrete Configuration), or the base Configuration.
         config_name: the selected config's file stem, or None when no config file was loaded.
         injectables: every class to register in the container.
+        hook_warnings: one line per method of the Source or Service that looks like a misspelt
+            hook (``persist_faild``); logged when the project is loaded.
     """
 
     path: Path
@@ -65,6 +83,7 @@ class Project:
     config_cls: type[Configuration]
     config_name: str | None
     injectables: list[type] = field(default_factory=list)
+    hook_warnings: list[str] = field(default_factory=list)
 
     @property
     def available_configs(self) -> list[str]:
@@ -72,23 +91,20 @@ class Project:
         return list_configs(self.config_dir)
 
 
-def load_project(path: str | Path, config: str | None = None) -> Project:
+def load_project(path: str | Path, config: str | None = None, *, warn_hooks: bool = True) -> Project:
     """Import the project at ``path`` and select its classes and configuration.
 
+    A method of the Source or Service that looks like a misspelt hook is kept in
+    ``Project.hook_warnings`` and, with ``warn_hooks`` (False in worker processes, which load the
+    project again), logged as a warning.
+
     Raises:
-        ProjectError: the path does not exist, a module fails to import, or Source/Service is
-            missing or ambiguous.
+        ProjectError: the path does not exist or is not a .py file, a package or a project folder; a
+            module fails to import; or Source/Service is missing or ambiguous.
         ConfigError: ``config`` is a path or names a config that does not exist; or it is None and
             the project has several configs to choose from.
     """
-    target = Path(path).expanduser().resolve()
-    if not target.exists():
-        raise ProjectError(
-            f"Project path {str(path)!r} does not exist.",
-            hint="Give a .py file, a package directory or a directory of modules, e.g. batchframe exec my_job.py",
-        )
-    if target.is_file() and target.suffix != ".py":
-        raise ProjectError(f"Project path {str(path)!r} is not a Python file.", hint="Give a .py file or a directory.")
+    target = _checked_target(path)
     package_dir = target if target.is_dir() else target.parent
     package = _import_package(package_dir)
     clear_marked()
@@ -96,17 +112,23 @@ def load_project(path: str | Path, config: str | None = None) -> Project:
     config_dir = _find_config_dir(package_dir)
     config_name = _config_to_load(config, config_dir)
     config_module = _import_config(config_name, config_dir, package_dir, package) if config_name else None
-    classes = _project_classes(modules + ([config_module] if config_module else []), package_dir)
+    if config_module is not None:
+        modules.append(config_module)
+    classes = _project_classes(modules, package_dir)
     if target.is_file() and not (_has(classes, Source) and _has(classes, Service)):
         # One file of a directory-style project (`exec my_project/service.py`) that does not import
-        # the sibling defining the Source (or Service): look in the rest of its directory too.
-        modules += [_import(name, file) for name, file in _modules_to_import(package_dir, package_dir, package)]
-        classes = _project_classes(modules + ([config_module] if config_module else []), package_dir)
+        # the sibling defining the Source (or Service): look beside it too, never below it.
+        modules += [_import(name, file) for name, file in _siblings(target, package_dir, package)]
+        classes = _project_classes(modules, package_dir)
+        _check_file_has_both(classes, target)
     source_cls = _pick(classes, Source, "Source", target)
     service_cls = _pick(classes, Service, "Service", target)
     config_cls = _pick_config(classes, config_module, config_name)
     injectables = list(dict.fromkeys([source_cls, service_cls, *marked_classes()]))
     injectables = [cls for cls in injectables if not issubclass(cls, Configuration)]
+    hook_warnings = [*source_hook_warnings(source_cls), *service_hook_warnings(service_cls)]
+    for warning in hook_warnings if warn_hooks else ():
+        logger.warning("%s", warning)
     return Project(
         path=target,
         package_dir=package_dir,
@@ -117,6 +139,82 @@ def load_project(path: str | Path, config: str | None = None) -> Project:
         config_cls=config_cls,
         config_name=config_name,
         injectables=injectables,
+        hook_warnings=hook_warnings,
+    )
+
+
+def _checked_target(path: str | Path) -> Path:
+    """PATH resolved, once it is known to be a .py file or a folder worth importing (nothing imported yet).
+
+    Raises:
+        ProjectError: it does not exist; is not a regular .py file or a folder (``/dev/null``); is a
+            folder with no .py file, ``__init__.py`` or ``config/`` in it (``/etc``); or is part of
+            the Python installation.
+    """
+    target = Path(path).expanduser().resolve()
+    if not target.exists():
+        raise ProjectError(
+            f"Project path {str(path)!r} does not exist.",
+            hint="Give a .py file, a package directory or a directory of modules, e.g. batchframe exec my_job.py",
+        )
+    if _installed(target):
+        raise ProjectError(
+            f"Project path {str(path)!r} is part of the Python installation ({target}), not a project.",
+            hint=_PATH_HINT,
+        )
+    if target.is_dir():
+        if not _is_project_dir(target) and not any(_py_files(target)):
+            raise ProjectError(
+                f"Project path {str(path)!r} is a folder with no Python modules in it "
+                f"(no .py file, no __init__.py, no {CONFIG_DIR}/ folder). {_PATH_HINT}."
+            )
+        return target
+    if not target.is_file():
+        raise ProjectError(f"Project path {str(path)!r} is neither a file nor a folder. {_PATH_HINT}.")
+    if target.suffix != ".py":
+        raise ProjectError(f"Project path {str(path)!r} is not a Python file. {_PATH_HINT}.")
+    return target
+
+
+def _is_project_dir(directory: Path) -> bool:
+    """A package, or a directory-style project: it has an ``__init__.py`` or a ``config/`` folder."""
+    return (directory / "__init__.py").is_file() or (directory / CONFIG_DIR).is_dir()
+
+
+def _py_files(directory: Path) -> list[Path]:
+    """The regular ``.py`` files directly in ``directory``, sorted.
+
+    Raises:
+        ProjectError: the folder cannot be read.
+    """
+    try:
+        return sorted(p for p in directory.iterdir() if p.suffix == ".py" and p.is_file())
+    except OSError as exc:
+        raise ProjectError(f"Cannot read the folder {directory}: {exc.strerror or exc}.", hint=_PATH_HINT) from None
+
+
+def _check_file_has_both(classes: list[type], target: Path) -> None:
+    """Raise a ProjectError saying what ``target`` lacks and how to fix it, if it lacks the Source or Service."""
+    bases = [base for base in (Source, Service) if not _has(classes, base)]
+    if not bases:
+        return
+    first = bases[0].__name__
+    either = ", and no Service either" if len(bases) == 2 else ""
+    notes = "".join(_abstract_note(classes, base) for base in bases)
+    folder = target.parent
+    if _is_project_dir(folder):
+        raise ProjectError(
+            f"No {first} found in {target} or in the other modules of {folder}{either}.{notes}",
+            hint=f"Define a class that subclasses batchframe.{first} in the project (see the README's example).",
+        )
+    things, them = ("the Source and the Service", "them") if either else (f"the {first}", "it")
+    raise ProjectError(
+        f"No {first} found in {target}{either}.{notes} Its folder is not a project (no __init__.py, no "
+        f"{CONFIG_DIR}/ folder), so batchframe imports only this file, not the other files beside it.",
+        hint=(
+            f"Define {things} in {target.name}, or import {them} there (from my_module import My{first}); "
+            f"or, if every .py file in that folder belongs to this job, run the folder: batchframe exec {folder}"
+        ),
     )
 
 
@@ -207,9 +305,24 @@ def _module_dir(module: types.ModuleType | None) -> Path | None:
     return Path(paths[0]).resolve() if paths else None
 
 
-_NOT_PROJECT = tuple(
-    str(Path(p).resolve()) for p in {sys.prefix, sys.base_prefix, sys.exec_prefix, str(Path(__file__).parent)}
-)
+def _installation_dirs() -> tuple[Path, ...]:
+    """Where Python and its libraries live: never the user's project (not ``sys.base_prefix``: it may be /usr)."""
+    paths = sysconfig.get_paths()
+    dirs = {paths[key] for key in ("stdlib", "platstdlib", "purelib", "platlib") if key in paths}
+    if sys.prefix != sys.base_prefix:  # a virtual environment
+        dirs.add(sys.prefix)
+    dirs.add(str(Path(__file__).parent))
+    return tuple(Path(d).resolve() for d in dirs)
+
+
+_NOT_PROJECT = _installation_dirs()
+
+
+def _installed(directory: Path) -> bool:
+    text = str(directory)
+    if "site-packages" in text or "dist-packages" in text:
+        return True
+    return any(directory.is_relative_to(d) for d in _NOT_PROJECT)
 
 
 def _in_project(module: types.ModuleType | None, root: Path) -> bool:
@@ -217,26 +330,52 @@ def _in_project(module: types.ModuleType | None, root: Path) -> bool:
     directory = _module_dir(module)
     if directory is None or not directory.is_relative_to(root):
         return False
-    text = str(directory)
-    return not text.startswith(_NOT_PROJECT) and "site-packages" not in text and "dist-packages" not in text
+    return not _installed(directory)
 
 
 def _modules_to_import(target: Path, package_dir: Path, package: str) -> Iterator[tuple[str, Path]]:
+    """The modules of PATH: a file itself; a folder's own modules and its sub-packages', recursively."""
     if target.is_file():
         if target.name != "__init__.py":
             yield f"{package}.{target.stem}", target
         return
-    for file in sorted(package_dir.rglob("*.py")):
-        relative = file.relative_to(package_dir)
-        if any(part in _SKIPPED_DIRS or part.startswith(".") for part in relative.parts[:-1]):
+    yield from _package_modules(package_dir, package)
+
+
+def _package_modules(directory: Path, name: str) -> Iterator[tuple[str, Path]]:
+    """``directory``'s modules, then its sub-packages' (folders with ``__init__.py``; not config/, tests/...)."""
+    for file in _py_files(directory):
+        if _importable(file) and file.name != "__init__.py":
+            yield f"{name}.{file.stem}", file
+    try:
+        folders = sorted(p for p in directory.iterdir() if p.is_dir() and not p.is_symlink())
+    except OSError as exc:
+        raise ProjectError(f"Cannot read the folder {directory}: {exc.strerror or exc}.", hint=_PATH_HINT) from None
+    for folder in folders:
+        if folder.name in _SKIPPED_DIRS or folder.name.startswith(".") or not folder.name.isidentifier():
             continue
-        if file.name in _SKIPPED_FILES or file.name.startswith("test_") or file.stem.endswith("_test"):
-            continue
-        if not all(part.isidentifier() for part in (*relative.parts[:-1], file.stem)):
-            continue
-        parts = relative.parts[:-1] if file.name == "__init__.py" else (*relative.parts[:-1], file.stem)
-        if parts:
-            yield ".".join((package, *parts)), file
+        if (folder / "__init__.py").is_file():
+            yield f"{name}.{folder.name}", folder / "__init__.py"
+            yield from _package_modules(folder, f"{name}.{folder.name}")
+
+
+def _siblings(target: Path, package_dir: Path, package: str) -> Iterator[tuple[str, Path]]:
+    """The modules directly beside ``target`` (a project's folder), or its documented counterpart (any other)."""
+    if _is_project_dir(package_dir):
+        files = [f for f in _py_files(package_dir) if _importable(f) and f.name != "__init__.py"]
+    else:
+        counterpart = package_dir / _COUNTERPARTS.get(target.name, "")
+        files = [counterpart] if target.name in _COUNTERPARTS and counterpart.is_file() else []
+    for file in files:
+        if file != target:
+            yield f"{package}.{file.stem}", file
+
+
+def _importable(file: Path) -> bool:
+    """A module of the project: not a test, a build script or a name Python cannot import."""
+    if file.name in _SKIPPED_FILES or file.name.startswith("test_") or file.stem.endswith("_test"):
+        return False
+    return file.stem.isidentifier()
 
 
 def _import(name: str, file: Path) -> types.ModuleType:
@@ -318,7 +457,7 @@ def _pick(classes: list[type], base: type, label: str, target: Path) -> type:
         return leaves[0]
     if not leaves:
         raise ProjectError(
-            f"No {label} found in {target}.",
+            f"No {label} found in {target}.{_abstract_note(classes, base)}",
             hint=f"Define a class that subclasses batchframe.{label} in the project (see the README's example).",
         )
     names = ", ".join(f"{c.__qualname__} ({c.__module__})" for c in leaves)
@@ -326,6 +465,19 @@ def _pick(classes: list[type], base: type, label: str, target: Path) -> type:
         f"Found {len(leaves)} {label} classes, expected one: {names}.",
         hint=f"Keep one concrete {label}: make the others abstract (abc.ABC) or move them out of the project.",
     )
+
+
+def _abstract_note(classes: list[type], base: type) -> str:
+    """Why the project's subclasses of ``base`` cannot run: the abstract methods they lack, probable typos."""
+    abstract = [c for c in classes if issubclass(c, base) and c is not base and inspect.isabstract(c)]
+    abstract = [c for c in abstract if not any(o is not c and issubclass(o, c) for o in abstract)]
+    check = source_hook_warnings if base is Source else service_hook_warnings
+    notes = [
+        f" {c.__qualname__} subclasses {base.__name__} but is abstract: it does not define "
+        f"{', '.join(sorted(getattr(c, '__abstractmethods__', ())))}." + "".join(f" {w}" for w in check(c))
+        for c in abstract
+    ]
+    return "".join(notes)
 
 
 # ------------------------------------------------------------------------------------------ configs

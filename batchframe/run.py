@@ -18,7 +18,7 @@ from typing import Any
 
 from batchframe._compat import fold_alias_assignments, fold_alias_specs, setting, sync_aliases
 from batchframe._execution import RunPlan, RunResult, execute
-from batchframe._logging import run_logging
+from batchframe._logging import FILE_ONLY, run_logging
 from batchframe.configuration import Configuration
 from batchframe.container import Wired, make_config, wire
 from batchframe.errors import RunError, UsageError
@@ -109,6 +109,7 @@ def prepare(
     config: str | None = None,
     params: Sequence[str] = (),
     ask_missing: AskMissing | None = None,
+    warn_hooks: bool = True,
 ) -> PreparedRun:
     """Load the project and resolve its parameters; raise a UsageError for anything wrong.
 
@@ -117,9 +118,10 @@ def prepare(
         config: the config name for ``-c``, or None.
         params: ``NAME=VALUE`` strings from ``-p``.
         ask_missing: asks the user for required parameters that have no value (None: error instead).
+        warn_hooks: log a warning for a method that looks like a misspelt hook (not in worker processes).
     """
     given = fold_alias_assignments(split_assignments(params))
-    project = load_project(path, config)
+    project = load_project(path, config, warn_hooks=warn_hooks)
     specs = collect_specs(project)
     values = resolve_values(specs, given)
     missing = missing_params(specs, values)
@@ -131,6 +133,12 @@ def prepare(
     config_obj = _make_config(project, values)
     settings = settings_from_config(config_obj)
     return PreparedRun(project, specs, values, config_obj, settings, list(params), config)
+
+
+def _log_hook_warnings(prepared: PreparedRun) -> None:
+    """Misspelt hooks, in logs.txt too (the console showed them when the project was loaded)."""
+    for warning in prepared.project.hook_warnings:
+        logger.warning("%s", warning, extra=FILE_ONLY)
 
 
 def param_text(value: Any) -> str:
@@ -260,6 +268,7 @@ def run_project(
 def _execute_new(prepared: PreparedRun, plan: RunPlan, *, verbosity: int) -> RunResult:
     """The one way a new run folder (``exec``, ``retry``) is filled: logs, journal, lock, execute."""
     with run_logging(plan.run_dir / "logs.txt", verbosity=verbosity):
+        _log_hook_warnings(prepared)
         journal = _new_journal(prepared, plan.run_dir, plan.meta)
         with _holding(journal):
             return execute(prepared, plan, journal)
@@ -361,6 +370,7 @@ def resume_run(
         resumes = [*meta.get("resumed_at", []), started.isoformat(timespec="seconds")]
         journal.set_meta(resumed_at=resumes, exit_code=None, outcome="resumed")
         with run_logging(run_dir / "logs.txt", verbosity=verbosity):
+            _log_hook_warnings(prepared)
             logger.info(
                 "Resuming %s: %d items finished before are skipped.", run_dir, counts["done"] + counts["failed"]
             )

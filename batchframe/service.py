@@ -6,6 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Collection
 from typing import Any, Generic
 
+from batchframe import _types
 from batchframe._types import ItemT
 from batchframe.errors import UsageError
 
@@ -18,7 +19,10 @@ class Service(ABC, Generic[ItemT]):
     ``process`` may be ``async def`` (runs on the event loop) or a plain ``def`` (runs in a thread
     pool so it does not block the loop). An exception fails the item; exceptions that are instances
     of ``exceptions_to_retry_for`` (a class attribute or a property; default TimeoutError and
-    ConnectionError) are retried with backoff first. ``finish()`` is called once at the end.
+    ConnectionError) are retried with backoff first. ``finish()`` is called once at the end;
+    ``on_worker_start()`` / ``on_worker_stop()`` once per worker (once per run with the ``asyncio``
+    and ``threads`` executors). A public method whose name is close to a hook's (``on_worker_strat``)
+    is reported with a warning when the project is loaded.
     """
 
     exceptions_to_retry_for: Collection[type[BaseException]] = DEFAULT_RETRYABLE
@@ -28,7 +32,36 @@ class Service(ABC, Generic[ItemT]):
         """Process one item; raise to fail it."""
 
     def finish(self) -> None:
-        """Called once after the last item (success or not). Override to clean up."""
+        """Called once after the last item (success or not). Override to clean up; may be ``async def``.
+
+        If it raises, the run's exit code is 1. The base implementation does nothing.
+        """
+
+    def on_worker_start(self) -> None:
+        """Called in each worker before its first item, e.g. to open one connection per worker process.
+
+        Once per worker process with the ``processes`` and ``dask`` executors (the Service is built
+        in each worker), once per run with ``asyncio`` and ``threads``. If it raises, the worker
+        cannot start and the run fails. The base implementation does nothing.
+        """
+
+    def on_worker_stop(self) -> None:
+        """Called in each worker when it stops (after its last item), e.g. to close a connection.
+
+        The base implementation does nothing.
+        """
+
+
+SERVICE_HOOKS = ("process", "finish", "on_worker_start", "on_worker_stop")
+"""The Service methods batchframe calls by name."""
+
+SERVICE_ATTRIBUTES = ("exceptions_to_retry_for",)
+"""The Service attributes batchframe reads by name (a class attribute or a property)."""
+
+
+def misspelt_hooks(cls: type) -> list[str]:
+    """Warnings for the names of a Service class that look like misspelt hooks (``on_worker_strat``)."""
+    return _types.misspelt_hooks(cls, Service, methods=SERVICE_HOOKS, attributes=SERVICE_ATTRIBUTES)
 
 
 def retryable_exceptions(service: Any) -> tuple[type[BaseException], ...]:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import operator
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any, Generic
 
+from batchframe import _types
 from batchframe._types import ItemT
 
 logger = logging.getLogger(__name__)
@@ -19,9 +20,10 @@ class Source(Generic[ItemT]):
     - ``def __iter__(self)``: a generator that yields the items.
     - ``async def __aiter__(self)``: an async generator that yields the items.
 
-    Optional hooks: ``__len__`` (gives progress a total) and ``persist_failed(failed: list[T])``,
-    called once at the end with the items that failed (batchframe also keeps its own copy in the
-    run folder, so a missing or broken ``persist_failed`` loses nothing).
+    Optional hooks: ``__len__`` (gives progress a total) and ``persist_failed(failed)``, called once
+    at the end with the items that failed (batchframe also keeps its own copy in the run folder, so
+    a missing or broken ``persist_failed`` loses nothing). A public method whose name is close to a
+    hook's (``persist_faild``) is reported with a warning when the project is loaded.
 
     Example:
         >>> class Numbers(Source[int]):
@@ -37,9 +39,35 @@ class Source(Generic[ItemT]):
             f"{type(self).__qualname__} must define next(), __iter__() or __aiter__() to produce items"
         )
 
+    def persist_failed(self, failed: Sequence[ItemT]) -> None:
+        """Optional: store the items that did not succeed, e.g. to re-send them later.
+
+        Called once at the end of the run when some items failed (not called when none did, nor when
+        a Source does not override it). ``failed`` is a read-only sequence (``len``, ``for``,
+        indexing) read back from a temporary file, so a million failures are not held in memory;
+        ``list(failed)`` makes a real list. It may be ``async def``. If it raises, the run's exit code
+        is 1 and every failed item is still in ``failed.jsonl``. The base implementation does nothing.
+        """
+
+
+SOURCE_HOOKS = ("next", "persist_failed")
+"""The Source methods batchframe calls by name (besides ``__len__``, ``__iter__`` and ``__aiter__``)."""
+
+
+def misspelt_hooks(cls: type) -> list[str]:
+    """Warnings for the methods of a Source class that look like misspelt hooks (``persist_faild``)."""
+    iterates = defines_hook(cls, "__iter__") or defines_hook(cls, "__aiter__")
+    hooks = [hook for hook in SOURCE_HOOKS if not (hook == "next" and iterates)]
+    return _types.misspelt_hooks(cls, Source, methods=hooks)
+
+
+def defines_hook(cls: type, name: str) -> bool:
+    """Whether a Source class has its own ``name`` (not the base class's no-op)."""
+    return _types.defines(cls, name, Source)
+
 
 def _overrides(source: object, name: str) -> bool:
-    return any(name in vars(klass) for klass in type(source).__mro__ if klass is not Source)
+    return defines_hook(type(source), name)
 
 
 def source_length(source: object) -> int | None:

@@ -5,6 +5,7 @@ Run it with:  batchframe exec examples/squares.py -p count=20
 
 import asyncio
 import logging
+from collections.abc import Sequence
 
 from batchframe import BatchframeParam, Service, Source, inject
 
@@ -28,7 +29,7 @@ class Numbers(Source[int]):
         self.current += 1
         return self.current - 1
 
-    def persist_failed(self, failed: list[int]) -> None:
+    def persist_failed(self, failed: Sequence[int]) -> None:
         logger.warning("These numbers failed: %s", failed)
 
 

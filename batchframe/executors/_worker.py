@@ -112,7 +112,7 @@ def init_worker(project: ProjectRef, log_queue: Any = None, log_level: int = log
     from batchframe.container import wire
     from batchframe.run import prepare
 
-    prepared = prepare(project.path, config=project.config, params=list(project.params))
+    prepared = prepare(project.path, config=project.config, params=list(project.params), warn_hooks=False)
     wired = wire(
         source_cls=prepared.project.source_cls,
         service_cls=prepared.project.service_cls,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from batchframe import BatchframeParam, Source, inject
@@ -41,7 +41,7 @@ class EventSource(Source[dict]):
                 if line.strip():
                     yield json.loads(line)
 
-    def persist_failed(self, failed: list[dict]) -> None:
+    def persist_failed(self, failed: Sequence[dict]) -> None:
         with self.failed_path.open("w", encoding="utf-8") as out:
             for event in failed:
                 out.write(json.dumps(event) + "\n")
