@@ -35,7 +35,7 @@ def _completion_path(ctx: typer.Context) -> Path:
 
 def _complete_config(ctx: typer.Context, incomplete: str) -> list[str]:
     """``-c`` completion: the config files of the project named on the command line (nothing imported)."""
-    from batchframe.project import CONFIG_DIR, list_configs
+    from batchframe._configs import CONFIG_DIR, list_configs
 
     path = _completion_path(ctx)
     folder = path if path.is_dir() else path.parent
@@ -280,8 +280,8 @@ def init(
 
 
 def _print_next_steps(target: Path) -> None:
+    from batchframe._configs import list_configs
     from batchframe._console import console
-    from batchframe.project import list_configs
     from batchframe.scaffold import find_config_dir, package_name_for
 
     package = package_name_for(target.name)

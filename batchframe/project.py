@@ -20,7 +20,6 @@ What is imported, and nothing else (a stray ``drop_tables.py`` must never run):
 
 from __future__ import annotations
 
-import abc
 import importlib
 import importlib.util
 import inspect
@@ -35,6 +34,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from batchframe._configs import CONFIG_DIR, config_to_load, find_config_dir, list_configs, pick_config
 from batchframe.configuration import Configuration
 from batchframe.container import clear_marked, marked_classes
 from batchframe.errors import ConfigError, ProjectError, RunError
@@ -45,7 +45,6 @@ from batchframe.source import misspelt_hooks as source_hook_warnings
 
 logger = logging.getLogger(__name__)
 
-CONFIG_DIR = "config"
 _SKIPPED_DIRS = frozenset({CONFIG_DIR, "tests", "test", "__pycache__", "venv", "node_modules", "build", "dist"})
 # Directories this process imported projects from: their modules may be replaced by a later load.
 _loaded_dirs: set[Path] = set()
@@ -109,8 +108,8 @@ def load_project(path: str | Path, config: str | None = None, *, warn_hooks: boo
     package = _import_package(package_dir)
     clear_marked()
     modules = [_import(name, file) for name, file in _modules_to_import(target, package_dir, package)]
-    config_dir = _find_config_dir(package_dir)
-    config_name = _config_to_load(config, config_dir)
+    config_dir = find_config_dir(package_dir)
+    config_name = config_to_load(config, config_dir)
     config_module = _import_config(config_name, config_dir, package_dir, package) if config_name else None
     if config_module is not None:
         modules.append(config_module)
@@ -123,7 +122,7 @@ def load_project(path: str | Path, config: str | None = None, *, warn_hooks: boo
         _check_file_has_both(classes, target)
     source_cls = _pick(classes, Source, "Source", target)
     service_cls = _pick(classes, Service, "Service", target)
-    config_cls = _pick_config(classes, config_module, config_name)
+    config_cls = pick_config(classes, config_module, config_name)
     injectables = list(dict.fromkeys([source_cls, service_cls, *marked_classes()]))
     injectables = [cls for cls in injectables if not issubclass(cls, Configuration)]
     hook_warnings = [*source_hook_warnings(source_cls), *service_hook_warnings(service_cls)]
@@ -480,59 +479,6 @@ def _abstract_note(classes: list[type], base: type) -> str:
     return "".join(notes)
 
 
-# ------------------------------------------------------------------------------------------ configs
-
-
-def _find_config_dir(package_dir: Path) -> Path | None:
-    candidate = package_dir / CONFIG_DIR
-    return candidate if candidate.is_dir() else None
-
-
-def list_configs(config_dir: Path | None) -> list[str]:
-    """The config names in ``config_dir`` usable with ``-c``."""
-    if config_dir is None:
-        return []
-    return sorted(p.stem for p in config_dir.glob("*.py") if p.name != "__init__.py" and p.stem.isidentifier())
-
-
-def _config_to_load(config: str | None, config_dir: Path | None) -> str | None:
-    """The config file to load: the one ``-c`` names, else the project's only one, else None.
-
-    Raises:
-        ConfigError: ``config`` has a directory part, or it is None and there are several configs.
-    """
-    available = list_configs(config_dir)
-    if config:
-        return _config_name(config, available)
-    if len(available) > 1:
-        raise ConfigError(
-            f"The project has {len(available)} configs ({', '.join(available)}) and no -c option says which to use.",
-            hint=f"Choose one with -c NAME, e.g. -c {available[0]}.",
-            available=available,
-        )
-    # A single config file is the project's only concrete configuration: there is nothing to choose.
-    return available[0] if available else None
-
-
-def _config_name(config: str, available: list[str]) -> str:
-    """The name given with ``-c`` (``config_dev`` or ``config_dev.py``) without its ``.py``.
-
-    Raises:
-        ConfigError: ``config`` is a path (``config/config_dev``, ``../x.py``, ``/abs/x.py``).
-    """
-    if "/" not in config and "\\" not in config:
-        return config.removesuffix(".py")
-    stem = Path(config.replace("\\", "/")).name.removesuffix(".py")
-    example = stem if stem in available else (available[0] if available else "config_dev")
-    listing = ", ".join(available) if available else f"none (the project has no {CONFIG_DIR}/ files)"
-    raise ConfigError(
-        f"-c {config!r} is a path, but -c takes the name of a config file in the project's {CONFIG_DIR}/ "
-        f"folder. Available configs: {listing}.",
-        hint=f"Give just the config's name, e.g. -c {example}.",
-        available=available,
-    )
-
-
 def _import_config(name: str, config_dir: Path | None, package_dir: Path, package: str) -> types.ModuleType:
     available = list_configs(config_dir)
     if config_dir is None or name not in available:
@@ -544,61 +490,3 @@ def _import_config(name: str, config_dir: Path | None, package_dir: Path, packag
             available=available,
         )
     return _import(f"{package}.{CONFIG_DIR}.{name}", config_dir / f"{name}.py")
-
-
-def _pick_config(
-    classes: list[type], config_module: types.ModuleType | None, config_name: str | None
-) -> type[Configuration]:
-    """The loaded config file's Configuration, else the one the project defines, else the base.
-
-    Raises:
-        ConfigError: the config file does not define exactly one Configuration, or (no config file)
-            the project defines several concrete ones.
-    """
-    if config_module is not None:
-        return _config_of_module(classes, config_module, config_name)
-    # No config files: a config the project defines elsewhere, e.g. in a single file, or the shared
-    # one in config/__init__.py of a project that has no per-environment configs.
-    leaves = _leaves([c for c in _configs(classes) if not _is_abstract(c) and not _in_config_file(c)])
-    if len(leaves) > 1:
-        names = ", ".join(f"{c.__qualname__} ({c.__module__})" for c in leaves)
-        raise ConfigError(
-            f"Found {len(leaves)} concrete Configuration classes, expected at most one: {names}.",
-            hint=(
-                "Keep one concrete Configuration (make the others abstract with abc.ABC), or move each into "
-                f"{CONFIG_DIR}/config_NAME.py and choose one with -c NAME."
-            ),
-        )
-    return leaves[0] if leaves else Configuration
-
-
-def _config_of_module(
-    classes: list[type], config_module: types.ModuleType, config_name: str | None
-) -> type[Configuration]:
-    leaves = _leaves([c for c in _configs(classes) if c.__module__ == config_module.__name__])
-    if len(leaves) != 1:
-        found = "no Configuration subclass" if not leaves else f"{len(leaves)} Configuration subclasses"
-        raise ConfigError(
-            f"Config {config_name!r} ({config_module.__file__}) defines {found}; expected exactly one.",
-            hint="Define one class in it that subclasses your project's Configuration.",
-        )
-    return leaves[0]
-
-
-def _configs(classes: list[type]) -> list[type[Configuration]]:
-    return [c for c in classes if issubclass(c, Configuration) and c is not Configuration]
-
-
-def _leaves(classes: list[type[Configuration]]) -> list[type[Configuration]]:
-    """The classes none of the others subclasses (a base and its subclass are one candidate)."""
-    return [c for c in classes if not any(o is not c and issubclass(o, c) for o in classes)]
-
-
-def _is_abstract(cls: type) -> bool:
-    """Abstract methods, or ``abc.ABC`` among its direct bases (a base config with no abstract method)."""
-    return inspect.isabstract(cls) or abc.ABC in cls.__bases__
-
-
-def _in_config_file(cls: type) -> bool:
-    parts = cls.__module__.split(".")
-    return len(parts) >= 2 and parts[-2] == CONFIG_DIR and parts[-1].startswith("config_")
