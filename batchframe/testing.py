@@ -173,9 +173,9 @@ def run_project(
     """
     assignments = [f"{name}={param_text(value)}" for name, value in (params or {}).items()]
     if output_dir is not None:
-        return _run_project(path, config=config, params=assignments, output_dir=Path(output_dir))
+        return _run_project(path, config=config, params=assignments, output_dir=Path(output_dir), keep=True)
     with tempfile.TemporaryDirectory(prefix="batchframe-test-") as scratch:
-        return _run_project(path, config=config, params=assignments, output_dir=Path(scratch))
+        return _run_project(path, config=config, params=assignments, output_dir=Path(scratch), keep=True)
 
 
 def _related_injectables(service_cls: type) -> list[type]:

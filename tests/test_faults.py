@@ -193,7 +193,12 @@ class Work(Service[int]):
 
 def _start(tmp_path: Path, *params: str) -> subprocess.Popen[str]:
     (tmp_path / "job.py").write_text(ENDLESS)
-    args = [BATCHFRAME, "exec", "job.py", "-d", "out", "-p", "concurrency=4"]
+    return _exec_in_background(tmp_path, "concurrency=4", *params)
+
+
+def _exec_in_background(tmp_path: Path, *params: str) -> subprocess.Popen[str]:
+    """``batchframe exec job.py -d out -p ...`` in tmp_path, without a terminal, its output captured."""
+    args = [BATCHFRAME, "exec", "job.py", "-d", "out"]
     for param in params:
         args += ["-p", param]
     return subprocess.Popen(
@@ -349,14 +354,7 @@ class Work(Service[int]):
 
 def _stop_midway(tmp_path: Path) -> Path:
     build_file_tree(tmp_path, {"job.py": RECORDS_JOB})
-    process = subprocess.Popen(
-        [BATCHFRAME, "exec", "job.py", "-d", "out", "-p", "concurrency=1"],
-        cwd=tmp_path,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = _exec_in_background(tmp_path, "concurrency=1")
     deadline = time.monotonic() + 20
     while not (tmp_path / "done.txt").exists() or len((tmp_path / "done.txt").read_text().split()) < 20:
         assert process.poll() is None and time.monotonic() < deadline
@@ -464,20 +462,14 @@ def test_kill_9_with_a_slow_journal_writer_duplicates_at_most_a_few_items(tmp_pa
     seed = 20261125
     delay_s = random.Random(seed).uniform(0.2, 0.6)  # replay a failure with the same seed
     (tmp_path / "job.py").write_text(SLOW_JOURNAL)
-    process = subprocess.Popen(
-        [BATCHFRAME, "exec", "job.py", "-d", "out", "-p", "concurrency=4"],
-        cwd=tmp_path,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    process = _exec_in_background(tmp_path, "concurrency=4")
     deadline = time.monotonic() + 20
     while not (tmp_path / "processed.txt").exists():
         assert process.poll() is None and time.monotonic() < deadline
         time.sleep(0.01)
     time.sleep(delay_s)
     process.kill()
-    process.wait()
+    process.communicate()  # reap it and close its pipes
     run_dir = only_run_dir(tmp_path / "out")
     resumed = batchframe_cli("resume", run_dir, cwd=tmp_path, timeout=90)
     assert resumed.returncode == 0, resumed.stderr

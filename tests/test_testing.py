@@ -127,3 +127,4 @@ def test_run_project_params_as_python_values(tmp_path: Path) -> None:
     )
     assert result.exit_code == 3
     assert len(read_jsonl(result.run_dir / "failed.jsonl")) == 50
+    assert len(result.failed) == 50 and result.failed[0].exception is not None  # kept for the test to inspect
