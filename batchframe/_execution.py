@@ -32,7 +32,7 @@ from batchframe.failures import FailedItem, safe_str
 from batchframe.progress import LOG_INTERVAL_S, ProgressDisplay, make_progress
 from batchframe.project import user_frames
 from batchframe.records import RunRecords
-from batchframe.source import Source
+from batchframe.source import Source, defines_hook
 from batchframe.stats import Outcome, Stats
 from batchframe.supervisor import Supervisor
 
@@ -272,7 +272,7 @@ def _end(
 ) -> RunResult:
     limit = int(getattr(wired.config, "persist_unread_max", 100_000))
     with _signals_while_ending(supervisor):
-        notes = _hand_over_unread(executor, records, limit)
+        notes = _hand_over_unread(executor, records, limit, wanted=_wants_failed(wired.source))
         raised = [*_call_finish(wired.service), *_persist_failed(wired.source, records)]
     problems = [problem for problem, _ in raised]
     if raised and executor.outcome is not Outcome.FATAL:
@@ -309,15 +309,18 @@ def _unread_count(executor: Executor) -> int | None:
     return None if total is None else max(total - executor.positions_read, 0)
 
 
-def _hand_over_unread(executor: Executor, records: RunRecords, limit: int) -> list[str]:
-    """After a stop: hand the unread rest to persist_failed when it is known and small; else say what is left."""
+def _hand_over_unread(executor: Executor, records: RunRecords, limit: int, *, wanted: bool) -> list[str]:
+    """After a stop: hand the unread rest to persist_failed when it is known and small; else say what is left.
+
+    Nothing is read for a Source without its own ``persist_failed``: nobody would receive it.
+    """
     if executor.outcome is Outcome.COMPLETED:
         return []
     unread = _unread_count(executor)
     if unread == 0:
         return []
     iterator = executor.unread_iterator
-    if unread is None or iterator is None or unread > limit:
+    if not wanted or unread is None or iterator is None or unread > limit:
         count = "An unknown number of" if unread is None else f"{unread:,}"
         return [f"{count} items were not read from the source; batchframe resume continues with them."]
     read = 0
@@ -413,13 +416,14 @@ async def _await(awaitable: Any) -> Any:
     return await awaitable
 
 
-def _persist_failed(source: Any, records: RunRecords) -> Raised:
-    from batchframe.source import defines_hook
+def _wants_failed(source: Any) -> bool:
+    """Whether the Source has a ``persist_failed`` of its own (the base class's is a no-op)."""
+    return isinstance(source, PersistsFailed) and defines_hook(type(source), "persist_failed")
 
-    if not len(records.failed_items) or not isinstance(source, PersistsFailed):
-        return []
-    if not defines_hook(type(source), "persist_failed"):
-        return []  # only Source's no-op: skip it (and reading the failed items back)
+
+def _persist_failed(source: Any, records: RunRecords) -> Raised:
+    if not len(records.failed_items) or not _wants_failed(source):
+        return []  # skip Source's no-op (and reading the failed items back)
     return _guarded(
         f"{type(source).__qualname__}.persist_failed()",
         _run_maybe_async,

@@ -243,11 +243,6 @@ class Executor:
         """Whether the executor is paused."""
         return self._paused
 
-    @property
-    def stopping(self) -> bool:
-        """Whether a stop was asked for (or the run failed)."""
-        return self._stopping
-
     async def wait_idle(self) -> None:
         """Wait until a paused executor has no item in flight."""
         assert self._idle is not None

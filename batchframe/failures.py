@@ -247,20 +247,6 @@ class FailureLog:
                 self._fd = None
 
 
-def read_failed_jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    """The records of a ``failed.jsonl``, skipping a torn or damaged line (a crash mid-write)."""
-    if not path.exists():
-        return
-    with path.open(encoding="utf-8", errors="replace") as lines:
-        for line in lines:
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict):
-                yield record
-
-
 class FailedItems(Sequence[Any]):
     """The items that did not succeed, spooled to a temporary file: memory stays flat however many fail.
 

@@ -478,3 +478,40 @@ def test_kill_9_with_a_slow_journal_writer_duplicates_at_most_a_few_items(tmp_pa
     duplicates = len(seen) - 1000
     # The writer's backlog is bounded: a kill loses at most a few loop iterations' completions.
     assert duplicates <= 3 * 4 * 2, f"{duplicates} duplicates (seed {seed})"
+
+
+UNWANTED_REST = """
+import time
+from batchframe import Service, Source
+
+class Items(Source[int]):
+    def __len__(self):
+        return 5000
+
+    def __iter__(self):
+        for i in range(5000):
+            with open("read.txt", "a") as handle:
+                handle.write(f"{i}\\n")
+            yield i
+
+class Work(Service[int]):
+    def process(self, item):
+        time.sleep(0.01)
+"""
+
+
+@pytest.mark.timeout(60)
+def test_a_stop_reads_no_further_when_no_persist_failed_would_receive_the_rest(tmp_path: Path) -> None:
+    (tmp_path / "job.py").write_text(UNWANTED_REST)
+    process = _exec_in_background(tmp_path, "concurrency=2")
+    try:
+        _wait_for_a_run(tmp_path, process)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=20)
+    finally:
+        process.kill()
+    assert process.returncode == 143, stderr
+    read = len((tmp_path / "read.txt").read_text().split())
+    summary = json.loads((only_run_dir(tmp_path / "out") / "summary.json").read_text())
+    assert read < 1000 and summary["unread"] > 4000  # the rest stayed unread, for resume
+    assert "resume continues" in stderr
