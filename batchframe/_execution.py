@@ -25,9 +25,9 @@ from batchframe import summary
 from batchframe._console import console
 from batchframe._logging import FILE_ONLY
 from batchframe._types import Finishes, PersistsFailed
+from batchframe.backends import Backend, ProjectRef, make_backend
+from batchframe.driver import Driver
 from batchframe.errors import BatchframeError
-from batchframe.executor import Executor
-from batchframe.executors import Backend, ProjectRef, make_backend
 from batchframe.failures import FailedItem, safe_str
 from batchframe.progress import LOG_INTERVAL_S, ProgressDisplay, make_progress
 from batchframe.project import user_frames
@@ -174,9 +174,9 @@ def execute(prepared: Buildable, plan: RunPlan, journal: Journal | None) -> RunR
 
 def _executor(
     prepared: Buildable, plan: RunPlan, wired: Wired, records: RunRecords, statics: Mapping[str, Any]
-) -> Executor:
+) -> Driver:
     source = wired.source if plan.replay is None else _Replay(plan.replay)
-    executor = Executor(
+    executor = Driver(
         source,
         wired.service,
         settings=prepared.settings,
@@ -200,7 +200,7 @@ def _supervise(supervisor: Supervisor, plan: RunPlan, journal: Journal | None) -
         raise
 
 
-def _close_records(records: RunRecords, executor: Executor) -> None:
+def _close_records(records: RunRecords, executor: Driver) -> None:
     """Write the last buffered records; if that fails the run ends as failed, with that error."""
     try:
         records.close()
@@ -264,7 +264,7 @@ def _failed_to_start(plan: RunPlan, journal: Journal | None, error: BatchframeEr
 
 def _end(
     wired: Wired,
-    executor: Executor,
+    executor: Driver,
     supervisor: Supervisor,
     plan: RunPlan,
     journal: Journal | None,
@@ -304,12 +304,12 @@ def _end(
     )
 
 
-def _unread_count(executor: Executor) -> int | None:
+def _unread_count(executor: Driver) -> int | None:
     total = executor.stats.total
     return None if total is None else max(total - executor.positions_read, 0)
 
 
-def _hand_over_unread(executor: Executor, records: RunRecords, limit: int, *, wanted: bool) -> list[str]:
+def _hand_over_unread(executor: Driver, records: RunRecords, limit: int, *, wanted: bool) -> list[str]:
     """After a stop: hand the unread rest to persist_failed when it is known and small; else say what is left.
 
     Nothing is read for a Source without its own ``persist_failed``: nobody would receive it.
@@ -333,7 +333,7 @@ def _hand_over_unread(executor: Executor, records: RunRecords, limit: int, *, wa
     return [f"{read:,} items were not read by the run; persist_failed() gets them too and resume continues with them."]
 
 
-def _check_source_length(executor: Executor, plan: RunPlan) -> list[str]:
+def _check_source_length(executor: Driver, plan: RunPlan) -> list[str]:
     if executor.outcome is not Outcome.COMPLETED or executor.positions_read >= plan.expected_positions:
         return []
     message = (
@@ -344,7 +344,7 @@ def _check_source_length(executor: Executor, plan: RunPlan) -> list[str]:
     return [message]
 
 
-def _totals(journal: Journal | None, executor: Executor) -> dict[str, Any] | None:
+def _totals(journal: Journal | None, executor: Driver) -> dict[str, Any] | None:
     """The whole run's counts (every part of a resumed run), from the journal."""
     if journal is None:
         return None
@@ -359,7 +359,7 @@ def _totals(journal: Journal | None, executor: Executor) -> dict[str, Any] | Non
     return counts
 
 
-def _close_journal(journal: Journal, executor: Executor, exit_code: int) -> None:
+def _close_journal(journal: Journal, executor: Driver, exit_code: int) -> None:
     try:
         journal.set_meta(
             ended_at=dt.datetime.now().isoformat(timespec="seconds"),
@@ -447,7 +447,7 @@ def _guarded(what: str, call: Any, *args: Any, after: str = "") -> Raised:
     return []
 
 
-def _exit_code(executor: Executor, totals: Mapping[str, Any] | None, stopped_by: signal.Signals | None) -> int:
+def _exit_code(executor: Driver, totals: Mapping[str, Any] | None, stopped_by: signal.Signals | None) -> int:
     if executor.outcome is Outcome.FATAL:
         return EXIT_FATAL
     if executor.outcome is Outcome.STOPPED:

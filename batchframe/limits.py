@@ -10,8 +10,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from batchframe.backends import ItemCall
 from batchframe.errors import ParamError
-from batchframe.executors import ItemCall
 from batchframe.retry import RetryPolicy
 
 
@@ -72,7 +72,7 @@ def _check_limit(name: str, value: float) -> None:
 def with_limits(call: ItemCall, settings: ExecutorSettings) -> ItemCall:
     """``call`` with the settings' rate limit applied (when set).
 
-    The time limit is the back end's to enforce (see ``batchframe.executors.make_backend``): only it
+    The time limit is the back end's to enforce (see ``batchframe.backends.make_backend``): only it
     knows when an item starts running, and how to abandon or kill an attempt.
     """
     if settings.rate_per_s is not None:

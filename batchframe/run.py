@@ -19,10 +19,10 @@ from typing import Any
 from batchframe._compat import fold_alias_assignments, fold_alias_specs, setting, sync_aliases
 from batchframe._execution import RunPlan, RunResult, execute
 from batchframe._logging import FILE_ONLY, run_logging
+from batchframe.backends import ProjectRef
 from batchframe.configuration import Configuration
 from batchframe.container import Wired, make_config, wire
 from batchframe.errors import RunError, UsageError
-from batchframe.executors import ProjectRef
 from batchframe.journal import Journal
 from batchframe.limits import ExecutorSettings
 from batchframe.params import (

@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from batchframe.executor import Executor
+    from batchframe.driver import Driver
 
 SUMMARY_NAME = "summary.json"
 
 
 def as_dict(
-    executor: Executor,
+    executor: Driver,
     *,
     exit_code: int,
     problems: Sequence[str] = (),

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from batchframe.executor import Executor
+from batchframe.driver import Driver
 from batchframe.progress import ProgressDisplay
 from batchframe.stats import Outcome
 
@@ -37,7 +37,7 @@ class Supervisor:
 
     def __init__(
         self,
-        executor: Executor,
+        executor: Driver,
         *,
         progress: ProgressDisplay,
         interactive: bool,
@@ -158,7 +158,7 @@ class Supervisor:
             self.stopped_by = signal.SIGINT
 
 
-def _banner(executor: Executor, *, emergency: bool) -> str:
+def _banner(executor: Driver, *, emergency: bool) -> str:
     from batchframe.progress import describe
 
     if emergency:

@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from batchframe._execution import RunPlan, execute
+from batchframe.backends import ProjectRef
 from batchframe.configuration import Configuration
 from batchframe.container import Wired, make_config, marked_classes, wire
-from batchframe.executors import ProjectRef
 from batchframe.failures import FailedItem
 from batchframe.limits import ExecutorSettings
 from batchframe.params import (

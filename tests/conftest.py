@@ -46,15 +46,15 @@ def make_project(tmp_path: Path) -> Callable[..., Path]:
 
 @pytest.fixture
 def make_executor() -> Callable[..., object]:
-    """Build an Executor over a list (or any source) and a service; keyword overrides go to its settings."""
-    from batchframe.executor import Executor, ExecutorSettings
+    """Build a Driver over a list (or any source) and a service; keyword overrides go to its settings."""
+    from batchframe.driver import Driver, ExecutorSettings
     from batchframe.retry import RetryPolicy
 
     def make(source: object, service: object, *, retry: dict[str, object] | None = None, **overrides: object):
         policy = RetryPolicy(**{"base_s": 0.001, "cap_s": 0.005, **(retry or {})})  # type: ignore[arg-type]
         settings = ExecutorSettings(retry=policy, **overrides)  # type: ignore[arg-type]
         failed: list[object] = []
-        executor = Executor(source, service, settings=settings, on_failure=failed.append)
+        executor = Driver(source, service, settings=settings, on_failure=failed.append)
         executor.failed = failed  # what the tests inspect: every failure record, in order
         return executor
 

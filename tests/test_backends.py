@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from helpers import batchframe_cli, build_file_tree, only_run_dir, read_jsonl
 
-from batchframe.executors import BackendError, ProjectRef
-from batchframe.executors.dask import DaskBackend
+from batchframe.backends import BackendError, ProjectRef
+from batchframe.backends.dask import DaskBackend
 
 BACKENDS = ["asyncio", "threads", "processes", "dask"]
 

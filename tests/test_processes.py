@@ -15,9 +15,9 @@ from typing import Any, TypeVar
 import pytest
 from helpers import batchframe_cli, build_file_tree, only_run_dir, read_jsonl
 
-from batchframe.executors import ProjectRef
-from batchframe.executors._worker import RemoteError, WorkerDied, pack, transportable, unpack
-from batchframe.executors.processes import ProcessBackend, WorkerStartError
+from batchframe.backends import ProjectRef
+from batchframe.backends._worker import RemoteError, WorkerDied, pack, transportable, unpack
+from batchframe.backends.processes import ProcessBackend, WorkerStartError
 
 T = TypeVar("T")
 

@@ -7,7 +7,7 @@ import threading
 import pytest
 from rich.console import Console
 
-from batchframe.executor import Stats
+from batchframe.driver import Stats
 from batchframe.progress import LiveProgress, LogProgress, describe, make_progress
 
 

@@ -8,7 +8,7 @@ import signal
 from contextlib import nullcontext
 
 from batchframe import Service, Source
-from batchframe.executor import Executor, ExecutorSettings, Outcome
+from batchframe.driver import Driver, ExecutorSettings, Outcome
 from batchframe.failures import NOT_PROCESSED
 from batchframe.supervisor import Supervisor
 
@@ -52,7 +52,7 @@ class NoProgress:
 
 def supervise(source, service, *, interactive: bool, shell=None):
     failed: list = []
-    executor = Executor(source, service, settings=ExecutorSettings(concurrency=2), on_failure=failed.append)
+    executor = Driver(source, service, settings=ExecutorSettings(concurrency=2), on_failure=failed.append)
     executor.failed = failed
     calls = []
 

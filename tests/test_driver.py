@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from batchframe import ParamError, Retry, Service, Source
-from batchframe.executor import ExecutorSettings, Outcome
+from batchframe.driver import ExecutorSettings, Outcome
 from batchframe.failures import NOT_PROCESSED
 
 

@@ -30,7 +30,7 @@ from batchframe.retry import Retry
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
 
-    from batchframe.executors import ProjectRef
+    from batchframe.backends import ProjectRef
 
 logger = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from batchframe.executors import ItemCall, item_timed_out
-from batchframe.executors._worker import call_hook
+from batchframe.backends import ItemCall, item_timed_out
+from batchframe.backends._worker import call_hook
 
 
 class LocalBackend:

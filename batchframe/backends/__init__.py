@@ -1,6 +1,6 @@
 """Execution back ends: where one item's ``process`` call runs.
 
-The driver (``batchframe.executor.Executor``) owns everything else (the queue, retries, timeouts,
+The driver (``batchframe.driver.Driver``) owns everything else (the queue, retries, timeouts,
 the rate limit, progress, the journal, failed items, pause and stop), so every back end behaves the
 same; a back end only turns ``item`` into an awaitable call of the Service's ``process``:
 
@@ -91,7 +91,7 @@ def make_backend(
             param="executor",
         )
     if name in ("asyncio", "threads"):
-        from batchframe.executors.local import LocalBackend
+        from batchframe.backends.local import LocalBackend
 
         return LocalBackend(
             service, concurrency=concurrency, all_in_threads=name == "threads", item_timeout_s=item_timeout_s
@@ -103,10 +103,10 @@ def make_backend(
             param="executor",
         )
     if name == "processes":
-        from batchframe.executors.processes import ProcessBackend
+        from batchframe.backends.processes import ProcessBackend
 
         return ProcessBackend(project, concurrency=concurrency, item_timeout_s=item_timeout_s)
-    from batchframe.executors.dask import DaskBackend
+    from batchframe.backends.dask import DaskBackend
 
     return DaskBackend(
         project,

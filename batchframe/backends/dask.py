@@ -7,8 +7,8 @@ import logging
 import os
 from typing import Any
 
-from batchframe.executors import BackendError, ItemCall, ProjectRef, item_timed_out
-from batchframe.executors._worker import init_worker, pickled, run_item, teardown_worker
+from batchframe.backends import BackendError, ItemCall, ProjectRef, item_timed_out
+from batchframe.backends._worker import init_worker, pickled, run_item, teardown_worker
 
 try:
     from distributed.diagnostics.plugin import WorkerPlugin

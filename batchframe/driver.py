@@ -1,4 +1,4 @@
-"""The asyncio executor: a bounded read-ahead queue, N workers, retries that hold no worker, a graceful stop.
+"""The driver: a bounded read-ahead queue, N workers, retries that hold no worker, a graceful stop.
 
 Per item: take it from the queue -> call ``process`` (under the rate limit and timeout) -> on an
 exception, schedule a retry (a timer; no worker waits for it) or record the failure -> count it done.
@@ -23,9 +23,9 @@ from typing import Any
 
 from batchframe._logging import FILE_ONLY
 from batchframe._reader import ThreadedReader
+from batchframe.backends import Backend, ItemCall
+from batchframe.backends.local import LocalBackend
 from batchframe.errors import RunError
-from batchframe.executors import Backend, ItemCall
-from batchframe.executors.local import LocalBackend
 from batchframe.failures import NOT_PROCESSED, FailedItem, error_type_of, safe_str, user_traceback
 from batchframe.limits import ExecutorSettings, with_limits
 from batchframe.retry import RetryPolicy
@@ -33,7 +33,7 @@ from batchframe.service import retryable_exceptions
 from batchframe.source import is_async_source, iter_async_source, iter_sync_source, source_length
 from batchframe.stats import Outcome, Stats
 
-__all__ = ["Executor", "ExecutorSettings", "Outcome", "Stats"]
+__all__ = ["Driver", "ExecutorSettings", "Outcome", "Stats"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class _Work:
     task: asyncio.Task[None] | None = None
 
 
-class Executor:
+class Driver:
     """Runs ``service.process`` over every item of ``source``.
 
     Args:

@@ -34,8 +34,8 @@ import sys
 from multiprocessing.connection import Connection
 from typing import Any
 
-from batchframe.executors import BackendError, ItemCall, ProjectRef, item_timed_out
-from batchframe.executors._worker import DONE, LOG, READY, Outcome, WorkerDied, describe, pickled, unpack
+from batchframe.backends import BackendError, ItemCall, ProjectRef, item_timed_out
+from batchframe.backends._worker import DONE, LOG, READY, Outcome, WorkerDied, describe, pickled, unpack
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ STOP_GRACE_S = 2.0
 # json.py of its own), but the folder the driver imported batchframe from (last, as a fallback).
 _BOOT = (
     "import sys; sys.path[:] = [*filter(None, sys.path), sys.argv[2]]; "
-    "from batchframe.executors._worker import main; main(int(sys.argv[1]))"
+    "from batchframe.backends._worker import main; main(int(sys.argv[1]))"
 )
 _IMPORT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
