@@ -6,9 +6,6 @@ worker's traceback as ``remote_traceback``); anything else (``KeyboardInterrupt`
 ``GeneratorExit``, a ``CancelledError`` of the user's, an exception that does not survive pickling)
 comes back as ``RemoteError`` with its type name, message and traceback. Either way the worker
 goes on with the next item, and the driver can always record why an item failed.
-
-A ``processes`` worker runs ``serve``: it talks to the driver over one pipe (see ``serve`` for the
-messages), and its log records travel over that pipe too.
 """
 
 from __future__ import annotations
@@ -19,17 +16,12 @@ import inspect
 import logging
 import os
 import pickle
-import threading
-import time
 import traceback
 from typing import TYPE_CHECKING, Any
 
-from batchframe._logging import FILE_ONLY
 from batchframe.retry import Retry
 
 if TYPE_CHECKING:
-    from multiprocessing.connection import Connection
-
     from batchframe.backends import ProjectRef
 
 logger = logging.getLogger(__name__)
@@ -39,9 +31,6 @@ Outcome = Exception | None
 
 Packed = tuple[bytes, str, str, str]
 """A failure on its way to the driver: the pickled exception, its type name, message and traceback."""
-
-READY, DONE, LOG = "ready", "done", "log"
-"""The kinds of message a ``processes`` worker sends (see ``serve``)."""
 
 _service: Any = None
 _loop: asyncio.AbstractEventLoop | None = None
@@ -155,7 +144,7 @@ async def _await(awaitable: Any) -> Any:
 
 def transportable(exc: BaseException) -> Exception:
     """``exc`` in a form that reaches the driver: itself if it is an Exception that pickles, else a RemoteError."""
-    text = _traceback_text(exc)
+    text = traceback_text(exc)
     if isinstance(exc, Exception) and _survives_pickling(exc, text):
         return exc
     return RemoteError(_type_name(exc), _message(exc), text)
@@ -208,7 +197,7 @@ def _message(exc: BaseException) -> str:
         return f"<unprintable {type(exc).__qualname__}>"
 
 
-def _traceback_text(exc: BaseException) -> str:
+def traceback_text(exc: BaseException) -> str:
     """The traceback from the user's code on (this module's and asyncio's frames left out). Never raises."""
     try:
         summary = traceback.TracebackException.from_exception(exc)
@@ -226,76 +215,3 @@ def _forward_logs(log_queue: Any, level: int) -> None:
     root = logging.getLogger()
     root.handlers[:] = [QueueHandler(log_queue)]
     root.setLevel(level)
-
-
-# ------------------------------------------------------------------------------ processes workers
-
-
-class Channel:
-    """The worker's end of its pipe: whole messages, from any thread; the log handler's queue too."""
-
-    def __init__(self, conn: Connection) -> None:
-        self._conn = conn
-        self._lock = threading.Lock()
-
-    def send(self, kind: str, body: Any) -> None:
-        """Send one ``(kind, body)`` message."""
-        with self._lock:
-            self._conn.send((kind, body))
-
-    def put_nowait(self, record: logging.LogRecord) -> None:
-        """Send a log record (what ``QueueHandler`` calls)."""
-        self.send(LOG, pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL))
-
-
-def main(fd: int) -> None:
-    """A ``processes`` worker's entry point: serve the driver over the socket it passed as file descriptor ``fd``."""
-    from multiprocessing.connection import Connection
-
-    guard = threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="batchframe-guard", daemon=True)
-    guard.start()
-    serve(Connection(fd))
-
-
-def _exit_with_parent(parent: int) -> None:
-    """End this worker once the driver has gone (``kill -9``), even while an item blocks forever."""
-    while os.getppid() == parent:
-        time.sleep(0.5)
-    os._exit(1)
-
-
-def serve(conn: Connection) -> None:
-    """Build the Service, then process what the driver sends until it says stop.
-
-    The driver sends ``(project, log_level)`` first, then batches (lists of pickled items), then None
-    (stop). The worker answers ``(READY, None)`` once the Service is built, or ``(READY, error)`` and
-    exits when it cannot be; ``(DONE, outcomes)`` for each batch, one outcome per item; and
-    ``(LOG, record)`` at any time. Errors travel packed (``pack``) and log records pickled, so the
-    driver can always read a message, even when it cannot unpickle what is inside.
-    """
-    channel = Channel(conn)
-    try:
-        project, log_level = conn.recv()
-        init_worker(project, channel, log_level)
-    except BaseException as exc:  # each item's failure says why on the console; the traceback goes to logs.txt
-        text = _traceback_text(exc)
-        logger.error("A worker process could not build the Service:\n%s", text, extra=FILE_ONLY)
-        channel.send(READY, pack(transportable(exc)))
-        return
-    channel.send(READY, None)
-    try:
-        while (batch := _next_batch(conn)) is not None:
-            channel.send(DONE, [pack(run_item(payload)) for payload in batch])
-    finally:
-        try:
-            teardown_worker()
-        except BaseException as exc:
-            logger.error("on_worker_stop raised %s", describe(exc), exc_info=True)
-
-
-def _next_batch(conn: Connection) -> list[bytes] | None:
-    try:
-        batch: list[bytes] | None = conn.recv()
-    except EOFError:  # the driver has gone
-        return None
-    return batch

@@ -16,7 +16,7 @@ loop and threads) but without re-running the driver's ``__main__`` and without t
 directory or the project's folder on ``sys.path`` while Python and batchframe are imported: a
 project's ``json.py`` or ``random.py`` never shadows the standard library in a worker.
 
-The messages (``_worker.serve``) carry batches of items with one outcome per item, so several items
+The messages (``_process_worker.serve``) carry batches of items with one outcome per item, so several items
 can share a round trip; for now every batch holds one item.
 """
 
@@ -35,7 +35,8 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from batchframe.backends import BackendError, ItemCall, ProjectRef, item_timed_out
-from batchframe.backends._worker import DONE, LOG, READY, Outcome, WorkerDied, describe, pickled, unpack
+from batchframe.backends._process_worker import DONE, LOG, READY
+from batchframe.backends._worker import Outcome, WorkerDied, describe, pickled, unpack
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ STOP_GRACE_S = 2.0
 # json.py of its own), but the folder the driver imported batchframe from (last, as a fallback).
 _BOOT = (
     "import sys; sys.path[:] = [*filter(None, sys.path), sys.argv[2]]; "
-    "from batchframe.backends._worker import main; main(int(sys.argv[1]))"
+    "from batchframe.backends._process_worker import main; main(int(sys.argv[1]))"
 )
 _IMPORT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
