@@ -25,7 +25,8 @@ from batchframe import summary
 from batchframe._console import console
 from batchframe._logging import FILE_ONLY
 from batchframe._types import Finishes, PersistsFailed
-from batchframe.backends import Backend, ProjectRef, make_backend
+from batchframe.backends import WORKER_BACKENDS, Backend, make_backend
+from batchframe.backends._batches import MAX_BATCH
 from batchframe.driver import Driver
 from batchframe.errors import BatchframeError
 from batchframe.failures import FailedItem, safe_str
@@ -37,6 +38,7 @@ from batchframe.stats import Outcome, Stats
 from batchframe.supervisor import Supervisor
 
 if TYPE_CHECKING:
+    from batchframe.backends._factory import ServiceFactory
     from batchframe.configuration import Configuration
     from batchframe.container import Wired
     from batchframe.journal import Journal
@@ -58,8 +60,8 @@ class Buildable(Protocol):
     def build(self, statics: Mapping[str, Any]) -> Wired:
         """Build the Source and the Service (raises a BatchframeError saying what is wrong)."""
 
-    def project_ref(self, statics: Mapping[str, Any]) -> ProjectRef | None:
-        """How another process builds the same Service, or None when it cannot."""
+    def service_factory(self, statics: Mapping[str, Any]) -> ServiceFactory | None:
+        """How a worker process builds the same Service, or None when it cannot."""
 
 
 @dataclass
@@ -186,7 +188,9 @@ def _executor(
         backend=_backend(prepared, wired.service, statics),
     )
     if records.journal is not None:
-        records.journal.watch_in_flight(executor.in_flight_items, batch_items=prepared.settings.concurrency)
+        # A batching back end finishes a whole batch in one loop iteration: hand it to the writer in one go.
+        batch_items = max(prepared.settings.concurrency, MAX_BATCH)
+        records.journal.watch_in_flight(executor.in_flight_items, batch_items=batch_items)
         records.journal.set_meta(total=executor.stats.total)
     return executor
 
@@ -237,7 +241,7 @@ def _backend(prepared: Buildable, service: Any, statics: Mapping[str, Any]) -> B
         config.executor,
         service=service,
         concurrency=prepared.settings.concurrency,
-        project=prepared.project_ref(statics),
+        factory=prepared.service_factory(statics) if config.executor in WORKER_BACKENDS else None,
         scheduler=config.scheduler,
         connect_timeout_s=config.scheduler_timeout_sec,
         item_timeout_s=prepared.settings.item_timeout_s,

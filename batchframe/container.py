@@ -4,6 +4,8 @@ batchframe uses kink's global container ``kink.di``. Classes decorated with ``@i
 *marked* at import time; each run resets the container and registers the marked classes of the
 project it loaded, so two runs in one process never see each other's bindings, and annotations that
 name classes defined later in a module (or use ``from __future__ import annotations``) resolve.
+Because the container is global, building is serialised (a dask worker builds the Services of
+several runs, from several threads).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import dataclasses
 import inspect
 import logging
 import re
+import threading
 import types
 import typing
 from abc import ABC
@@ -36,6 +39,9 @@ _NEVER_ALIASED = (object, Generic, Protocol, ABC)
 # Classes marked with @inject, in the order they were defined. project.py clears it before it
 # imports a project, so it holds exactly the classes of the project being run.
 _marked: list[type] = []
+
+# Held while the global container is reset, filled and used to build a run's objects.
+_building = threading.RLock()
 
 
 @dataclass(frozen=True)
@@ -211,20 +217,51 @@ def wire(
     """
     from batchframe.source import Source
 
+    with _building:
+        given: dict[type, Any] = {Source: source} if source is not None else {}
+        container = _fill(config, [source_cls, service_cls, *injectables], {**static_values, **param_values}, given)
+        if source_cls is not None:
+            source = resolve(container, source_cls)
+        service = resolve(container, service_cls)
+    return Wired(config=config, source=source, service=service)
+
+
+def build_service(
+    *,
+    service_cls: type,
+    config: Any,
+    injectables: Iterable[type],
+    param_values: Mapping[str, Any],
+    static_values: Mapping[str, Any],
+) -> Any:
+    """Like ``wire``, but build only the Service (what a worker process needs), never the Source.
+
+    The Source class stays registered: a Service whose constructor asks for the Source gets one.
+
+    Raises:
+        LookupError: a constructor argument has nothing bound to it (the message names it).
+        Exception: whatever the user's constructors raise, unchanged.
+    """
+    with _building:
+        container = _fill(config, [service_cls, *injectables], {**static_values, **param_values})
+        return resolve(container, service_cls)
+
+
+def _fill(
+    config: Any, classes: Iterable[type | None], values: Mapping[str, Any], given: Mapping[type, Any] | None = None
+) -> kink.Container:
+    """Reset the container; register the configuration, ready objects, classes and values (under ``_building``)."""
     container = reset_container()
     config_cls = type(config)
     container[config_cls] = config
-    if source is not None:
-        container[Source] = source
-    classes = list(dict.fromkeys(c for c in (source_cls, service_cls, *injectables) if c is not None))
-    for cls in classes:
+    for key, instance in (given or {}).items():
+        container[key] = instance
+    unique = list(dict.fromkeys(c for c in classes if c is not None))
+    for cls in unique:
         register(container, cls)
-    bind_values(container, {**static_values, **param_values})
-    alias_to_parents(container, [config_cls, *classes])
-    if source_cls is not None:
-        source = resolve(container, source_cls)
-    service = resolve(container, service_cls)
-    return Wired(config=config, source=source, service=service)
+    bind_values(container, values)
+    alias_to_parents(container, [config_cls, *unique])
+    return container
 
 
 def make_config(config_cls: type, values: Mapping[str, Any]) -> Any:

@@ -23,7 +23,7 @@ from typing import Any
 
 from batchframe._logging import FILE_ONLY
 from batchframe._reader import ThreadedReader
-from batchframe.backends import Backend, ItemCall
+from batchframe.backends import Backend, ItemCall, NotStarted
 from batchframe.backends.local import LocalBackend
 from batchframe.errors import RunError
 from batchframe.failures import NOT_PROCESSED, FailedItem, error_type_of, safe_str, user_traceback
@@ -101,6 +101,7 @@ class Driver:
         self._ready_retries: collections.deque[_Work] = collections.deque()
         self._waiting_retries: dict[int, tuple[asyncio.TimerHandle | None, _Work]] = {}
         self._queue: asyncio.Queue[_Work | None] | None = None
+        self._read_ahead = settings.read_ahead
         self._all_done: asyncio.Event | None = None
         self._running: asyncio.Event | None = None
         self._idle: asyncio.Event | None = None
@@ -116,15 +117,16 @@ class Driver:
 
     async def run(self) -> Stats:
         """Process every item; return the final counters. Never raises for a failing item."""
-        self._queue = asyncio.Queue(self.settings.read_ahead)
         self._all_done = asyncio.Event()
         self._running = asyncio.Event()
         self._running.set()
         self._idle = asyncio.Event()
         try:
             call = with_limits(await self.backend.start(), self.settings)
+            self._read_ahead = self._read_ahead_for(self.backend.slots)
+            self._queue = asyncio.Queue(self._read_ahead)
             self.stats.started_at = time.monotonic()
-            workers = [asyncio.create_task(self._worker(call)) for _ in range(self.settings.concurrency)]
+            workers = [asyncio.create_task(self._worker(call)) for _ in range(self.backend.slots)]
             self._feeder = asyncio.create_task(self._feed())
             self._tasks = [*workers, self._feeder]
             await self._supervise()
@@ -132,6 +134,14 @@ class Driver:
             self.stats.finished_at = time.monotonic()
             await self.backend.close()
         return self.stats
+
+    def _read_ahead_for(self, slots: int) -> int:
+        """The queue's bound: ``queue_size`` if set; else enough to keep ``slots`` items in flight.
+
+        A back end that batches keeps hundreds of items in flight, and refilling them four at a
+        time would cost a loop iteration (and a wake-up of the reader thread) per four items.
+        """
+        return self.settings.queue_size or max(self.settings.read_ahead, slots // 4)
 
     async def _supervise(self) -> None:
         """Wait for the last item; if a worker or the feeder dies of an error first, stop with it."""
@@ -146,8 +156,7 @@ class Driver:
                 finished.cancel()
                 await self._crashed(crashed.exception())
                 return
-        for _ in range(self.settings.concurrency):
-            self._queue.put_nowait(None)
+        self._queue.put_nowait(None)  # each worker passes it on to the next, then returns
         for outcome in await asyncio.gather(*self._tasks, return_exceptions=True):
             if isinstance(outcome, BaseException) and self.fatal_error is None:
                 logger.error("A driver task failed at the end of the run: %s", safe_str(outcome), exc_info=outcome)
@@ -190,6 +199,7 @@ class Driver:
                 self.outcome = Outcome.STOPPED
             logger.warning("Stopping: %s. In-flight items finish; the rest is recorded as not processed.", reason)
             self._cancel_feeder()
+            self.backend.hold()
             for handle, work in list(self._waiting_retries.values()):
                 if handle is not None:
                     handle.cancel()
@@ -224,11 +234,14 @@ class Driver:
         if self._running is not None and not self._stopping:
             self._paused = True
             self._running.clear()
+            self.backend.hold()
             self._check_idle()
 
     def resume(self) -> None:
         """Hand out items again after ``pause()``."""
         self._paused = False
+        if not self._stopping:
+            self.backend.release()
         if self._running is not None:
             self._running.set()
         if self._idle is not None:
@@ -277,7 +290,7 @@ class Driver:
     def _items(self) -> AsyncIterator[Any]:
         if is_async_source(self.source):
             return iter_async_source(self.source)
-        self.reader = ThreadedReader(iter_sync_source(self.source), window=self.settings.read_ahead)
+        self.reader = ThreadedReader(iter_sync_source(self.source), window=self._read_ahead)
         return self.reader
 
     async def _feed_from(self, items: AsyncIterator[Any]) -> None:
@@ -369,6 +382,7 @@ class Driver:
             else:
                 work = queue.get_nowait()  # no coroutine when an item is already waiting
             if work is None:
+                queue.put_nowait(None)
                 return
             if not running.is_set():
                 await running.wait()
@@ -384,9 +398,15 @@ class Driver:
         self._active[work.index] = work
         try:
             await call(work.item)
+        except NotStarted:
+            self._given_back(work)
+            return
         except asyncio.CancelledError as exc:
             if work.index in self._cancelled:
-                self._back_to_pending(work, task)
+                self._cancelled.discard(work.index)
+                if hasattr(task, "uncancel"):  # Python 3.11+: the worker itself goes on
+                    task.uncancel()
+                self._given_back(work, "cancelled while in flight")
                 return
             if self._shutting_down:
                 raise  # the supervisor ends the run and records the items in flight itself
@@ -412,18 +432,19 @@ class Driver:
         if self._paused:
             self._check_idle()
 
-    def _back_to_pending(self, work: _Work, task: asyncio.Task[None]) -> None:
-        """An item cancelled by ``cancel_in_flight``: not an attempt; it waits for its turn again."""
-        self._cancelled.discard(work.index)
-        if hasattr(task, "uncancel"):  # Python 3.11+: the worker itself goes on
-            task.uncancel()
+    def _given_back(self, work: _Work, how: str | None = None) -> None:
+        """An item that was not run (the back end gave it back) or cancelled by ``cancel_in_flight``.
+
+        Not an attempt: it waits for its turn again, or is recorded as not processed when stopping.
+        """
         self._attempt_over(work)
         work.attempts -= 1
         if self._stopping:
-            self._not_processed(work, f"{self._stop_reason} (cancelled while in flight)")
+            self._not_processed(work, f"{self._stop_reason} ({how})" if how else None)
         else:
-            logger.info("Item %d was cancelled and goes back to pending.", work.index)
-            self._ready_retries.appendleft(work)
+            if how:
+                logger.info("Item %d was %s and goes back to pending.", work.index, how)
+            self._ready_retries.append(work)
 
     # ------------------------------------------------------------------------------ error handling
 

@@ -4,8 +4,10 @@ PATH may be a single ``.py`` file, a package directory (with ``__init__.py``) or
 Every directory is imported as a package so relative imports work everywhere: a regular package
 under its own name (its parent on ``sys.path``), a plain directory as a namespace package registered
 under its name (or ``_batchframe_<name>`` when that name is taken by another module). The
-directory itself is also put on ``sys.path`` so script-style sibling imports (``from source import X``)
-work too.
+directory itself is also put at the end of ``sys.path`` so script-style sibling imports (``from
+source import X``) work too; at the end, so the standard library and installed packages win over a
+project module of the same name (a project's ``numbers.py`` never breaks ``import numbers``, here or
+in the worker processes that inherit this ``sys.path``).
 
 What is imported, and nothing else (a stray ``drop_tables.py`` must never run):
 
@@ -62,6 +64,8 @@ class Project:
         path: PATH as given, resolved.
         package_dir: the directory imported as the project's package.
         package: the import name of that package.
+        root: the folder that holds every module of the project: ``package_dir``, or the outermost
+            package around it (what a dask cluster's workers receive).
         config_dir: the project's ``config/`` directory, or None.
         source_cls: the Source subclass to run.
         service_cls: the Service subclass to run.
@@ -76,6 +80,7 @@ class Project:
     path: Path
     package_dir: Path
     package: str
+    root: Path
     config_dir: Path | None
     source_cls: type[Source[object]]
     service_cls: type[Service[object]]
@@ -105,7 +110,7 @@ def load_project(path: str | Path, config: str | None = None, *, warn_hooks: boo
     """
     target = _checked_target(path)
     package_dir = target if target.is_dir() else target.parent
-    package = _import_package(package_dir)
+    package, root = _import_package(package_dir)
     clear_marked()
     modules = [_import(name, file) for name, file in _modules_to_import(target, package_dir, package)]
     config_dir = find_config_dir(package_dir)
@@ -132,6 +137,7 @@ def load_project(path: str | Path, config: str | None = None, *, warn_hooks: boo
         path=target,
         package_dir=package_dir,
         package=package,
+        root=root,
         config_dir=config_dir,
         source_cls=source_cls,
         service_cls=service_cls,
@@ -220,18 +226,20 @@ def _check_file_has_both(classes: list[type], target: Path) -> None:
 # --------------------------------------------------------------------------------------------- imports
 
 
-def _import_package(package_dir: Path) -> str:
-    """Make ``package_dir`` importable as a package and return its import name."""
+def _import_package(package_dir: Path) -> tuple[str, Path]:
+    """Make ``package_dir`` importable as a package; return its import name and the project's root folder."""
     _forget_modules_under(package_dir)
     if (package_dir / "__init__.py").exists():
         top = package_dir
         while (top.parent / "__init__.py").exists() and top.parent != top:
             top = top.parent
         _claim_name(top.name, top)
-        _prepend_sys_path(top.parent)
+        _append_sys_path(top.parent)
+        _check_found_here(top)
         name = ".".join(package_dir.relative_to(top.parent).parts)
         _import(name, package_dir / "__init__.py")
     else:
+        top = package_dir
         name = _namespace_name(package_dir)
         _claim_name(name, package_dir)
         module = types.ModuleType(name)
@@ -239,9 +247,9 @@ def _import_package(package_dir: Path) -> str:
         module.__package__ = name
         module.__file__ = None
         sys.modules[name] = module
-    _prepend_sys_path(package_dir, after_first=True)
+    _append_sys_path(package_dir)
     _loaded_dirs.add(package_dir)
-    return name
+    return name, top
 
 
 def _claim_name(name: str, directory: Path) -> None:
@@ -278,11 +286,37 @@ def _name_taken(name: str) -> bool:
         return True
 
 
-def _prepend_sys_path(directory: Path, *, after_first: bool = False) -> None:
+def _append_sys_path(directory: Path) -> None:
+    """Put ``directory`` last on ``sys.path``: never before the standard library or installed packages."""
     entry = str(directory)
-    if entry in sys.path:
-        sys.path.remove(entry)
-    sys.path.insert(1 if after_first and sys.path else 0, entry)
+    if entry not in sys.path:
+        sys.path.append(entry)
+
+
+def _check_found_here(top: Path) -> None:
+    """Raise a ProjectError when ``import <top's name>`` finds another package first (an installed one).
+
+    The project's folder is last on ``sys.path``, so a package of the same name installed in the
+    environment would be imported instead of the project's.
+    """
+    if top.name in sys.modules:
+        return  # _claim_name checked it is this project's
+    try:
+        spec = importlib.util.find_spec(top.name)
+    except (ImportError, ValueError):
+        spec = None
+    origin = getattr(spec, "origin", None)
+    if origin is None or Path(origin).resolve() == (top / "__init__.py").resolve():
+        return  # this project's package (or nothing found: importing it says why)
+    raise ProjectError(
+        f"The project's package is named {top.name!r}, which is also the name of an installed module.",
+        hint=f"Rename the directory {top} so it does not shadow that module.",
+    )
+
+
+def project_modules(root: Path) -> dict[str, types.ModuleType]:
+    """The modules this process imported from the project folder ``root``, by import name."""
+    return {name: module for name, module in list(sys.modules.items()) if _in_project(module, root)}
 
 
 def _forget_modules_under(directory: Path) -> None:

@@ -69,7 +69,9 @@ class RetryPolicy:
         """Whether an item that failed its ``attempts``-th attempt with ``exc`` gets another one."""
         if attempts > self.max_retries:
             return False
-        return isinstance(exc, (Retry, *self.retry_on))
+        # An error from a worker process that could not travel as itself says whether the worker's
+        # Service retries it (backends._worker.RemoteError.retryable).
+        return isinstance(exc, (Retry, *self.retry_on)) or getattr(exc, "retryable", False) is True
 
     def delay_s(self, attempts: int, exc: BaseException | None = None) -> float:
         """Seconds to wait after the ``attempts``-th failed attempt."""

@@ -14,12 +14,11 @@ import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from batchframe._compat import fold_alias_assignments, fold_alias_specs, setting, sync_aliases
 from batchframe._execution import RunPlan, RunResult, execute
 from batchframe._logging import FILE_ONLY, run_logging
-from batchframe.backends import ProjectRef
 from batchframe.configuration import Configuration
 from batchframe.container import Wired, make_config, wire
 from batchframe.errors import RunError, UsageError
@@ -37,6 +36,9 @@ from batchframe.params import (
 from batchframe.progress import LOG_INTERVAL_S
 from batchframe.project import Project, load_project, user_code_failed
 from batchframe.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from batchframe.backends._factory import ServiceFactory
 
 logger = logging.getLogger(__name__)
 
@@ -60,11 +62,17 @@ class PreparedRun:
     given: list[str]
     config_name: str | None
 
-    def project_ref(self, statics: Mapping[str, Any]) -> ProjectRef:
-        """How a worker process builds the same Service: path, config and the parameters' values."""
-        # Values asked for at a prompt are not in `given`: pass every resolved value as text.
-        params = tuple(f"{name}={param_text(value)}" for name, value in self.values.items() if name in self.specs)
-        return ProjectRef(str(self.project.path), self.config_name, params, dict(statics))
+    def service_factory(self, statics: Mapping[str, Any]) -> ServiceFactory:
+        """How a worker process builds the same Service: the project, its config and the resolved values.
+
+        Each call makes a new run key.
+
+        Raises:
+            ParamError: a parameter's value cannot be pickled (so it cannot reach a worker).
+        """
+        from batchframe.backends._factory import make_factory
+
+        return make_factory(self.project, values=self.values, statics=statics, config=self.project.config_name)
 
     def build(self, statics: Mapping[str, Any]) -> Wired:
         """Build the project's Source and Service.

@@ -23,10 +23,9 @@ import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from batchframe._execution import RunPlan, execute
-from batchframe.backends import ProjectRef
 from batchframe.configuration import Configuration
 from batchframe.container import Wired, make_config, marked_classes, wire
 from batchframe.failures import FailedItem
@@ -44,6 +43,9 @@ from batchframe.run import RunResult, param_text, settings_from_config
 from batchframe.run import run_project as _run_project
 from batchframe.source import Source
 from batchframe.stats import Outcome, Stats
+
+if TYPE_CHECKING:
+    from batchframe.backends._factory import ServiceFactory
 
 __all__ = ["ServiceResult", "run_project", "run_service"]
 
@@ -151,8 +153,8 @@ class _ServiceUnderTest:
             source=self.source,
         )
 
-    def project_ref(self, statics: Mapping[str, Any]) -> ProjectRef | None:
-        return None
+    def service_factory(self, statics: Mapping[str, Any]) -> ServiceFactory | None:
+        return None  # the Service under test is built here only: worker back ends need a project
 
 
 def run_project(

@@ -41,6 +41,13 @@ def batchframe_cli(
     )
 
 
+def service_factory(path: str | os.PathLike[str], *params: str, statics: dict[str, Any] | None = None) -> Any:
+    """The ServiceFactory that ``batchframe exec PATH -p PARAM...`` gives its worker processes (a new run key)."""
+    from batchframe.run import prepare
+
+    return prepare(path, params=list(params)).service_factory(statics or {})
+
+
 def only_run_dir(output_dir: Path) -> Path:
     """The single run folder inside ``output_dir``."""
     runs = sorted(p for p in output_dir.iterdir() if p.is_dir())

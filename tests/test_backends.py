@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import batchframe_cli, build_file_tree, only_run_dir, read_jsonl
+from helpers import batchframe_cli, build_file_tree, only_run_dir, read_jsonl, service_factory
 
-from batchframe.backends import BackendError, ProjectRef
+from batchframe.backends import BackendError
 from batchframe.backends.dask import DaskBackend
 
 BACKENDS = ["asyncio", "threads", "processes", "dask"]
@@ -177,9 +177,10 @@ def test_a_scheduler_that_does_not_answer(job: Path) -> None:
     assert done(job) == []
 
 
-def test_without_dask_installed_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_dask_installed_the_error_names_the_extra(job: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    factory = service_factory(job / "job.py", f"state_dir={job / 'state'}")
     monkeypatch.setitem(sys.modules, "distributed", None)
-    backend = DaskBackend(ProjectRef("job.py", None, ()), concurrency=2, scheduler=None, connect_timeout_s=1)
+    backend = DaskBackend(factory, concurrency=2, scheduler=None, connect_timeout_s=1)
     with pytest.raises(BackendError, match=r"pip install 'batchframe\[dask\]'"):
         asyncio.run(backend.start())
 

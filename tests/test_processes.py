@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import pickle
@@ -13,9 +14,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from helpers import batchframe_cli, build_file_tree, only_run_dir, read_jsonl
+from helpers import batchframe_cli, build_file_tree, only_run_dir, read_jsonl, service_factory
 
-from batchframe.backends import ProjectRef
+from batchframe.backends import NotStarted
 from batchframe.backends._worker import RemoteError, WorkerDied, pack, transportable, unpack
 from batchframe.backends.processes import ProcessBackend, WorkerStartError
 
@@ -76,7 +77,7 @@ class Work(Service[int]):
     def __init__(self, state_dir: BatchframeParam[Path], block: BatchframeParam[int] = -1,
                  block_s: BatchframeParam[float] = 1e6, faults: BatchframeParam[bool] = False,
                  use_async: BatchframeParam[bool] = False, broken_start: BatchframeParam[bool] = False,
-                 in_subprocess: BatchframeParam[bool] = False):
+                 in_subprocess: BatchframeParam[bool] = False, die_once: BatchframeParam[int] = -1):
         self.state_dir = state_dir
         self.block = block
         self.block_s = block_s
@@ -84,6 +85,7 @@ class Work(Service[int]):
         self.use_async = use_async
         self.broken_start = broken_start
         self.in_subprocess = in_subprocess
+        self.die_once = die_once
 
     def on_worker_start(self):
         if self.broken_start:
@@ -117,7 +119,10 @@ class Work(Service[int]):
         names = list(FAULTS)
         if self.faults and 1 <= item <= len(names):
             raise FAULTS[names[item - 1]]()
-        if item == 99:
+        if item == 9999:
+            os._exit(1)
+        if item == self.die_once and not (self.state_dir / "died").exists():
+            (self.state_dir / "died").touch()
             os._exit(1)
         with open(self.state_dir / "done.txt", "a") as out:
             out.write(f"{item}\\n")
@@ -164,7 +169,7 @@ def with_backend(
     timeout_s: float | None = None,
 ) -> T:
     """Run ``scenario(call)`` against a started ProcessBackend on the job; the backend is closed after."""
-    project = ProjectRef(str(job / "job.py"), None, (f"state_dir={job / 'state'}", *params))
+    project = service_factory(job / "job.py", f"state_dir={job / 'state'}", *params)
 
     async def main() -> T:
         backend = ProcessBackend(project, concurrency=concurrency, item_timeout_s=timeout_s)
@@ -178,11 +183,15 @@ def with_backend(
 
 
 async def outcome(call: Any, item: Any) -> BaseException | None:
-    try:
-        await call(item)
-    except BaseException as exc:
-        return exc
-    return None
+    """The item's outcome, handing it out again while the back end gives it back unrun (as the driver does)."""
+    while True:
+        try:
+            await call(item)
+        except NotStarted:
+            continue
+        except BaseException as exc:
+            return exc
+        return None
 
 
 async def started(job: Path, item: int) -> int:
@@ -348,7 +357,7 @@ def test_a_cancelled_item_returns_at_once_and_its_worker_is_killed(job: Path) ->
 @pytest.mark.timeout(60)
 def test_a_worker_that_dies_fails_only_its_item(job: Path) -> None:
     async def scenario(call: Any) -> list[BaseException | None]:
-        return list(await asyncio.gather(*(outcome(call, i) for i in (1, 99, 2, 3))))
+        return list(await asyncio.gather(*(outcome(call, i) for i in (1, 9999, 2, 3))))
 
     results = with_backend(job, scenario)
     assert isinstance(results[1], WorkerDied)
@@ -388,7 +397,7 @@ def test_a_worker_that_cannot_start_fails_every_call_with_the_reason(job: Path) 
 
 @pytest.mark.timeout(60)
 def test_close_kills_an_item_that_never_ends_and_stops_the_others(job: Path) -> None:
-    project = ProjectRef(str(job / "job.py"), None, (f"state_dir={job / 'state'}", "block=3"))
+    project = service_factory(job / "job.py", f"state_dir={job / 'state'}", "block=3")
 
     async def main() -> BaseException | None:
         backend = ProcessBackend(project, concurrency=2)
@@ -459,9 +468,9 @@ def test_an_exception_whose_init_needs_two_args_reaches_the_driver() -> None:
 
 
 def test_an_exception_the_driver_cannot_unpickle_arrives_as_a_remote_error() -> None:
-    data, _, message, text = pack(ValueError("bad item"))  # type: ignore[misc]
+    data, _, message, text, retryable = pack(ValueError("bad item"))  # type: ignore[misc]
     unknown_here = data.replace(b"ValueError", b"ValueErrox")
-    copy = unpack((unknown_here, "ValueError", message, text))
+    copy = unpack((unknown_here, "ValueError", message, text, retryable))
     assert isinstance(copy, RemoteError) and (copy.error_type, str(copy)) == ("ValueError", "bad item")
 
 
@@ -472,3 +481,76 @@ def test_an_ordinary_exception_travels_as_itself_with_its_traceback() -> None:
         error = transportable(exc)
     assert type(error) is ValueError and str(error) == "bad item"
     assert 'raise ValueError("bad item")' in error.remote_traceback  # type: ignore[attr-defined]
+
+
+@pytest.mark.timeout(90)
+def test_a_worker_killed_mid_batch_loses_no_item_and_runs_none_twice(job: Path) -> None:
+    # 400 quick items travel in batches of dozens; the worker dies in the middle of one of them.
+    result = cli(job, "-p", "count=400", "-p", "die_once=250")
+    assert result.returncode == 0, result.stderr
+    assert done(job) == list(range(400))  # none lost, none done twice
+    starts = {item: len((job / "state" / f"started-{item}").read_text().split()) for item in range(400)}
+    assert starts[250] == 2  # the item that was running when its worker died is retried
+    assert {item for item, count in starts.items() if count != 1} == {250}  # the batch's other items ran once
+    summary = json.loads((only_run_dir(job / "batchframe_outputs") / "summary.json").read_text())
+    assert summary["succeeded"] == 400 and summary["failed"] == 0
+
+
+@pytest.mark.timeout(90)
+def test_a_pause_lets_only_the_sent_batches_finish_and_resume_goes_on(job: Path) -> None:
+    from batchframe.driver import Driver, ExecutorSettings
+
+    project = service_factory(job / "job.py", f"state_dir={job / 'state'}", "block=-1")
+    settings = ExecutorSettings(concurrency=2)
+    observed: dict[str, Any] = {}
+
+    async def main() -> None:
+        backend = ProcessBackend(project, concurrency=2)
+        driver = Driver(range(3000), object(), settings=settings, backend=backend)
+        run = asyncio.ensure_future(driver.run())
+        while driver.stats.succeeded < 300:
+            await asyncio.sleep(0.005)
+        driver.pause()
+        await asyncio.wait_for(driver.wait_idle(), 10)  # only the batches already sent finish
+        observed["at_pause"] = driver.stats.succeeded
+        await asyncio.sleep(0.3)
+        observed["later"] = driver.stats.succeeded
+        observed["in_flight"] = driver.stats.in_flight
+        driver.resume()
+        stats = await asyncio.wait_for(run, 60)
+        observed["final"] = stats.succeeded
+
+    asyncio.run(main())
+    assert observed["later"] == observed["at_pause"] < 3000  # paused: the count stays still
+    assert observed["in_flight"] == 0
+    assert observed["final"] == 3000
+    assert done(job) == list(range(3000))  # each item once: those given back were never run
+
+
+@pytest.mark.timeout(90)
+def test_a_stop_records_the_items_not_sent_as_not_processed(job: Path) -> None:
+    from batchframe.driver import Driver, ExecutorSettings
+
+    project = service_factory(job / "job.py", f"state_dir={job / 'state'}")
+    failed: list[Any] = []
+
+    async def main() -> Any:
+        backend = ProcessBackend(project, concurrency=2)
+        driver = Driver(
+            range(100_000),
+            object(),
+            settings=ExecutorSettings(concurrency=2),
+            backend=backend,
+            on_failure=failed.append,
+        )
+        run = asyncio.ensure_future(driver.run())
+        while driver.stats.succeeded < 300:
+            await asyncio.sleep(0.005)
+        driver.stop()
+        return await asyncio.wait_for(run, 30), driver.positions_read
+
+    stats, read = asyncio.run(main())
+    assert stats.succeeded + stats.not_processed == stats.read == read < 100_000  # reading stopped at once
+    assert len(done(job)) == stats.succeeded
+    assert all(f.error_type == "NotProcessed" and f.attempts == 0 for f in failed)
+    assert {f.index for f in failed}.isdisjoint(done(job))

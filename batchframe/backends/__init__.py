@@ -8,20 +8,25 @@ same; a back end only turns ``item`` into an awaitable call of the Service's ``p
 - ``threads``: every call in a thread pool of ``concurrency`` threads (an async ``process`` runs on
   a per-thread event loop).
 - ``processes``: a pool of worker processes (as many as ``concurrency``, at most one per core); the
-  Service is built in each worker from the same project, config and parameters, so it need not be
-  picklable; items and exceptions must be.
-- ``dask``: a ``dask.distributed`` cluster: the scheduler at ``scheduler``, or a local cluster.
+  Service is built in each worker from the run's ``ServiceFactory`` (the project, config and resolved
+  parameter values), so it need not be picklable; items and exceptions must be.
+- ``dask``: a ``dask.distributed`` cluster: the scheduler at ``scheduler``, or a local cluster; the
+  project's folder travels with the run to a remote cluster's workers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from batchframe.errors import ParamError, RunError
 
+if TYPE_CHECKING:
+    from batchframe.backends._factory import ServiceFactory
+
 BACKENDS = ("asyncio", "threads", "processes", "dask")
+WORKER_BACKENDS = ("processes", "dask")
+"""The back ends that build the Service again in worker processes (from a ``ServiceFactory``)."""
 
 ItemCall = Callable[[Any], Awaitable[Any]]
 """Processes one item: what a back end gives the driver."""
@@ -32,34 +37,39 @@ def item_timed_out(timeout_s: float) -> TimeoutError:
     return TimeoutError(f"item took longer than item_timeout_sec={timeout_s:g}")
 
 
+class NotStarted(Exception):  # noqa: N818 - an outcome, not an error
+    """A back end gave the item back without running it (a pause or a stop, or its worker ended first).
+
+    It is not an attempt: the driver hands the item out again, or records it as not processed when stopping.
+    """
+
+
+NOT_STARTED = NotStarted("the item was given back without being run")
+
+
 class BackendError(RunError):
     """A back end could not start (e.g. a dask scheduler that does not answer)."""
 
     title = "Executor error"
 
 
-@dataclass(frozen=True)
-class ProjectRef:
-    """Enough to build the same Service again in another process: the project, config and parameters.
+class Backend(Protocol):
+    """What the driver needs of a back end.
 
-    Attributes:
-        path: the project path, as given to ``exec``.
-        config: the config name, or None.
-        params: the ``-p NAME=VALUE`` strings.
-        statics: the run's static values (output folders, start time).
+    The per-item call may raise ``NotStarted`` for an item it gives back without running it.
     """
 
-    path: str
-    config: str | None
-    params: tuple[str, ...]
-    statics: dict[str, Any] = field(default_factory=dict)
-
-
-class Backend(Protocol):
-    """What the driver needs of a back end."""
+    slots: int
+    """How many items the driver keeps in flight (read after ``start()``)."""
 
     async def start(self) -> ItemCall:
         """Get ready (start pools or connect) and return the per-item call."""
+
+    def hold(self) -> None:
+        """Start no more items (a pause or a stop); items waiting to be sent are given back as ``NotStarted``."""
+
+    def release(self) -> None:
+        """Start items again after ``hold()``."""
 
     async def close(self) -> None:
         """Release pools, clusters and connections; run the workers' teardown hooks."""
@@ -70,7 +80,7 @@ def make_backend(
     *,
     service: Any,
     concurrency: int,
-    project: ProjectRef | None = None,
+    factory: ServiceFactory | None = None,
     scheduler: str | None = None,
     connect_timeout_s: float = 10.0,
     item_timeout_s: float | None = None,
@@ -81,8 +91,8 @@ def make_backend(
     time spent waiting for a free worker) and fails the attempt with ``item_timed_out(...)``.
 
     Raises:
-        ParamError: an unknown name (the message lists the valid ones), or a back end that needs
-            the project to rebuild the Service elsewhere when there is none.
+        ParamError: an unknown name (the message lists the valid ones), or a back end that builds
+            the Service in worker processes without a ``factory`` to build it from.
     """
     if name not in BACKENDS:
         raise ParamError(
@@ -96,7 +106,7 @@ def make_backend(
         return LocalBackend(
             service, concurrency=concurrency, all_in_threads=name == "threads", item_timeout_s=item_timeout_s
         )
-    if project is None:
+    if factory is None:
         raise ParamError(
             f"executor={name} builds the Service again in each worker, which needs a project path.",
             hint="Run it with batchframe exec PATH (batchframe.testing.run_service runs in-process only).",
@@ -105,11 +115,11 @@ def make_backend(
     if name == "processes":
         from batchframe.backends.processes import ProcessBackend
 
-        return ProcessBackend(project, concurrency=concurrency, item_timeout_s=item_timeout_s)
+        return ProcessBackend(factory, concurrency=concurrency, item_timeout_s=item_timeout_s)
     from batchframe.backends.dask import DaskBackend
 
     return DaskBackend(
-        project,
+        factory,
         concurrency=concurrency,
         scheduler=scheduler,
         connect_timeout_s=connect_timeout_s,

@@ -1,10 +1,19 @@
-"""A ``processes`` worker: a fresh Python process serving the driver over one pipe (see ``serve``)."""
+"""A ``processes`` worker: a fresh Python process serving the driver over one pipe (see ``serve``).
+
+Besides the pipe, the worker shares a few bytes of memory with the driver (``Progress``): which item
+of which batch it is running and since when. Writing them costs a fraction of a microsecond per
+item, and it is what lets the driver time each item out from its own start and, when a worker dies
+or is killed mid-batch, tell the items that finished from the one that was running (retried) and
+those that never started (handed out again, not counted as attempts).
+"""
 
 from __future__ import annotations
 
 import logging
+import mmap
 import os
 import pickle
+import struct
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -12,10 +21,11 @@ from typing import TYPE_CHECKING, Any
 from batchframe._logging import FILE_ONLY
 from batchframe.backends._worker import (
     describe,
-    init_worker,
+    load_items,
     pack,
-    run_item,
-    teardown_worker,
+    run_one,
+    start_service,
+    stop_service,
     traceback_text,
     transportable,
 )
@@ -25,8 +35,42 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-READY, DONE, LOG = "ready", "done", "log"
+READY, FAILED, DONE, LOG = "ready", "failed", "done", "log"
 """The kinds of message a worker sends (see ``serve``)."""
+
+PROGRESS_SIZE = 32
+
+
+class Progress:
+    """The worker's progress in memory shared with the driver: batch, item started, items done, start time.
+
+    The worker writes it; the driver reads it (a slightly stale read only makes a timeout fire a
+    moment late). Times are ``time.monotonic()``, one clock for every process of the machine.
+    """
+
+    _LAYOUT = struct.Struct("<qqqd")
+
+    def __init__(self, fd: int) -> None:
+        self._memory = mmap.mmap(fd, PROGRESS_SIZE)
+        self.closed = False
+
+    def starting(self, batch: int, index: int) -> None:
+        """Item ``index`` of batch ``batch`` starts now (the items before it are done)."""
+        self._LAYOUT.pack_into(self._memory, 0, batch, index, index, time.monotonic())
+
+    def finished(self, batch: int, index: int, started_at: float) -> None:
+        """Item ``index`` of batch ``batch`` is done."""
+        self._LAYOUT.pack_into(self._memory, 0, batch, index, index + 1, started_at)
+
+    def read(self) -> tuple[int, int, int, float]:
+        """(batch, index of the item started last, how many items of the batch are done, when it started)."""
+        batch, started, done, at = self._LAYOUT.unpack_from(self._memory, 0)
+        return int(batch), int(started), int(done), float(at)
+
+    def close(self) -> None:
+        """Unmap the memory."""
+        self.closed = True
+        self._memory.close()
 
 
 class Channel:
@@ -46,13 +90,13 @@ class Channel:
         self.send(LOG, pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL))
 
 
-def main(fd: int) -> None:
-    """A ``processes`` worker's entry point: serve the driver over the socket it passed as file descriptor ``fd``."""
+def main(fd: int, progress_fd: int) -> None:
+    """A worker's entry point: serve the driver over the socket ``fd``, with its progress in ``progress_fd``."""
     from multiprocessing.connection import Connection
 
     guard = threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="batchframe-guard", daemon=True)
     guard.start()
-    serve(Connection(fd))
+    serve(Connection(fd), Progress(progress_fd))
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -62,19 +106,21 @@ def _exit_with_parent(parent: int) -> None:
     os._exit(1)
 
 
-def serve(conn: Connection) -> None:
-    """Build the Service, then process what the driver sends until it says stop.
+def serve(conn: Connection, progress: Progress) -> None:
+    """Build the Service, then process the batches the driver sends until it says stop.
 
-    The driver sends ``(project, log_level)`` first, then batches (lists of pickled items), then None
-    (stop). The worker answers ``(READY, None)`` once the Service is built, or ``(READY, error)`` and
-    exits when it cannot be; ``(DONE, outcomes)`` for each batch, one outcome per item; and
-    ``(LOG, record)`` at any time. Errors travel packed (``pack``) and log records pickled, so the
-    driver can always read a message, even when it cannot unpickle what is inside.
+    The driver sends ``(project, log_level)`` first, then batches ``(number, pickled list of items)``,
+    then None (stop). The worker answers ``(READY, None)`` once the Service is built, or
+    ``(READY, error)`` and exits when it cannot be; ``(FAILED, (number, index, error))`` as soon as
+    an item fails; ``(DONE, (number, busy_s, error))`` when a batch is over (``error``: why none of
+    its items could be run, or None); and ``(LOG, record)`` at any time. Errors travel packed
+    (``pack``) and log records pickled, so the driver can always read a message, even when it cannot
+    unpickle what is inside.
     """
     channel = Channel(conn)
     try:
-        project, log_level = conn.recv()
-        init_worker(project, channel, log_level)
+        factory, log_level = conn.recv()
+        key = start_service(factory, channel, log_level)
     except BaseException as exc:  # each item's failure says why on the console; the traceback goes to logs.txt
         text = traceback_text(exc)
         logger.error("A worker process could not build the Service:\n%s", text, extra=FILE_ONLY)
@@ -83,17 +129,34 @@ def serve(conn: Connection) -> None:
     channel.send(READY, None)
     try:
         while (batch := _next_batch(conn)) is not None:
-            channel.send(DONE, [pack(run_item(payload)) for payload in batch])
+            number, payload = batch
+            channel.send(DONE, _run_batch(key, number, payload, channel, progress))
     finally:
         try:
-            teardown_worker()
+            stop_service(key)
         except BaseException as exc:
             logger.error("on_worker_stop raised %s", describe(exc), exc_info=True)
 
 
-def _next_batch(conn: Connection) -> list[bytes] | None:
+def _run_batch(key: str, number: int, payload: bytes, channel: Channel, progress: Progress) -> tuple[int, float, Any]:
+    started = time.perf_counter()
     try:
-        batch: list[bytes] | None = conn.recv()
+        items = load_items(key, payload)
+    except BaseException as exc:  # an item's class is unknown here, say: no item of the batch can run
+        return (number, 0.0, pack(transportable(exc)))
+    for index, item in enumerate(items):
+        progress.starting(number, index)
+        item_started = time.monotonic()
+        outcome = run_one(key, item)
+        if outcome is not None:  # sent before the item counts as done, so a dying worker loses no failure
+            channel.send(FAILED, (number, index, pack(outcome, key)))
+        progress.finished(number, index, item_started)
+    return (number, time.perf_counter() - started, None)
+
+
+def _next_batch(conn: Connection) -> tuple[int, bytes] | None:
+    try:
+        batch: tuple[int, bytes] | None = conn.recv()
     except EOFError:  # the driver has gone
         return None
     return batch

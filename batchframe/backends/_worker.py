@@ -1,56 +1,93 @@
-"""Code that runs inside worker processes (``processes`` and ``dask``): build the Service once, process items.
+"""Code that runs inside worker processes (``processes`` and ``dask``): build a run's Service, process items.
+
+A worker serves runs by key (``ServiceFactory.run_key``): ``start_service`` builds a run's Service
+(once per run in a process) and calls its ``on_worker_start``; ``stop_service`` calls its
+``on_worker_stop`` and forgets it. A dask worker may serve several runs at once, each with its own
+Service and its own modules: items are unpickled with the run's modules (``load_items``), so two
+projects that both have a ``job.py`` never mix.
 
 Items travel pickled. An item's outcome is None (it succeeded) or the reason it failed, in a form
 that always reaches the driver: an ordinary exception that pickles travels as itself (carrying the
 worker's traceback as ``remote_traceback``); anything else (``KeyboardInterrupt``, ``SystemExit``,
 ``GeneratorExit``, a ``CancelledError`` of the user's, an exception that does not survive pickling)
-comes back as ``RemoteError`` with its type name, message and traceback. Either way the worker
-goes on with the next item, and the driver can always record why an item failed.
+comes back as ``RemoteError`` with its type name, message and traceback, and whether the Service
+retries it (``exceptions_to_retry_for`` is checked here, where the real class is). Either way the
+worker goes on with the next item, and the driver can always record why an item failed.
+
+An async ``process`` runs on an event loop of the thread that runs the item: one loop per thread,
+kept for its next items (a dask worker runs items on several threads at once).
+
+``run_batch`` is the dask task. With ``item_timeout_s`` it runs each item on a helper thread and
+waits at most that long from when the item starts; an item that takes longer fails with
+``item_timed_out`` and the rest of the batch is not started (``NOT_RUN``). Python cannot stop a
+thread: the abandoned call goes on in the background until it returns, and the next item gets a
+fresh helper thread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import inspect
 import logging
 import os
-import pickle
+import queue
+import threading
 import traceback
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
 
+from batchframe.backends import NOT_STARTED, item_timed_out
+from batchframe.backends._factory import build, remove_workdir
+from batchframe.backends._pickling import RunModules, dumps, loads
+from batchframe.backends._worker_logs import LogSink, forward_logs, route_logs, unroute_logs, working_for
 from batchframe.retry import Retry
 
 if TYPE_CHECKING:
-    from batchframe.backends import ProjectRef
+    from batchframe.backends._factory import ServiceFactory
 
 logger = logging.getLogger(__name__)
 
 Outcome = Exception | None
 """What became of one item on a worker: None when it succeeded, else why it failed."""
 
-Packed = tuple[bytes, str, str, str]
-"""A failure on its way to the driver: the pickled exception, its type name, message and traceback."""
+Packed = tuple[bytes, str, str, str, bool]
+"""A failure on its way to the driver: the pickled exception, its type name, message, traceback, retryable."""
 
-_service: Any = None
-_loop: asyncio.AbstractEventLoop | None = None
-_OWN_FRAMES = (__file__, os.path.dirname(asyncio.__file__) + os.sep)
+NOT_RUN: Final = "batchframe:not-run"
+"""In ``run_batch``'s outcomes: an item that was not started (an item before it timed out).
+
+``unpack`` turns it into ``backends.NOT_STARTED``: the driver hands the item out again, not as an attempt.
+"""
+
+_OWN_FRAMES = (
+    os.path.dirname(os.path.dirname(__file__)) + os.sep,  # batchframe
+    os.path.dirname(asyncio.__file__) + os.sep,
+    os.path.dirname(concurrent.futures.__file__) + os.sep,
+    threading.__file__,
+    "<frozen importlib",
+)
 
 
 class RemoteError(Exception):
     """An exception from a worker that could not be sent back as itself.
 
-    ``str()`` is the original message, ``error_type`` the original type's name (what the driver records).
+    ``str()`` is the original message, ``error_type`` the original type's name (what the driver
+    records); ``retryable`` says whether the Service retries the original exception (the driver's
+    retry policy follows it).
     """
 
-    def __init__(self, error_type: str, message: str, remote_traceback: str) -> None:
+    def __init__(self, error_type: str, message: str, remote_traceback: str, retryable: bool = False) -> None:
         super().__init__(message)
         self.error_type = error_type
         self.message = message
         self.remote_traceback = remote_traceback
+        self.retryable = retryable
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (RemoteError, (self.error_type, self.message, self.remote_traceback))
+        return (RemoteError, (self.error_type, self.message, self.remote_traceback, self.retryable))
 
 
 class ItemNotPicklable(Exception):  # noqa: N818 - names the problem, like pickle's own errors
@@ -61,6 +98,25 @@ class WorkerDied(Retry):
     """The worker process running the item died; the item is retried (it counts as an attempt)."""
 
 
+class RunNotStarted(LookupError):  # noqa: N818 - says what is wrong, like WorkerDied
+    """This worker has not built the run's Service (it failed to, say, on a worker that joined later)."""
+
+
+@dataclass
+class _Run:
+    key: str
+    service: Any
+    modules: RunModules
+    retry_on: tuple[type[BaseException], ...]
+    workdir: Path | None
+
+
+_runs: dict[str, _Run] = {}
+_starting = threading.Lock()
+_start_locks: dict[str, threading.Lock] = {}  # one per run: starting it twice at once builds it once
+_here = threading.local()  # per thread: .loop (for async process calls), .runner (for timeouts)
+
+
 def call_hook(service: Any, name: str) -> None:
     """Call the Service's optional ``on_worker_start`` / ``on_worker_stop`` hook."""
     hook = getattr(service, name, None)
@@ -69,13 +125,13 @@ def call_hook(service: Any, name: str) -> None:
 
 
 def pickled(item: Any) -> bytes:
-    """The item as bytes for a worker.
+    """The item (or a list of items) as bytes for a worker.
 
     Raises:
         ItemNotPicklable: with the reason, so the item fails clearly and the run goes on.
     """
     try:
-        return pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
+        return dumps(item)
     except Exception as exc:
         raise ItemNotPicklable(f"the item cannot be sent to a worker process: {type(exc).__name__}: {exc}") from None
 
@@ -86,101 +142,274 @@ def describe(exc: BaseException) -> str:
     return f"{_type_name(exc)}: {message}" if message else _type_name(exc)
 
 
-def init_worker(project: ProjectRef, log_queue: Any = None, log_level: int = logging.INFO) -> None:
-    """Build this worker's Service from the project (once per worker process) and call its start hook.
+# ------------------------------------------------------------------------------------------ a run
+
+
+def start_service(
+    factory: ServiceFactory,
+    log_queue: Any = None,
+    log_level: int = logging.INFO,
+    *,
+    local_dir: str | None = None,
+    isolate: bool = False,
+    log_sink: LogSink | None = None,
+) -> str:
+    """Build the run's Service in this process (once per run key) and call its ``on_worker_start``.
 
     Args:
-        project: how to build the Service.
-        log_queue: where this process's log records go (anything with ``put_nowait``), or None to leave
-            logging alone (dask sets it up).
+        factory: how to build the Service.
+        log_queue: where every log record of this process goes (anything with ``put_nowait``: a
+            ``processes`` worker, which serves one run), or None.
         log_level: the driver's log level.
+        local_dir: where to extract a project that travels with the factory.
+        isolate: put ``sys.path``/``sys.modules`` back after building (a process serving several runs).
+        log_sink: where the log records of this run's code go (records of threads running its items).
+
+    Returns:
+        The run key, for ``load_items``, ``run_one``, ``run_batch`` and ``stop_service``.
+
+    Raises:
+        VersionMismatch: this process runs another batchframe or Python than the driver.
+        Exception: what loading the project, the Service's constructor or ``on_worker_start`` raised.
     """
-    global _service
-    if log_queue is not None:
-        _forward_logs(log_queue, log_level)
-    from batchframe.container import wire
-    from batchframe.run import prepare
+    key = factory.run_key
+    with _starting:
+        lock = _start_locks.setdefault(key, threading.Lock())
+    with lock:  # not _starting: another run's slow on_worker_start must not hold this one up
+        if key in _runs:
+            return key
+        if log_queue is not None:
+            forward_logs(log_queue, log_level)
+        if log_sink is not None:
+            route_logs(key, log_sink, log_level)
+        try:
+            with working_for(key):
+                built = build(factory, local_dir=local_dir, isolate=isolate)
+                try:
+                    call_hook(built.service, "on_worker_start")
+                except BaseException as exc:
+                    _keep_traceback(exc)  # while the extracted project's files still show its lines
+                    remove_workdir(built.workdir)
+                    raise
+        except BaseException:
+            unroute_logs(key)
+            raise
+        _runs[key] = _Run(key, built.service, built.modules, _retryable_types(built.service), built.workdir)
+    return key
 
-    prepared = prepare(project.path, config=project.config, params=list(project.params), warn_hooks=False)
-    wired = wire(
-        source_cls=prepared.project.source_cls,
-        service_cls=prepared.project.service_cls,
-        config=prepared.config,
-        injectables=prepared.project.injectables,
-        param_values=prepared.values,
-        static_values=project.statics,
-    )
-    _service = wired.service
-    call_hook(_service, "on_worker_start")
+
+def stop_service(key: str) -> None:
+    """Call the run's ``on_worker_stop`` and forget the run. Never raises: an error of the hook is logged."""
+    run = _runs.pop(key, None)
+    with _starting:
+        _start_locks.pop(key, None)
+    if run is None:
+        unroute_logs(key)
+        return
+    with working_for(key):
+        try:
+            call_hook(run.service, "on_worker_stop")
+        except BaseException as exc:
+            logger.error("on_worker_stop raised %s\n%s", describe(exc), traceback_text(exc))
+    unroute_logs(key)
+    remove_workdir(run.workdir)
 
 
-def teardown_worker() -> None:
-    """Call the Service's stop hook in this worker (at the worker's exit)."""
-    if _service is not None:
-        call_hook(_service, "on_worker_stop")
+def load_items(key: str, payload: bytes) -> list[Any]:
+    """Unpickle a pickled list of items with the run's own modules (then by import).
+
+    Raises:
+        RunNotStarted: this process has not built the run's Service.
+        Exception: what unpickling raised (an item's class unknown here, say).
+    """
+    items = loads(payload, _run(key).modules)
+    if not isinstance(items, list):
+        raise TypeError(f"a batch must be a pickled list of items, not {type(items).__qualname__}")
+    return items
 
 
-def run_item(payload: bytes) -> Outcome:
-    """Process one pickled item with this worker's Service. Never raises: returns the item's outcome."""
+def run_one(key: str, item: Any) -> Outcome:
+    """Process one item with the run's Service. Never raises: returns the item's outcome."""
     try:
-        _process(pickle.loads(payload))
+        run = _run(key)
+    except RunNotStarted as exc:  # another worker may have it: retried
+        return RemoteError(type(exc).__name__, str(exc), "", retryable=True)
+    try:
+        with working_for(key):
+            _process(run.service, item)
     except BaseException as exc:  # KeyboardInterrupt, SystemExit... from user code: this item fails, the worker goes on
-        return transportable(exc)
+        return transportable(exc, key)
     return None
 
 
-def _process(item: Any) -> None:
-    global _loop
-    result = _service.process(item)
+def run_batch(key: str, payload: bytes, timeout_s: float | None) -> list[Packed | str | None]:
+    """The dask task: process a pickled list of items; one packed outcome (or ``NOT_RUN``) per item.
+
+    Raises:
+        RemoteError: the batch cannot be loaded here (the driver fails each of its items with it; it
+            retries them when this worker has not built the run's Service).
+    """
+    try:
+        items = load_items(key, payload)
+    except BaseException as exc:
+        retryable = isinstance(exc, RunNotStarted)
+        raise RemoteError(_type_name(exc), _message(exc), traceback_text(exc), retryable) from None
+    if timeout_s is None:
+        return [pack(run_one(key, item), key) for item in items]
+    outcomes: list[Packed | str | None] = []
+    for item in items:
+        finished, outcome = _runner().run(key, item, timeout_s)
+        outcomes.append(pack(outcome if finished else item_timed_out(timeout_s), key))
+        if not finished:
+            break
+    return outcomes + [NOT_RUN] * (len(items) - len(outcomes))
+
+
+def _keep_traceback(exc: BaseException) -> None:
+    with contextlib.suppress(Exception):  # a class that refuses new attributes goes without
+        exc.remote_traceback = traceback_text(exc)  # type: ignore[attr-defined]
+
+
+def _run(key: str) -> _Run:
+    run = _runs.get(key)
+    if run is None:
+        raise RunNotStarted(f"this worker has not built the Service of run {key} (it may have failed to start)")
+    return run
+
+
+def _retryable_types(service: Any) -> tuple[type[BaseException], ...]:
+    from batchframe.service import retryable_exceptions
+
+    try:
+        return retryable_exceptions(service)
+    except Exception:  # the driver reports a bad exceptions_to_retry_for
+        return ()
+
+
+def _process(service: Any, item: Any) -> None:
+    result = service.process(item)
     if inspect.isawaitable(result):
-        if _loop is None:  # one event loop per worker, for every async process call
-            _loop = asyncio.new_event_loop()
-        _loop.run_until_complete(_await(result))
+        _thread_loop().run_until_complete(_await(result))
+
+
+def _thread_loop() -> asyncio.AbstractEventLoop:
+    """This thread's event loop for async ``process`` calls (created on first use, kept while the thread lives)."""
+    holder: _ThreadLoop | None = getattr(_here, "loop", None)
+    if holder is None:
+        holder = _here.loop = _ThreadLoop()
+    return holder.loop
+
+
+class _ThreadLoop:
+    """A thread's event loop, closed when the thread ends (its thread-local values are released then)."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):  # at interpreter exit, say
+            self.loop.close()
 
 
 async def _await(awaitable: Any) -> Any:
     return await awaitable
 
 
-def transportable(exc: BaseException) -> Exception:
-    """``exc`` in a form that reaches the driver: itself if it is an Exception that pickles, else a RemoteError."""
+class _Runner:
+    """A helper thread that runs a worker thread's items one at a time, so that thread can stop waiting."""
+
+    def __init__(self) -> None:
+        self.abandoned = False
+        self._jobs: queue.SimpleQueue[tuple[str, Any, list[Outcome], threading.Event] | None] = queue.SimpleQueue()
+        threading.Thread(target=self._serve, name="batchframe-item", daemon=True).start()
+
+    def run(self, key: str, item: Any, timeout_s: float) -> tuple[bool, Outcome]:
+        """Run the item; ``(False, None)`` if it is still running after ``timeout_s`` (then abandoned)."""
+        done, box = threading.Event(), list[Outcome]()
+        self._jobs.put((key, item, box, done))
+        if done.wait(timeout_s):
+            return True, box[0]
+        self.abandoned = True
+        self._jobs.put(None)  # the thread ends once the abandoned call returns
+        return False, None
+
+    def _serve(self) -> None:
+        try:
+            while (job := self._jobs.get()) is not None:
+                key, item, box, done = job
+                box.append(run_one(key, item))
+                done.set()
+        finally:
+            holder = getattr(_here, "loop", None)
+            if holder is not None:
+                holder.loop.close()
+
+
+def _runner() -> _Runner:
+    runner: _Runner | None = getattr(_here, "runner", None)
+    if runner is None or runner.abandoned:
+        runner = _here.runner = _Runner()
+    return runner
+
+
+# --------------------------------------------------------------------------------------- outcomes
+
+
+def transportable(exc: BaseException, key: str | None = None) -> Exception:
+    """``exc`` in a form that reaches the driver: itself if it is an Exception that pickles, else a RemoteError.
+
+    With the run's ``key``, its classes pickle even when its modules are not in ``sys.modules``, and
+    a RemoteError says whether the run's Service retries ``exc``.
+    """
+    run = _runs.get(key) if key is not None else None
     text = traceback_text(exc)
-    if isinstance(exc, Exception) and _survives_pickling(exc, text):
+    if isinstance(exc, Exception) and _survives_pickling(exc, text, run):
         return exc
-    return RemoteError(_type_name(exc), _message(exc), text)
+    return RemoteError(_type_name(exc), _message(exc), text, _retries(exc, run))
 
 
-def pack(outcome: Outcome) -> Packed | None:
-    """An outcome for the pipe: the exception pickled, with what to record if the driver cannot unpickle it."""
+def pack(outcome: Outcome, key: str | None = None) -> Packed | None:
+    """An outcome for the wire: the exception pickled, with what to record if the driver cannot unpickle it."""
     if outcome is None:
         return None
+    run = _runs.get(key) if key is not None else None
     error_type, message = _type_name(outcome), _message(outcome)
     text = getattr(outcome, "remote_traceback", "")
     text = text if isinstance(text, str) else ""
+    retryable = _retries(outcome, run)
     try:
-        data = pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
+        data = dumps(outcome, run.modules if run is not None else None)
     except Exception:  # transportable() pickled it once already: a fallback
-        data = pickle.dumps(RemoteError(error_type, message, text))
-    return (data, error_type, message, text)
+        data = dumps(RemoteError(error_type, message, text, retryable))
+    return (data, error_type, message, text, retryable)
 
 
-def unpack(packed: Packed | None) -> Outcome:
-    """The outcome again; a ``RemoteError`` when this process cannot unpickle it (its class is unknown here)."""
+def unpack(packed: Packed | str | None) -> Outcome:
+    """The outcome again (``NOT_STARTED`` for ``NOT_RUN``); a RemoteError when this process cannot unpickle it."""
     if packed is None:
         return None
-    data, error_type, message, text = packed
+    if isinstance(packed, str):  # NOT_RUN
+        return NOT_STARTED
+    data, error_type, message, text, retryable = packed
     try:
-        error = pickle.loads(data)
+        error = loads(data)
     except BaseException:  # unpickling runs the class's __init__, which may raise anything
-        return RemoteError(error_type, message, text)
-    return error if isinstance(error, Exception) else RemoteError(error_type, message, text)
+        return RemoteError(error_type, message, text, retryable)
+    return error if isinstance(error, Exception) else RemoteError(error_type, message, text, retryable)
 
 
-def _survives_pickling(exc: Exception, text: str) -> bool:
+def _retries(exc: BaseException, run: _Run | None) -> bool:
+    if isinstance(exc, RemoteError):
+        return exc.retryable
+    return isinstance(exc, (Retry, *(run.retry_on if run is not None else ())))
+
+
+def _survives_pickling(exc: Exception, text: str, run: _Run | None) -> bool:
     with contextlib.suppress(Exception):  # a class that refuses new attributes travels without it
         exc.remote_traceback = text  # type: ignore[attr-defined]  # the driver records the worker's frames
+    modules = run.modules if run is not None else None
     try:
-        pickle.loads(pickle.dumps(exc, protocol=pickle.HIGHEST_PROTOCOL))
+        loads(dumps(exc, modules), modules)
     except BaseException:  # unpickling runs the class's __init__, which may raise anything
         return False
     return True
@@ -198,7 +427,10 @@ def _message(exc: BaseException) -> str:
 
 
 def traceback_text(exc: BaseException) -> str:
-    """The traceback from the user's code on (this module's and asyncio's frames left out). Never raises."""
+    """The traceback of the user's code (batchframe's, asyncio's, threads' and imports' frames left out).
+
+    Never raises.
+    """
     try:
         summary = traceback.TracebackException.from_exception(exc)
         frames = [frame for frame in summary.stack if not frame.filename.startswith(_OWN_FRAMES)]
@@ -206,12 +438,3 @@ def traceback_text(exc: BaseException) -> str:
         return "".join(summary.format())
     except BaseException:
         return f"{describe(exc)}\n"
-
-
-def _forward_logs(log_queue: Any, level: int) -> None:
-    """Send this worker's log records to the driver, which writes them to logs.txt."""
-    from logging.handlers import QueueHandler
-
-    root = logging.getLogger()
-    root.handlers[:] = [QueueHandler(log_queue)]
-    root.setLevel(level)

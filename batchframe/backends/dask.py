@@ -1,54 +1,92 @@
-"""The ``dask`` back end: items run on a dask.distributed cluster (``pip install batchframe[dask]``)."""
+"""The ``dask`` back end: items run on a dask.distributed cluster (``pip install batchframe[dask]``).
+
+Each run installs a worker plugin named after its run key (``ServicePlugin``): every worker, and
+every worker that joins later, builds the run's Service from the run's ``ServiceFactory`` and
+files it under the key, so several runs can share one cluster. Each task carries the run key.
+Unregistering the plugin at the end of the run calls the Service's ``on_worker_stop`` on each worker.
+
+A remote cluster's workers get the project's folder with the run (zipped in the factory) and
+import it from a folder of their own; they must run the driver's batchframe and Python (major.minor),
+which is checked before anything is sent. A local cluster's workers import the project from where
+it is.
+
+Log records of the run's code on the workers reach the run's logs.txt (as dask events on a topic
+named after the run key). dask's own records go to logs.txt only, not the console (``-v`` shows
+them): on this machine (the local cluster's scheduler and nannies) and, for a local cluster, its
+workers' warnings and errors.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import pickle
+import traceback
 from typing import Any
 
-from batchframe.backends import BackendError, ItemCall, ProjectRef, item_timed_out
-from batchframe.backends._worker import init_worker, pickled, run_item, teardown_worker
-
-try:
-    from distributed.diagnostics.plugin import WorkerPlugin
-except ImportError:  # without the extra, start() explains what to install
-    WorkerPlugin = object  # type: ignore[misc,assignment]
+from batchframe._logging import FILE_ONLY
+from batchframe.backends import BackendError, ItemCall
+from batchframe.backends._dask_plugin import ServicePlugin, WorkerSetupError, log_topic
+from batchframe.backends._factory import ServiceFactory
+from batchframe.backends._worker import describe, pickled, run_batch, unpack
 
 logger = logging.getLogger(__name__)
 
+UNREGISTER_TIMEOUT_S = 60.0
+"""How long the end of a run waits for the workers' ``on_worker_stop`` hooks."""
+
+_DASK_LOGGERS = ("distributed", "dask")
+
 
 class DaskBackend:
-    """Submits each item to a dask cluster, where a worker plugin built the Service once per worker.
+    """Submits each item to a dask cluster, where a run-keyed worker plugin built the Service once per worker.
 
     Args:
-        project: how workers rebuild the Service (they need batchframe and the project's files).
-        concurrency: the local cluster's number of workers (at most one per core).
-        item_timeout_s: time limit of one attempt (queued time on the cluster included), or None.
+        factory: how workers build the Service.
+        concurrency: how many items are in flight; also a local cluster's number of workers (at most one per core).
+        item_timeout_s: time limit of one attempt, counted on the worker from when the item starts; or None.
         scheduler: a scheduler address such as ``tcp://10.0.0.5:8786``; None starts a LocalCluster.
         connect_timeout_s: how long to try to reach the scheduler.
+
+    Attributes:
+        threads: after ``start()``, how many items the cluster's workers run at once (their threads).
+        startup_s: after ``start()``, how long the cluster took to get ready.
     """
 
     def __init__(
         self,
-        project: ProjectRef,
+        factory: ServiceFactory,
         *,
         concurrency: int,
         scheduler: str | None,
         connect_timeout_s: float,
         item_timeout_s: float | None = None,
     ) -> None:
-        self.project = project
+        self.factory = factory
         self.item_timeout_s = item_timeout_s
         self.scheduler = scheduler
         self.connect_timeout_s = connect_timeout_s
         self.workers = max(1, min(concurrency, os.cpu_count() or 1))
+        self.slots = concurrency
+        self.threads = 0
+        self.startup_s = 0.0
         self._cluster: Any = None
         self._client: Any = None
-        self.startup_s = 0.0
+        self._plugin: str | None = None
+        self._topic: str | None = None
+        self._logs = _DaskLogs()
+        self._cancels: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> ItemCall:
-        """Connect (or start a local cluster) and install the Service on every worker."""
+        """Connect (or start a local cluster), check the workers' versions and install the Service on them.
+
+        Raises:
+            BackendError: dask is not installed; the cluster cannot start or be reached; a worker runs
+                another batchframe or Python; the project is too large to send; a worker cannot build
+                the Service.
+        """
         try:
             from distributed import Client, LocalCluster
         except ImportError:
@@ -56,23 +94,21 @@ class DaskBackend:
                 "executor=dask needs dask.distributed, which is not installed.",
                 hint="Install the extra: pip install 'batchframe[dask]'",
             ) from None
+        self._logs.install()
         loop = asyncio.get_running_loop()
         started = loop.time()
-        if self.scheduler is None:
-            self._cluster = await LocalCluster(  # type: ignore[no-untyped-call]
-                n_workers=self.workers,
-                threads_per_worker=1,
-                processes=True,
-                asynchronous=True,
-                dashboard_address=None,
-            )
-            address = self._cluster
-        else:
-            address = self.scheduler
-        self._client = await self._connect(Client, address)
-        await self._client.register_plugin(ServicePlugin(self.project), name="batchframe-service")
+        address = self.scheduler
+        if address is None:
+            self._cluster = await _local_cluster(LocalCluster, self.workers)
+        self._client = await self._connect(Client, self._cluster if address is None else address)
+        await self._check_versions()
+        factory = self.factory
+        if address is not None:  # workers elsewhere may not have the project's files
+            factory = await asyncio.to_thread(factory.with_archive)
+        await self._install(factory)
+        self.threads = sum((await self._client.nthreads()).values())
         self.startup_s = loop.time() - started
-        logger.info("Dask cluster ready in %.1f s: %s", self.startup_s, self._client.dashboard_link or address)
+        self._log_ready(address)
         return self._call
 
     async def _connect(self, client_cls: Any, address: Any) -> Any:
@@ -88,41 +124,189 @@ class DaskBackend:
                 "No item was processed; run again when it answers.",
             ) from None
 
+    async def _check_versions(self) -> None:
+        """Raise a BackendError naming the workers that run another batchframe or Python than this driver."""
+        versions = await self._client.get_versions(packages=["batchframe"])
+        wanted = (self.factory.batchframe_version, self.factory.python_version)
+        wrong = []
+        for address, info in sorted(versions.get("workers", {}).items()):
+            found = (info.get("packages", {}).get("batchframe"), _major_minor(info.get("host", {}).get("python")))
+            if found != wanted:
+                wrong.append(f"{address} runs batchframe {found[0] or '(not installed)'} on Python {found[1] or '?'}")
+        if wrong:
+            raise BackendError(
+                f"The dask workers must run this driver's batchframe {wanted[0]} on Python {wanted[1]}, but "
+                + "; ".join(wrong[:5])
+                + (f" (and {len(wrong) - 5} more)" if len(wrong) > 5 else "")
+                + ".",
+                hint=f"Install batchframe {wanted[0]} (pip install 'batchframe[dask]=={wanted[0]}') on Python "
+                f"{wanted[1]} where the workers run, then start them again. No item was processed.",
+            )
+
+    async def _install(self, factory: ServiceFactory) -> None:
+        """Subscribe to the run's worker logs and register the run's plugin (every worker builds the Service)."""
+        key = factory.run_key
+        self._topic = log_topic(key)
+        self._client.subscribe_topic(self._topic, _receive_log)
+        level = logging.getLogger().getEffectiveLevel()
+        plugin = ServicePlugin(factory, level, dask_warnings=self._cluster is not None)
+        self._plugin = plugin.name
+        try:
+            await self._client.register_plugin(plugin, name=plugin.name)
+        except WorkerSetupError as exc:
+            what, trace = [*map(str, exc.args), "", ""][:2]
+            logger.error("A dask worker could not build the Service:\n%s", trace, extra=FILE_ONLY)
+            raise BackendError(
+                f"A dask worker could not build the Service: {what}",
+                hint="Loading the project, the Service's constructor or on_worker_start raised on a worker "
+                "(the traceback is in the run's logs.txt). No item was processed.",
+            ) from None
+        except Exception as exc:
+            raise BackendError(
+                f"Could not install the Service on the dask workers: {describe(exc)}",
+                hint="Check the cluster (its dashboard or logs); no item was processed.",
+            ) from None
+
+    def _log_ready(self, address: str | None) -> None:
+        link = self._client.dashboard_link if address is None and _has_bokeh() else None
+        workers = f"{self.threads} worker threads" if self.threads else "no workers yet (items wait for one)"
+        where = f"the scheduler at {address}" if address is not None else "a local cluster"
+        dashboard = f"; dashboard: {link}" if link else ""
+        logger.info("Dask cluster ready in %.1f s: %s, %s%s", self.startup_s, where, workers, dashboard)
+
     async def _call(self, item: Any) -> None:
-        # run_item returns the item's failure instead of raising it: dask logs no "Compute Failed" per item.
-        future = self._client.submit(run_item, pickled(item), pure=False)
-        if self.item_timeout_s is None:
-            outcome = await future
-        else:
-            # dask gives no signal when a task starts: here the limit also counts time queued on the cluster.
-            try:
-                outcome = await asyncio.wait_for(asyncio.shield(future), self.item_timeout_s)
-            except asyncio.TimeoutError:
-                await future.cancel()
-                raise item_timed_out(self.item_timeout_s) from None
+        future = self._client.submit(run_batch, self.factory.run_key, pickled([item]), self.item_timeout_s, pure=False)
+        try:
+            [packed] = await future  # a RemoteError: the item could not be loaded on the worker
+        except asyncio.CancelledError:
+            self._cancel(future)
+            raise
+        outcome = unpack(packed)
         if outcome is not None:
             raise outcome
 
+    def _cancel(self, future: Any) -> None:
+        """Cancel a submitted task in the background (a task already running goes on until it returns)."""
+        task = asyncio.ensure_future(future.cancel())
+        self._cancels.add(task)
+        task.add_done_callback(self._cancels.discard)
+
+    def hold(self) -> None:
+        """Nothing to give back: the driver hands out one item per slot and holds the rest itself."""
+
+    def release(self) -> None:
+        """Nothing to do (see ``hold``)."""
+
     async def close(self) -> None:
-        """Disconnect; a local cluster is shut down (its workers' stop hooks run in the plugin teardown)."""
-        if self._client is not None:
-            await self._client.close()
-        if self._cluster is not None:
-            await self._cluster.close()
+        """Run the workers' stop hooks (unregister the run's plugin), disconnect, shut a local cluster down."""
+        try:
+            if self._client is not None:
+                await self._uninstall()
+                await self._client.close()
+            if self._cluster is not None:
+                await self._cluster.close()
+        finally:
+            self._logs.restore()
+
+    async def _uninstall(self) -> None:
+        if self._plugin is not None:
+            try:
+                await asyncio.wait_for(self._client.unregister_worker_plugin(self._plugin), UNREGISTER_TIMEOUT_S)
+            except Exception as exc:
+                logger.warning("Could not run on_worker_stop on every dask worker: %s", describe(exc))
+            await asyncio.sleep(0.1)  # the stop hooks' log records travel through the scheduler too
+        if self._topic is not None:
+            with contextlib.suppress(Exception):
+                self._client.unsubscribe_topic(self._topic)
 
 
-class ServicePlugin(WorkerPlugin):
-    """A dask worker plugin: build the Service when a worker starts, call its stop hook when it stops."""
+async def _local_cluster(cluster_cls: Any, workers: int) -> Any:
+    """A LocalCluster of ``workers`` single-threaded worker processes; a BackendError naming the cause if it fails."""
+    dashboard = _has_bokeh()
+    try:
+        return await cluster_cls(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            asynchronous=True,
+            silence_logs=logging.CRITICAL,  # its workers' stderr is our console: their warnings come as records
+            dashboard_address="127.0.0.1:0" if dashboard else None,
+            # Without a dashboard the scheduler still serves /health on 8787: a second local run would warn.
+            scheduler_kwargs=None if dashboard else {"dashboard_address": "127.0.0.1:0"},
+        )
+    except Exception as exc:
+        cause = _root_cause(exc)
+        trace = "".join(traceback.format_exception(exc))
+        logger.error("The local dask cluster could not start:\n%s", trace, extra=FILE_ONLY)
+        dask_said = f" (dask: {describe(exc)})" if cause is not exc else ""
+        raise BackendError(
+            f"Could not start a local dask cluster: {describe(cause)}{dask_said}",
+            hint="dask's own messages are in the run's logs.txt. Check that dask workers can start in this "
+            "environment, or use a running cluster with -p scheduler=tcp://HOST:8786.",
+        ) from None
 
-    name = "batchframe-service"
 
-    def __init__(self, project: ProjectRef) -> None:
-        self.project = project
+def _root_cause(exc: BaseException) -> BaseException:
+    seen = {id(exc)}
+    while (nxt := exc.__cause__ or exc.__context__) is not None and id(nxt) not in seen:
+        seen.add(id(nxt))
+        exc = nxt
+    return exc
 
-    def setup(self, worker: Any) -> None:
-        """Build the worker's Service."""
-        init_worker(self.project)
 
-    def teardown(self, worker: Any) -> None:
-        """Call the Service's stop hook."""
-        teardown_worker()
+def _has_bokeh() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("bokeh") is not None
+
+
+def _major_minor(version: Any) -> str | None:
+    """``3.11`` from ``3.11.7.final.0``."""
+    return ".".join(str(version).split(".")[:2]) if version else None
+
+
+def _receive_log(event: tuple[float, Any]) -> None:
+    """Hand a worker's log record (a dask event) to this process's handlers: logs.txt and the console."""
+    try:
+        record: logging.LogRecord = pickle.loads(event[1])
+    except BaseException as exc:
+        logger.warning("A log record from a dask worker could not be read: %s", describe(exc))
+        return
+    _dispatch(record)
+
+
+def _dispatch(record: logging.LogRecord) -> None:
+    for handler in logging.getLogger().handlers:
+        if record.levelno >= handler.level:
+            handler.handle(record)
+
+
+class _DaskLogs:
+    """While a run uses dask: dask's own records on this machine go to logs.txt only (errors to the console too)."""
+
+    def __init__(self) -> None:
+        self._saved: list[tuple[logging.Logger, list[logging.Handler], bool]] = []
+
+    def install(self) -> None:
+        """Route the ``distributed`` and ``dask`` loggers through ``_ToLogFile``."""
+        if self._saved:
+            return
+        relay = _ToLogFile()
+        for name in _DASK_LOGGERS:
+            named = logging.getLogger(name)
+            self._saved.append((named, list(named.handlers), named.propagate))
+            named.handlers[:] = [relay]
+            named.propagate = False
+
+    def restore(self) -> None:
+        """Put the loggers back as they were."""
+        for named, handlers, propagate in self._saved:
+            named.handlers[:] = handlers
+            named.propagate = propagate
+        self._saved.clear()
+
+
+class _ToLogFile(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        record.file_only = True  # see _logging.FILE_ONLY: what matters reaches the console as our own message
+        _dispatch(record)

@@ -36,6 +36,7 @@ class LocalBackend:
         self.concurrency = concurrency
         self.all_in_threads = all_in_threads
         self.item_timeout_s = item_timeout_s
+        self.slots = concurrency
         self._pool: ThreadPoolExecutor | None = None
 
     async def start(self) -> ItemCall:
@@ -50,6 +51,12 @@ class LocalBackend:
         if timeout_s is None:
             return _in_thread(target, self._pool)
         return _in_thread_with_timeout(target, self._pool, timeout_s)
+
+    def hold(self) -> None:
+        """Nothing to give back: the driver hands out one item per slot and holds the rest itself."""
+
+    def release(self) -> None:
+        """Nothing to do (see ``hold``)."""
 
     async def close(self) -> None:
         """Stop the thread pool (without waiting for abandoned calls) and call the stop hook."""

@@ -1,0 +1,110 @@
+"""Where a worker's log records go: the driver's logs.txt.
+
+A ``processes`` worker serves one run: every record of the process goes to the driver
+(``forward_logs``). A dask worker may serve several runs at once: a record goes to the run whose
+code the thread that logs it is running (``working_for``), through that run's sink; a record of a
+thread the user's code started goes to the only run, when there is one; dask's own records stay
+in the worker's logs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+LogSink = Callable[[logging.LogRecord], None]
+"""Takes a log record of a run (and sends it to the driver)."""
+
+_DASK_LOGGERS = ("distributed", "dask", "tornado", "bokeh")
+
+
+@dataclass(frozen=True)
+class _Route:
+    sink: LogSink
+    level: int
+
+
+_routes: dict[str, _Route] = {}
+_changing = threading.Lock()  # runs start and stop on several threads
+_current = threading.local()  # .key: the run whose code this thread runs now
+
+
+@contextlib.contextmanager
+def working_for(key: str) -> Iterator[None]:
+    """Mark this thread as running the code of run ``key`` (its log records go to that run)."""
+    previous = getattr(_current, "key", None)
+    _current.key = key
+    try:
+        yield
+    finally:
+        _current.key = previous
+
+
+def forward_logs(log_queue: Any, level: int) -> None:
+    """Send every log record of this process to ``log_queue`` (anything with ``put_nowait``)."""
+    from logging.handlers import QueueHandler
+
+    root = logging.getLogger()
+    root.handlers[:] = [QueueHandler(log_queue)]
+    root.setLevel(level)
+
+
+class _RunLogs(logging.Handler):
+    """Sends a record to the run whose code the current thread runs (a process may serve several runs).
+
+    A record from a thread of the user's own is the run's when the process serves one run; dask's
+    own records are not forwarded.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        key = getattr(_current, "key", None)
+        if key is None:
+            keys = list(_routes)
+            if len(keys) != 1 or record.name.startswith(_DASK_LOGGERS):
+                return
+            key = keys[0]
+        route = _routes.get(key) if key is not None else None
+        if route is None or record.levelno < route.level:
+            return
+        try:
+            route.sink(record)
+        except Exception:
+            self.handleError(record)
+
+
+_router = _RunLogs()
+_root_level: list[int] = []  # the root logger's level before the first run was routed
+
+
+def route_logs(key: str, sink: LogSink, level: int) -> None:
+    """Send the records of run ``key`` at ``level`` and above to ``sink`` (the root logger lets them through)."""
+    root = logging.getLogger()
+    with _changing:
+        if not _routes:
+            _root_level[:] = [root.level]
+            root.addHandler(_router)
+        _routes[key] = _Route(sink, level)
+        _set_root_level(root)
+
+
+def unroute_logs(key: str) -> None:
+    """Stop sending the records of run ``key``."""
+    root = logging.getLogger()
+    with _changing:
+        if _routes.pop(key, None) is None:
+            return
+        if _routes:
+            _set_root_level(root)
+        else:
+            root.removeHandler(_router)
+            root.setLevel(_root_level.pop() if _root_level else logging.WARNING)
+
+
+def _set_root_level(root: logging.Logger) -> None:
+    before = _root_level[0] if _root_level else logging.WARNING
+    if before != logging.NOTSET:  # NOTSET on the root logger lets everything through already
+        root.setLevel(min(before, *(route.level for route in _routes.values())))

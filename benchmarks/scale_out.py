@@ -1,0 +1,166 @@
+"""Scale-out against doing it by hand: ``processes`` and ``dask`` beside their hand-written baselines, in one run.
+
+CPU-bound: 3,000 items of about 3 ms of pure Python each, whole process (start-up included) for
+every contestant:
+- ``batchframe exec -p executor=processes`` vs ``multiprocessing.Pool(2).imap_unordered(chunksize=8)``
+  (target: at least 0.9 of the Pool's speed);
+- ``batchframe exec -p executor=dask`` vs dask by hand with 50 items per task on a 2-worker
+  LocalCluster (target: at least 0.85).
+No-op items: items per second through ``processes`` and ``dask`` once started (target: 20,000 each),
+beside the same hand-written baselines.
+
+Usage: python benchmarks/scale_out.py [CPU_ITEMS] [NOOP_ITEMS]
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _common import report
+
+WORKERS = 2
+BASE = 1_900  # count primes below BASE + a little: about 3 ms of pure Python per item here
+
+PROJECT = """
+from batchframe import BatchframeParam, Service, Source
+
+
+def count_primes(limit):
+    return sum(1 for n in range(2, limit) if all(n % d for d in range(2, int(n**0.5) + 1)))
+
+
+class Limits(Source[int]):
+    def __init__(self, count: BatchframeParam[int], base: BatchframeParam[int] = 0) -> None:
+        self.count = count
+        self.base = base
+
+    def __len__(self):
+        return self.count
+
+    def __iter__(self):
+        for i in range(self.count):
+            yield self.base + i % 7 if self.base else 0
+
+
+class Count(Service[int]):
+    def process(self, item):
+        if item > 100:
+            count_primes(item)
+"""
+
+HAND_POOL = f"""
+import multiprocessing, sys, time
+def count_primes(limit):
+    return sum(1 for n in range(2, limit) if all(n % d for d in range(2, int(n**0.5) + 1)))
+
+def work(item):
+    if item > 100:
+        count_primes(item)
+
+if __name__ == "__main__":
+    items, base = int(sys.argv[1]), int(sys.argv[2])
+    started = time.perf_counter()
+    with multiprocessing.get_context("spawn").Pool({WORKERS}) as pool:
+        ready = time.perf_counter()
+        for _ in pool.imap_unordered(work, (base + i % 7 if base else 0 for i in range(items)), chunksize=8):
+            pass
+    print(time.perf_counter() - ready)
+"""
+
+HAND_DASK = f"""
+import sys, time
+from distributed import Client, LocalCluster
+
+def count_primes(limit):
+    return sum(1 for n in range(2, limit) if all(n % d for d in range(2, int(n**0.5) + 1)))
+
+def work(batch):
+    for item in batch:
+        if item > 100:
+            count_primes(item)
+    return len(batch)
+
+if __name__ == "__main__":
+    items, base, per_task = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    with LocalCluster(n_workers={WORKERS}, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        with Client(cluster) as client:
+            client.submit(work, [1]).result()
+            ready = time.perf_counter()
+            work_items = [base + i % 7 if base else 0 for i in range(items)]
+            batches = [work_items[i : i + per_task] for i in range(0, items, per_task)]
+            assert sum(client.gather(client.map(work, batches, pure=False))) == items
+    print(time.perf_counter() - ready)
+"""
+
+
+def _script(folder: Path, name: str, text: str) -> Path:
+    path = folder / name
+    path.write_text(text)
+    return path
+
+
+def _timed(command: list[str]) -> tuple[float, str]:
+    started = time.perf_counter()
+    done = subprocess.run(command, check=True, capture_output=True, text=True)
+    return time.perf_counter() - started, done.stdout
+
+
+def _exec(folder: Path, executor: str, items: int, base: int) -> tuple[float, float]:
+    """Whole-process wall time of ``batchframe exec`` and the run's own duration (once started)."""
+    output = Path(tempfile.mkdtemp(prefix="batchframe-bench-"))
+    command = [str(Path(sys.executable).parent / "batchframe"), "exec", str(folder / "job.py"), "-d", str(output)]
+    command += ["-p", f"count={items}", "-p", f"base={base}", "-p", f"executor={executor}"]
+    command += ["-p", f"concurrency={WORKERS}"]
+    wall, _ = _timed(command)
+    summary = json.loads(next(output.iterdir()).joinpath("summary.json").read_text())
+    assert summary["succeeded"] == items, summary
+    return wall, float(summary["duration_s"])
+
+
+def main() -> None:
+    cpu_items = int(sys.argv[1]) if len(sys.argv) > 1 else 3_000
+    noop_items = int(sys.argv[2]) if len(sys.argv) > 2 else 100_000
+    folder = Path(tempfile.mkdtemp(prefix="batchframe-bench-"))
+    _script(folder, "job.py", PROJECT)
+    pool = _script(folder, "hand_pool.py", HAND_POOL)
+    dask = _script(folder, "hand_dask.py", HAND_DASK)
+    python = sys.executable
+
+    pool_wall, _ = _timed([python, str(pool), str(cpu_items), str(BASE)])
+    processes_wall, _ = _exec(folder, "processes", cpu_items, BASE)
+    dask_hand_wall, _ = _timed([python, str(dask), str(cpu_items), str(BASE), "50"])
+    dask_wall, _ = _exec(folder, "dask", cpu_items, BASE)
+
+    _, pool_noop = _timed([python, str(pool), str(noop_items), "0"])
+    _, processes_noop = _exec(folder, "processes", noop_items, 0)
+    _, dask_hand_noop = _timed([python, str(dask), str(noop_items), "0", "1000"])
+    _, dask_noop = _exec(folder, "dask", noop_items, 0)
+
+    def rate(seconds: float | str) -> str:
+        return f"{noop_items / float(seconds):,.0f} items/s"
+
+    report(
+        f"scale-out, {WORKERS} workers: {cpu_items:,} CPU-bound items (~3 ms), whole process",
+        [
+            ("hand multiprocessing.Pool imap_unordered(chunksize=8)", f"{pool_wall:.2f} s"),
+            ("batchframe processes", f"{processes_wall:.2f} s"),
+            ("  processes / hand Pool speed (target >= 0.90)", f"{pool_wall / processes_wall:.2f}"),
+            ("hand dask, 50 items per task", f"{dask_hand_wall:.2f} s"),
+            ("batchframe dask", f"{dask_wall:.2f} s"),
+            ("  dask / hand dask speed (target >= 0.85)", f"{dask_hand_wall / dask_wall:.2f}"),
+            (f"no-op items ({noop_items:,}), once started:", ""),
+            ("  hand Pool imap_unordered(chunksize=8)", rate(pool_noop)),
+            ("  batchframe processes (target >= 20,000/s)", rate(processes_noop)),
+            ("  hand dask, 1,000 items per task", rate(dask_hand_noop)),
+            ("  batchframe dask (target >= 20,000/s)", rate(dask_noop)),
+        ],
+    )
+
+
+if __name__ == "__main__":
+    main()
