@@ -194,6 +194,8 @@ def _exit(code: int) -> None:
 
     deadline = time.monotonic() + _THREAD_GRACE_S  # threads that are just finishing are not stuck
     stuck = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
+    # dask's offload pool never runs user code and Python ends its idle threads at exit: not stuck.
+    stuck = [t for t in stuck if not t.name.startswith("Dask-Offload")]
     for thread in stuck:
         thread.join(max(deadline - time.monotonic(), 0))
     if any(thread.is_alive() for thread in stuck):

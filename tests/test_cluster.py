@@ -334,12 +334,13 @@ def test_a_timed_out_item_leaves_the_rest_of_its_batch_not_started(make_project:
     project = make_project({"job.py": TIMEOUT_JOB})
     key = start_service(service_factory(project / "job.py", "slow_s=0", "stuck=1"))
     try:
-        outcomes = run_batch(key, pickled([0, 1, 2, 3]), 0.2)
+        busy_s, outcomes = run_batch(key, pickled([0, 1, 2, 3]), 0.2)
     finally:
         stop_service(key)
     assert outcomes[0] is None
     assert isinstance(unpack(outcomes[1]), TimeoutError)  # type: ignore[arg-type]
     assert outcomes[2:] == [NOT_RUN, NOT_RUN]
+    assert busy_s >= 0.2
     assert unpack(NOT_RUN) is NOT_STARTED
 
 

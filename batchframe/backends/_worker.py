@@ -34,6 +34,7 @@ import logging
 import os
 import queue
 import threading
+import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -242,8 +243,12 @@ def run_one(key: str, item: Any) -> Outcome:
     return None
 
 
-def run_batch(key: str, payload: bytes, timeout_s: float | None) -> list[Packed | str | None]:
-    """The dask task: process a pickled list of items; one packed outcome (or ``NOT_RUN``) per item.
+def run_batch(key: str, payload: bytes, timeout_s: float | None) -> tuple[float, list[Packed | str | None]]:
+    """The dask task: process a pickled list of items.
+
+    Returns:
+        The seconds spent running them (what sizes the next batches), and one packed outcome (or
+        ``NOT_RUN``) per item.
 
     Raises:
         RemoteError: the batch cannot be loaded here (the driver fails each of its items with it; it
@@ -254,15 +259,17 @@ def run_batch(key: str, payload: bytes, timeout_s: float | None) -> list[Packed 
     except BaseException as exc:
         retryable = isinstance(exc, RunNotStarted)
         raise RemoteError(_type_name(exc), _message(exc), traceback_text(exc), retryable) from None
+    started = time.perf_counter()
     if timeout_s is None:
-        return [pack(run_one(key, item), key) for item in items]
+        done: list[Packed | str | None] = [pack(run_one(key, item), key) for item in items]
+        return time.perf_counter() - started, done
     outcomes: list[Packed | str | None] = []
     for item in items:
         finished, outcome = _runner().run(key, item, timeout_s)
         outcomes.append(pack(outcome if finished else item_timed_out(timeout_s), key))
         if not finished:
             break
-    return outcomes + [NOT_RUN] * (len(items) - len(outcomes))
+    return time.perf_counter() - started, outcomes + [NOT_RUN] * (len(items) - len(outcomes))
 
 
 def _keep_traceback(exc: BaseException) -> None:

@@ -10,6 +10,9 @@ import it from a folder of their own; they must run the driver's batchframe and 
 which is checked before anything is sent. A local cluster's workers import the project from where
 it is.
 
+Items travel in batches (``_batches.Batcher``: one task per batch of about 0.1 s of work, two
+batches per worker thread in flight), each item with its own outcome.
+
 Log records of the run's code on the workers reach the run's logs.txt (as dask events on a topic
 named after the run key). dask's own records go to logs.txt only, not the console (``-v`` shows
 them): on this machine (the local cluster's scheduler and nannies) and, for a local cluster, its
@@ -28,11 +31,15 @@ from typing import Any
 
 from batchframe._logging import FILE_ONLY
 from batchframe.backends import BackendError, ItemCall
+from batchframe.backends._batches import WINDOW, Batcher, BatchReply, BatchSizer
 from batchframe.backends._dask_plugin import ServicePlugin, WorkerSetupError, log_topic
 from batchframe.backends._factory import ServiceFactory
-from batchframe.backends._worker import describe, pickled, run_batch, unpack
+from batchframe.backends._worker import NOT_RUN, describe, run_batch, unpack
 
 logger = logging.getLogger(__name__)
+
+DASK_BATCH_S = 0.3
+"""How much work one task holds, once the item time is known (see ``_batches``)."""
 
 UNREGISTER_TIMEOUT_S = 60.0
 """How long the end of a run waits for the workers' ``on_worker_stop`` hooks."""
@@ -41,11 +48,12 @@ _DASK_LOGGERS = ("distributed", "dask")
 
 
 class DaskBackend:
-    """Submits each item to a dask cluster, where a run-keyed worker plugin built the Service once per worker.
+    """Submits batches of items to a dask cluster, where a run-keyed worker plugin built the Service once per worker.
 
     Args:
         factory: how workers build the Service.
-        concurrency: how many items are in flight; also a local cluster's number of workers (at most one per core).
+        concurrency: a local cluster's number of workers (at most one per core); a remote cluster's
+            workers are all used, every thread of each.
         item_timeout_s: time limit of one attempt, counted on the worker from when the item starts; or None.
         scheduler: a scheduler address such as ``tcp://10.0.0.5:8786``; None starts a LocalCluster.
         connect_timeout_s: how long to try to reach the scheduler.
@@ -69,7 +77,7 @@ class DaskBackend:
         self.scheduler = scheduler
         self.connect_timeout_s = connect_timeout_s
         self.workers = max(1, min(concurrency, os.cpu_count() or 1))
-        self.slots = concurrency
+        self.slots = 0
         self.threads = 0
         self.startup_s = 0.0
         self._cluster: Any = None
@@ -78,6 +86,8 @@ class DaskBackend:
         self._topic: str | None = None
         self._logs = _DaskLogs()
         self._cancels: set[asyncio.Task[Any]] = set()
+        self._batcher: Batcher | None = None
+        self._futures: dict[int, Any] = {}  # a batch's number -> its dask future
 
     async def start(self) -> ItemCall:
         """Connect (or start a local cluster), check the workers' versions and install the Service on them.
@@ -109,7 +119,13 @@ class DaskBackend:
         self.threads = sum((await self._client.nthreads()).values())
         self.startup_s = loop.time() - started
         self._log_ready(address)
-        return self._call
+        # Workers that join later are used too: dask queues the tasks beyond the window on the scheduler.
+        batches = max(self.threads, self.workers if address is None else 1) * WINDOW
+        # A task costs a few hops through the scheduler: batches of more work than processes' keep workers busy.
+        sizer = BatchSizer(target_s=DASK_BATCH_S)
+        self._batcher = Batcher(self._send, batches_in_flight=batches, on_abandoned=self._abandon, sizer=sizer)
+        self.slots = self._batcher.slots
+        return self._batcher.call
 
     async def _connect(self, client_cls: Any, address: Any) -> Any:
         try:
@@ -174,16 +190,24 @@ class DaskBackend:
         dashboard = f"; dashboard: {link}" if link else ""
         logger.info("Dask cluster ready in %.1f s: %s, %s%s", self.startup_s, where, workers, dashboard)
 
-    async def _call(self, item: Any) -> None:
-        future = self._client.submit(run_batch, self.factory.run_key, pickled([item]), self.item_timeout_s, pure=False)
+    async def _send(self, number: int, payload: bytes, count: int) -> BatchReply:
+        future = self._client.submit(run_batch, self.factory.run_key, payload, self.item_timeout_s, pure=False)
+        self._futures[number] = future
         try:
-            [packed] = await future  # a RemoteError: the item could not be loaded on the worker
+            busy_s, packed = await future  # a RemoteError: the batch could not be loaded on the worker
         except asyncio.CancelledError:
             self._cancel(future)
             raise
-        outcome = unpack(packed)
-        if outcome is not None:
-            raise outcome
+        finally:
+            self._futures.pop(number, None)
+        outcomes = [unpack(entry) for entry in packed]
+        return BatchReply(outcomes, busy_s, sum(1 for entry in packed if entry != NOT_RUN))
+
+    def _abandon(self, number: int) -> None:
+        """The driver cancelled an item of batch ``number``: cancel its task (one already running goes on)."""
+        future = self._futures.get(number)
+        if future is not None:
+            self._cancel(future)
 
     def _cancel(self, future: Any) -> None:
         """Cancel a submitted task in the background (a task already running goes on until it returns)."""
@@ -192,14 +216,20 @@ class DaskBackend:
         task.add_done_callback(self._cancels.discard)
 
     def hold(self) -> None:
-        """Nothing to give back: the driver hands out one item per slot and holds the rest itself."""
+        """Submit no more batches; give back the items not submitted yet."""
+        if self._batcher is not None:
+            self._batcher.hold()
 
     def release(self) -> None:
-        """Nothing to do (see ``hold``)."""
+        """Submit batches again."""
+        if self._batcher is not None:
+            self._batcher.release()
 
     async def close(self) -> None:
         """Run the workers' stop hooks (unregister the run's plugin), disconnect, shut a local cluster down."""
         try:
+            if self._batcher is not None:
+                self._batcher.hold()
             if self._client is not None:
                 await self._uninstall()
                 await self._client.close()
