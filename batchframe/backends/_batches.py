@@ -221,6 +221,22 @@ class Batcher:
             self._on_abandoned(number)
 
 
+class BatchingBackend:
+    """``hold``/``release`` for a back end that sends its items through a ``Batcher`` (made in its ``start()``)."""
+
+    _batcher: Batcher | None = None
+
+    def hold(self) -> None:
+        """Send no more batches; give back the items not sent yet."""
+        if self._batcher is not None:
+            self._batcher.hold()
+
+    def release(self) -> None:
+        """Send batches again."""
+        if self._batcher is not None:
+            self._batcher.release()
+
+
 def _pickled_batch(entries: list[_Pending]) -> tuple[list[_Pending], bytes]:
     """The items pickled once, as a list; an item that cannot be pickled fails alone with ``ItemNotPicklable``."""
     try:

@@ -31,7 +31,7 @@ from typing import Any
 
 from batchframe._logging import FILE_ONLY
 from batchframe.backends import BackendError, ItemCall
-from batchframe.backends._batches import WINDOW, Batcher, BatchReply, BatchSizer
+from batchframe.backends._batches import WINDOW, Batcher, BatchingBackend, BatchReply, BatchSizer
 from batchframe.backends._dask_plugin import ServicePlugin, WorkerSetupError, log_topic
 from batchframe.backends._factory import ServiceFactory
 from batchframe.backends._worker import NOT_RUN, describe, run_batch, unpack
@@ -47,7 +47,7 @@ UNREGISTER_TIMEOUT_S = 60.0
 _DASK_LOGGERS = ("distributed", "dask")
 
 
-class DaskBackend:
+class DaskBackend(BatchingBackend):
     """Submits batches of items to a dask cluster, where a run-keyed worker plugin built the Service once per worker.
 
     Args:
@@ -214,16 +214,6 @@ class DaskBackend:
         task = asyncio.ensure_future(future.cancel())
         self._cancels.add(task)
         task.add_done_callback(self._cancels.discard)
-
-    def hold(self) -> None:
-        """Submit no more batches; give back the items not submitted yet."""
-        if self._batcher is not None:
-            self._batcher.hold()
-
-    def release(self) -> None:
-        """Submit batches again."""
-        if self._batcher is not None:
-            self._batcher.release()
 
     async def close(self) -> None:
         """Run the workers' stop hooks (unregister the run's plugin), disconnect, shut a local cluster down."""

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 
 from batchframe.backends import NOT_STARTED, BackendError, ItemCall, item_timed_out
-from batchframe.backends._batches import WINDOW, Batcher, BatchReply
+from batchframe.backends._batches import WINDOW, Batcher, BatchingBackend, BatchReply
 from batchframe.backends._factory import ServiceFactory
 from batchframe.backends._process_worker import DONE, FAILED, LOG, PROGRESS_SIZE, READY, Progress
 from batchframe.backends._worker import WorkerDied, describe, unpack
@@ -66,7 +66,7 @@ class WorkerStartError(BackendError):
     """A worker process could not build the Service: its constructor or ``on_worker_start`` raised."""
 
 
-class ProcessBackend:
+class ProcessBackend(BatchingBackend):
     """Sends batches of items to worker processes; each worker's Service (built there once) processes them.
 
     Workers (``concurrency`` of them, at most one per core) start when the first items need them,
@@ -101,16 +101,6 @@ class ProcessBackend:
             self._watchdog = asyncio.ensure_future(self._watch(self.item_timeout_s))
         logger.info("Running items in %d worker processes.", self.workers)
         return self._batcher.call
-
-    def hold(self) -> None:
-        """Send no more batches; give back the items not sent yet."""
-        if self._batcher is not None:
-            self._batcher.hold()
-
-    def release(self) -> None:
-        """Send batches again."""
-        if self._batcher is not None:
-            self._batcher.release()
 
     # ----------------------------------------------------------------------------------- batches
 
