@@ -22,12 +22,14 @@ What is imported, and nothing else (a stray ``drop_tables.py`` must never run):
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import inspect
 import keyword
 import linecache
 import logging
+import os
 import sys
 import sysconfig
 import traceback
@@ -330,12 +332,18 @@ def _forget_modules_under(directory: Path) -> None:
 def _module_dir(module: types.ModuleType | None) -> Path | None:
     file = getattr(module, "__file__", None)
     if file:
-        return Path(file).resolve().parent
+        return _resolved(os.path.dirname(file))
     try:
         paths = list(getattr(module, "__path__", None) or [])
     except KeyError:  # a namespace sub-package whose parent was dropped from sys.modules
         return None
-    return Path(paths[0]).resolve() if paths else None
+    return _resolved(paths[0]) if paths else None
+
+
+@functools.lru_cache(maxsize=4096)
+def _resolved(directory: str) -> Path:
+    # Hundreds of modules share a few dozen folders, and resolving each file was a tenth of start-up.
+    return Path(directory).resolve()
 
 
 def _installation_dirs() -> tuple[Path, ...]:

@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import report
+from _common import byte_compile_batchframe, report
 
 WORKERS = 2
 ROUNDS = 3
@@ -130,6 +130,7 @@ def _exec(folder: Path, executor: str, items: int, base: int) -> tuple[float, fl
 def main() -> None:
     cpu_items = int(sys.argv[1]) if len(sys.argv) > 1 else 3_000
     noop_items = int(sys.argv[2]) if len(sys.argv) > 2 else 100_000
+    byte_compile_batchframe()
     folder = Path(tempfile.mkdtemp(prefix="batchframe-bench-"))
     _script(folder, "job.py", PROJECT)
     pool = _script(folder, "hand_pool.py", HAND_POOL)

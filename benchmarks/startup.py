@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import report
+from _common import byte_compile_batchframe, report
 
 THIRD_PARTY = ("typer", "annotated_doc", "shellingham", "click", "typing_extensions", "batchframe")
 HEAVY = ("copier", "IPython", "questionary", "kink", "asyncio", "rich", "sqlite3")
@@ -30,6 +30,7 @@ def median_ms(command: list[str], runs: int = 5) -> float:
 
 
 def main() -> None:
+    byte_compile_batchframe()
     executable = str(Path(sys.executable).parent / "batchframe")
     help_ms = median_ms([executable, "--help"])
     python_ms = median_ms([sys.executable, "-c", "pass"])
