@@ -16,13 +16,14 @@ import itertools
 import logging
 import signal
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from batchframe import summary
 from batchframe._console import console
+from batchframe._live import RunLink
 from batchframe._logging import FILE_ONLY
 from batchframe._types import Finishes, PersistsFailed
 from batchframe.backends import WORKER_BACKENDS, Backend, make_backend
@@ -162,6 +163,7 @@ def execute(prepared: Buildable, plan: RunPlan, journal: Journal | None) -> RunR
         progress=_progress(executor.stats, plan),
         interactive=plan.interactive,
         namespace={"source": wired.source, "service": wired.service, "config": wired.config},
+        link=None if plan.quiet else _linker(plan.run_dir),
     )
     records.on_error = executor.records_failed
     try:
@@ -195,12 +197,22 @@ def _executor(
     return executor
 
 
+def _linker(run_dir: Path) -> Callable[[Supervisor], RunLink]:
+    def link(supervisor: Supervisor) -> RunLink:
+        executor = supervisor.executor
+        return RunLink(run_dir, executor.stats, state=lambda: executor.state, apply=supervisor.control)
+
+    return link
+
+
 def _supervise(supervisor: Supervisor, plan: RunPlan, journal: Journal | None) -> None:
     try:
         supervisor.run()
     except BatchframeError as error:
         if supervisor.executor.stats.read == 0:  # e.g. a back end that could not start: nothing ran
             _failed_to_start(plan, journal, error)
+        if supervisor.link is not None:
+            supervisor.link.finish(Outcome.FATAL.value, error.exit_code)
         raise
 
 
@@ -292,6 +304,8 @@ def _end(
     )
     if not plan.quiet:
         summary.write_json(plan.run_dir, report)
+        if supervisor.link is not None:
+            supervisor.link.finish(report["outcome"], exit_code)
         logger.info("%s", summary.end_line(report), extra=FILE_ONLY)
         summary.show(report, run_dir=plan.run_dir)
     kept = records.kept_failures or []

@@ -256,6 +256,15 @@ class Driver:
         """Whether the executor is paused."""
         return self._paused
 
+    @property
+    def state(self) -> str:
+        """One word for outside readers: running, pausing (items in flight finish), paused or stopping."""
+        if self._stopping:
+            return "stopping"
+        if self._paused:
+            return "pausing" if self.stats.in_flight else "paused"
+        return "running"
+
     async def wait_idle(self) -> None:
         """Wait until a paused executor has no item in flight."""
         assert self._idle is not None

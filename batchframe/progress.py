@@ -47,9 +47,9 @@ def describe(stats: Stats) -> str:
 
 
 def _eta(stats: Stats) -> str:
-    if stats.total is None or stats.rate_per_s <= 0:
+    seconds = stats.eta_s
+    if seconds is None:
         return ""
-    seconds = max(stats.total - stats.completed, 0) / stats.rate_per_s
     minutes, secs = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}"

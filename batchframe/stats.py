@@ -75,6 +75,14 @@ class Stats:
         elapsed = self.elapsed_s
         return self.done / elapsed if elapsed > 0 else 0.0
 
+    @property
+    def eta_s(self) -> float | None:
+        """Seconds left at the rate so far, when the total is known and something finished."""
+        rate = self.rate_per_s
+        if self.total is None or rate <= 0:
+            return None
+        return max(self.total - self.completed, 0) / rate
+
 
 class Outcome(enum.Enum):
     """How a run ended."""

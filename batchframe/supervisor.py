@@ -13,11 +13,14 @@ import logging
 import signal
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from batchframe.driver import Driver
 from batchframe.progress import ProgressDisplay
 from batchframe.stats import Outcome
+
+if TYPE_CHECKING:
+    from batchframe._live import RunLink
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +36,7 @@ class Supervisor:
         interactive: whether Ctrl-C opens the pause shell (a terminal, and input allowed).
         namespace: the names the shell gets besides ``executor``/``self`` and ``stats``.
         open_shell: opens a shell with a namespace and a banner (the IPython one by default).
+        link: the run folder's status.json and control.json (pause, resume, stop from outside).
     """
 
     def __init__(
@@ -43,6 +47,7 @@ class Supervisor:
         interactive: bool,
         namespace: Mapping[str, Any] | None = None,
         open_shell: OpenShell | None = None,
+        link: Callable[[Supervisor], RunLink] | None = None,
     ) -> None:
         self.executor = executor
         self.progress = progress
@@ -53,6 +58,7 @@ class Supervisor:
         self._pause_ready: asyncio.Future[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._idle_watch: asyncio.Future[None] | None = None
+        self.link = link(self) if link is not None else None
 
     def run(self) -> None:
         """Run the executor until it finishes, pausing for the shell as the user asks."""
@@ -60,6 +66,8 @@ class Supervisor:
         try:
             self._install_signal_handlers()
             task = loop.create_task(self.executor.run())
+            if self.link is not None:
+                self.link.start(loop)
             with self.progress:
                 try:
                     self._drive(task)
@@ -70,6 +78,8 @@ class Supervisor:
                     self._shell(emergency=True)
             task.result()
         finally:
+            if self.link is not None:
+                self.link.close()
             self._remove_signal_handlers()
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
@@ -124,6 +134,21 @@ class Supervisor:
         force = self.stopped_by is not None
         self.stopped_by = self.stopped_by or signal.Signals(signum)
         executor.stop(f"received {signal.Signals(signum).name}", force=force)
+
+    def control(self, command: str) -> None:
+        """Carry out a command sent from outside (``batchframe ui``): no shell, unlike Ctrl-C."""
+        executor = self.executor
+        if command == "pause" and not executor.paused:
+            logger.warning("Pausing (asked through control.json): in-flight items finish, no more start.")
+            executor.pause()
+            executor.stats.pause_clock()
+        elif command == "resume" and executor.paused:
+            logger.warning("Resuming (asked through control.json).")
+            executor.stats.resume_clock()
+            executor.resume()
+        elif command == "stop":
+            executor.stats.resume_clock()
+            executor.stop("asked to stop through control.json")
 
     async def _when_idle(self) -> None:
         await self.executor.wait_idle()

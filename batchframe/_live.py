@@ -1,0 +1,262 @@
+"""A running run, seen and steered from outside: ``status.json`` and ``control.json`` in its run folder.
+
+Every run (from a terminal or from ``batchframe ui``) rewrites ``status.json`` about twice a second
+with its counters and state, and reads ``control.json`` four times a second for a ``pause``,
+``resume`` or ``stop`` sent by ``send_control``. Both are plain files, so they work wherever the run
+folder is reachable, with no signals (which Windows lacks and which a paused shell would catch) and
+no socket to keep open. The run folder stays the only state: the UI keeps nothing in memory.
+
+The link is a thread, not a task on the run's event loop, so a ``process`` that blocks the loop does
+not freeze the status; commands are handed to the loop with ``call_soon_threadsafe``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from batchframe.errors import UsageError
+from batchframe.stats import Stats
+
+logger = logging.getLogger(__name__)
+
+STATUS_NAME = "status.json"
+CONTROL_NAME = "control.json"
+LAUNCH_ID_ENV = "BATCHFRAME_LAUNCH_ID"
+WRITE_EVERY_S = 0.5
+POLL_EVERY_S = 0.25
+
+Command = Literal["pause", "resume", "stop"]
+COMMANDS: tuple[str, ...] = get_args(Command)
+FINISHED, KILLED = "finished", "killed"
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    """What ``status.json`` says of a run, with ``killed`` for a run whose process is gone unfinished.
+
+    Attributes:
+        state: running, pausing (in-flight items finishing), paused, stopping, finished or killed.
+        pid: the process that runs it.
+        completed: succeeded + failed + done before a resume: the N of "N / TOTAL".
+        eta_s: seconds left at the current rate, when the total is known.
+        updated_at: when the status was written (seconds since the epoch).
+        outcome: how it ended (completed, stopped, fatal), once finished.
+        launch_id: the ``BATCHFRAME_LAUNCH_ID`` of the process running it (set by ``batchframe ui``).
+    """
+
+    state: str
+    pid: int
+    total: int | None = None
+    succeeded: int = 0
+    failed: int = 0
+    not_processed: int = 0
+    skipped: int = 0
+    retrying: int = 0
+    in_flight: int = 0
+    completed: int = 0
+    rate_per_s: float = 0.0
+    eta_s: float | None = None
+    elapsed_s: float = 0.0
+    updated_at: float = 0.0
+    outcome: str | None = None
+    exit_code: int | None = None
+    launch_id: str | None = None
+    failures_by_type: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def live(self) -> bool:
+        """Whether the run is still going (its process is there and it has not finished)."""
+        return self.state not in (FINISHED, KILLED)
+
+
+class RunNotLiveError(UsageError):
+    """A command was sent to a run that is not running."""
+
+
+def read_status(run_dir: Path) -> RunStatus | None:
+    """The run's status, or None when it has none (an older version's run, or one that never started)."""
+    try:
+        data = json.loads((run_dir / STATUS_NAME).read_text(encoding="utf-8"))
+        names = {f.name for f in dataclasses.fields(RunStatus)}
+        status = RunStatus(**{key: value for key, value in data.items() if key in names})
+    except (OSError, ValueError, TypeError):
+        return None
+    if status.live and not _alive(status.pid):
+        return dataclasses.replace(status, state=KILLED)
+    return status
+
+
+def send_control(run_dir: Path, command: Command) -> None:
+    """Ask a running run to pause, resume or stop; it acts within a quarter of a second.
+
+    Raises:
+        RunNotLiveError: the run is finished, was killed, or never wrote a status.
+        UsageError: an unknown command.
+    """
+    if command not in COMMANDS:
+        raise UsageError(f"Unknown run command {command!r}.", hint=f"Use one of: {', '.join(COMMANDS)}.")
+    status = read_status(run_dir)
+    if status is None or not status.live:
+        state = "has no status" if status is None else f"is {status.state}"
+        raise RunNotLiveError(
+            f"The run in {run_dir} {state}: it cannot {command}.",
+            hint=f"Only a running run can {command}. A killed or stopped run goes on with: batchframe resume {run_dir}",
+        )
+    _write_json(run_dir / CONTROL_NAME, {"seq": time.time_ns(), "command": command})
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: it exists
+        return True
+    except OSError:
+        return False
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """A process that exited but was not reaped yet (e.g. by a UI that launched it) is gone for us."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False  # no /proc (macOS): trust kill(0)
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    """Replace ``path`` at once (readers never see half a file), readable by the owner only."""
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            json.dump(data, out)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+class RunLink:
+    """The running side: writes ``status.json`` and applies the commands of ``control.json``.
+
+    Args:
+        run_dir: the run folder.
+        stats: the run's live counters.
+        state: the driver's state word (running, pausing, paused, stopping), read on the link's thread.
+        apply: carries out a command; called on the run's event loop.
+    """
+
+    def __init__(self, run_dir: Path, stats: Stats, *, state: Callable[[], str], apply: Callable[[str], None]) -> None:
+        self.run_dir = run_dir
+        self.stats = stats
+        self.state = state
+        self.apply = apply
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_seq = self._control_seq()  # a command left by an earlier part of the run is not ours
+        self._control_mtime: int | None = None
+        self._launch_id = os.environ.get(LAUNCH_ID_ENV) or None
+        self._failed = False
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Write the first status and start the thread that keeps it fresh and reads commands."""
+        self._loop = loop
+        self.write()
+        self._thread = threading.Thread(target=self._run, name="batchframe-run-link", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop the thread (the last status is written by ``finish``)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def finish(self, outcome: str, exit_code: int) -> None:
+        """The run has ended and its files are written: say so, for good."""
+        self.close()
+        self.write(state=FINISHED, outcome=outcome, exit_code=exit_code)
+
+    def write(self, *, state: str | None = None, outcome: str | None = None, exit_code: int | None = None) -> None:
+        """Write ``status.json`` now; a failure is logged once, never raised (the run matters more)."""
+        stats = self.stats
+        status = RunStatus(
+            state=state or self.state(),
+            pid=os.getpid(),
+            total=stats.total,
+            succeeded=stats.succeeded,
+            failed=stats.failed,
+            not_processed=stats.not_processed,
+            skipped=stats.skipped,
+            retrying=stats.retrying,
+            in_flight=stats.in_flight,
+            completed=stats.completed,
+            rate_per_s=round(stats.rate_per_s, 2),
+            eta_s=None if stats.eta_s is None else round(stats.eta_s, 1),
+            elapsed_s=round(stats.elapsed_s, 3),
+            updated_at=time.time(),
+            outcome=outcome,
+            exit_code=exit_code,
+            launch_id=self._launch_id,
+            failures_by_type=dict(stats.failures_by_type),
+        )
+        try:
+            _write_json(self.run_dir / STATUS_NAME, dataclasses.asdict(status))
+        except (OSError, ValueError) as exc:
+            if not self._failed:
+                self._failed = True
+                logger.warning("Could not write %s (the UI will not see this run live): %s", STATUS_NAME, exc)
+
+    def _run(self) -> None:
+        next_write = time.monotonic() + WRITE_EVERY_S
+        while not self._stop.wait(POLL_EVERY_S):
+            self._poll_control()
+            if time.monotonic() >= next_write:
+                self.write()
+                next_write = time.monotonic() + WRITE_EVERY_S
+
+    def _poll_control(self) -> None:
+        path = self.run_dir / CONTROL_NAME
+        try:
+            mtime = path.stat().st_mtime_ns
+        except OSError:
+            return
+        if mtime == self._control_mtime:
+            return
+        self._control_mtime = mtime
+        seq, command = self._read_control()
+        if seq <= self._last_seq or command not in COMMANDS or self._loop is None:
+            return
+        self._last_seq = seq
+        logger.info("Received %r through %s.", command, CONTROL_NAME)
+        with contextlib.suppress(RuntimeError):  # the loop closed: the run is over
+            self._loop.call_soon_threadsafe(self.apply, command)
+        self.write()
+
+    def _control_seq(self) -> int:
+        return self._read_control()[0]
+
+    def _read_control(self) -> tuple[int, str]:
+        try:
+            data = json.loads((self.run_dir / CONTROL_NAME).read_text(encoding="utf-8"))
+            return int(data["seq"]), str(data["command"])
+        except (OSError, ValueError, TypeError, KeyError):
+            return 0, ""
