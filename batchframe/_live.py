@@ -246,7 +246,6 @@ class RunLink:
         if seq <= self._last_seq or command not in COMMANDS or self._loop is None:
             return
         self._last_seq = seq
-        logger.info("Received %r through %s.", command, CONTROL_NAME)
         with contextlib.suppress(RuntimeError):  # the loop closed: the run is over
             self._loop.call_soon_threadsafe(self.apply, command)
         self.write()

@@ -396,5 +396,42 @@ def runs(
             history.show_runs(_output_dir(output_dir))
 
 
+_UI_PACKAGES = {"starlette", "uvicorn", "jinja2", "python_multipart", "multipart", "anyio"}
+
+
+@app.command("ui")
+def ui(
+    path: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Argument(help="The project to start runs of (as for exec). Without it: the runs only."),
+    ] = None,
+    config: ConfigOpt = None,
+    output_dir: OutputOpt = None,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on (other than 127.0.0.1: a warning).")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option("--port", help="Port to listen on (0: any free port).")] = 8765,
+    no_browser: Annotated[
+        bool, typer.Option("--no-browser", help="Do not open a browser; only print the URL.")
+    ] = False,
+    verbose: VerboseOpt = 0,
+) -> None:
+    """Open the local web UI: start runs of PATH with a form, follow and steer runs live, list past runs."""
+    with _errors_as_exit_codes(verbose):
+        from batchframe.errors import UsageError
+
+        try:
+            from batchframe.ui.server import serve
+        except ImportError as exc:
+            if (exc.name or "").split(".")[0] not in _UI_PACKAGES:
+                raise
+            raise UsageError(
+                "The UI needs the ui extra: pip install 'batchframe[ui]'", hint=f"({exc.name} is not installed.)"
+            ) from None
+        serve(
+            path, config=config, output_dir=_output_dir(output_dir), host=host, port=port, open_browser=not no_browser
+        )
+
+
 def _interactive(no_input: bool) -> bool:
     return not no_input and sys.stdin.isatty() and sys.stdout.isatty()

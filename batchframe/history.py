@@ -62,7 +62,7 @@ def read_run(folder: Path) -> RunInfo:
         report = read_json(folder)  # a run with -p journal=false: its summary.json tells
         if report is not None:
             return _from_summary(folder, report)
-    journal = Journal.open(folder)
+    journal = Journal.open(folder, readonly=True)
     try:
         return RunInfo(folder, journal.meta(), journal.counts(), journal.failures_by_type())
     finally:

@@ -104,8 +104,9 @@ class Journal:
     Use ``Journal.create`` for a new run and ``Journal.open`` to read or resume an existing one.
     """
 
-    def __init__(self, path: Path, connection: sqlite3.Connection) -> None:
+    def __init__(self, path: Path, connection: sqlite3.Connection, *, readonly: bool = False) -> None:
         self.path = path
+        self.readonly = readonly
         self._db = connection
         self._done: list[int] = []
         self._rows: list[tuple[Any, ...]] = []
@@ -130,8 +131,11 @@ class Journal:
         return journal
 
     @classmethod
-    def open(cls, run_dir: Path) -> Journal:
+    def open(cls, run_dir: Path, *, readonly: bool = False) -> Journal:
         """The journal of an existing run folder, checked before anything is written.
+
+        ``readonly`` is for readers (``runs``, the UI): they never write, not even to compact, so
+        they can look at the journal of a live run as often as they like.
 
         Raises:
             JournalError: no such folder or journal, a corrupt file, or a format from a newer batchframe.
@@ -166,7 +170,9 @@ class Journal:
                 f"this batchframe reads format {FORMAT_VERSION} or older.",
                 hint="Upgrade batchframe (pip install -U batchframe) to resume or retry this run.",
             )
-        return cls(path, _connect(path, create=False))
+        if readonly:
+            return cls(path, _connect(path, mode="ro"), readonly=True)
+        return cls(path, _connect(path, mode="rw"))
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
@@ -191,13 +197,17 @@ class Journal:
         """Flush what is buffered, compact the done ranges and close the file."""
         self.flush()
         self._writer.stop()
+        if not self.readonly:
+            self._compact()
+        self._db.close()
+
+    def _compact(self) -> None:
         with contextlib.suppress(sqlite3.Error):
             ranges = merge_ranges(self._db.execute("SELECT start, stop FROM done").fetchall())
             self._db.execute("BEGIN")
             self._db.execute("DELETE FROM done")
             self._db.executemany("INSERT INTO done VALUES (?, ?)", ranges)
             self._db.execute("COMMIT")
-        self._db.close()
 
     # ----------------------------------------------------------------------------------- metadata
 
@@ -448,9 +458,10 @@ class _Writer:
                 logger.error("Could not write the journal (%s); the run stops.", exc)
 
 
-def _connect(path: Path, *, create: bool = True) -> sqlite3.Connection:
-    uri = f"file:{path}?mode={'rwc' if create else 'rw'}"
-    connection = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+def _connect(path: Path, *, mode: str = "rwc") -> sqlite3.Connection:
+    connection = sqlite3.connect(f"file:{path}?mode={mode}", uri=True, isolation_level=None, check_same_thread=False)
+    if mode == "ro":
+        return connection  # the writer chose WAL already
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA synchronous=NORMAL")
     return connection

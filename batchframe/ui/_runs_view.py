@@ -1,0 +1,442 @@
+"""What the UI shows of a run folder, read from its files on every request (the server keeps nothing).
+
+A run's state comes from ``status.json`` while it is live (fresh twice a second), then from
+``summary.json`` and the journal once it ended. The functions here only read files and cost what is
+on screen: the log's tail is read from the end of ``logs.txt``; failures are read from the start of
+``failed.jsonl`` until each exception type has its first items, within a byte budget.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from batchframe._execution import FAILED_TO_START
+from batchframe._live import STATUS_NAME, RunStatus, read_status
+from batchframe.history import RunInfo, list_runs, read_run
+from batchframe.journal import JOURNAL_NAME, JournalError
+from batchframe.summary import SUMMARY_NAME, read_json
+
+LOG_NAME = "logs.txt"
+FAILED_NAME = "failed.jsonl"
+LOG_LINES = 60
+LOG_BYTES = 64 * 1024
+ITEMS_PER_TYPE = 20
+FAILED_SCAN_BYTES = 8 * 1024 * 1024
+_TEXT_CHARS = 300
+_TRACEBACK_CHARS = 4000
+
+
+# ------------------------------------------------------------------------------------- run folders
+
+
+def run_folder(output_dir: Path, name: str) -> Path | None:
+    """``output_dir/name`` when it is a run folder directly inside ``output_dir``, else None.
+
+    Rejects anything that could reach elsewhere: separators, ``.``/``..``, and a symlink (or any
+    path) that resolves outside ``output_dir``.
+    """
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+        return None
+    folder = output_dir / name
+    try:
+        inside = folder.resolve(strict=True).parent == output_dir.resolve(strict=True)
+    except (OSError, RuntimeError):  # missing, or a symlink loop
+        return None
+    if not inside or not folder.is_dir():
+        return None
+    markers = (JOURNAL_NAME, SUMMARY_NAME, STATUS_NAME)
+    return folder if any((folder / marker).is_file() for marker in markers) else None
+
+
+def folder_names(output_dir: Path) -> set[str]:
+    """The names of the folders in ``output_dir`` now (to tell a new run folder from the old ones)."""
+    try:
+        return {entry.name for entry in os.scandir(output_dir) if entry.is_dir(follow_symlinks=False)}
+    except OSError:
+        return set()
+
+
+def listing_signature(output_dir: Path) -> str:
+    """A short digest that changes when a run folder appears or goes, or a run's status or summary changes.
+
+    Costs two ``stat`` calls per folder, so the runs table can be polled without re-reading every
+    journal when nothing happened. (Not the journal's own time: reading a journal writes to it.)
+    """
+    digest = hashlib.sha256()
+    for name in sorted(folder_names(output_dir)):
+        digest.update(name.encode("utf-8", "surrogateescape"))
+        for record in (STATUS_NAME, SUMMARY_NAME):
+            with contextlib.suppress(OSError):
+                stat = os.stat(output_dir / name / record)
+                digest.update(f"{record}:{stat.st_mtime_ns}:{stat.st_size};".encode())
+    return digest.hexdigest()[:16]
+
+
+# ------------------------------------------------------------------------------------------ outcome
+
+
+def outcome_label(outcome: str | None, exit_code: int | None) -> str | None:
+    """How a finished run ended, in words; None when it has not ended.
+
+    Exit 0 is "completed", exit 3 "completed with failures"; a stop is "stopped"; a fatal error or a
+    run that could not start is "failed".
+    """
+    if outcome == "stopped":
+        return "stopped"
+    if outcome in ("fatal", FAILED_TO_START):
+        return "failed"
+    if exit_code is None:
+        return None
+    return {0: "completed", 3: "completed with failures"}.get(exit_code, "failed")
+
+
+@dataclass(frozen=True)
+class Progress:
+    """The run's counters and state word, whichever record they come from.
+
+    Attributes:
+        state: "running", "pausing", "paused", "stopping", "finished: <outcome>", "killed", or
+            "running or killed" for a run that writes no status (an older batchframe's).
+        live: the run's process is there and it has not finished.
+        completed: the N of "N / TOTAL".
+        total: the number of items, when the Source has a length.
+    """
+
+    state: str
+    live: bool
+    completed: int
+    total: int | None
+    succeeded: int
+    failed: int
+    not_processed: int = 0
+    retrying: int = 0
+    in_flight: int = 0
+    rate_per_s: float | None = None
+    eta_s: float | None = None
+    elapsed_s: float | None = None
+    raw_state: str = ""
+
+    @property
+    def count(self) -> str:
+        """The count as "N / TOTAL" ("N / ?" when the total is unknown)."""
+        total = "?" if self.total is None else f"{self.total:,}"
+        return f"{self.completed:,} / {total}"
+
+    @property
+    def percent(self) -> int | None:
+        """Done so far, in percent, when the total is known."""
+        if not self.total:
+            return None
+        return min(100, round(100 * self.completed / self.total))
+
+
+def progress(status: RunStatus | None, info: RunInfo | None) -> Progress:
+    """The run's progress: from its status, else (a run of an older batchframe) its journal or summary."""
+    if status is not None and (status.live or status.state == "killed" or status.exit_code is not None):
+        return _from_status(status)
+    meta, counts = (info.meta, info.counts) if info is not None else ({}, {})
+    label = outcome_label(meta.get("outcome"), meta.get("exit_code"))
+    done, failed = counts.get("done", 0), counts.get("failed", 0)
+    total = meta.get("total")
+    return Progress(
+        state=f"finished: {label}" if label else "running or killed",
+        live=False,
+        completed=done + failed,
+        total=total if isinstance(total, int) else None,
+        succeeded=done,
+        failed=failed,
+        not_processed=counts.get("not_processed", 0),
+    )
+
+
+def _from_status(status: RunStatus) -> Progress:
+    if status.live or status.state == "killed":
+        state = status.state
+    else:
+        state = f"finished: {outcome_label(status.outcome, status.exit_code) or 'failed'}"
+    return Progress(
+        state=state,
+        live=status.live,
+        completed=status.completed,
+        total=status.total,
+        succeeded=status.succeeded,
+        failed=status.failed,
+        not_processed=status.not_processed,
+        retrying=status.retrying,
+        in_flight=status.in_flight,
+        rate_per_s=status.rate_per_s,
+        eta_s=status.eta_s,
+        elapsed_s=status.elapsed_s,
+        raw_state=status.state,
+    )
+
+
+# --------------------------------------------------------------------------------------- a run page
+
+
+@dataclass(frozen=True)
+class Actions:
+    """The buttons that apply to a run now."""
+
+    pause: bool = False
+    resume: bool = False
+    stop: bool = False
+    resume_run: bool = False
+    retry: bool = False
+
+
+def actions(prog: Progress, info: RunInfo | None) -> Actions:
+    """Pause/Resume/Stop for a live run; Resume (the run) and Retry failed items for one that ended.
+
+    Mirrors what ``batchframe resume`` and ``batchframe retry`` accept: retry needs a run that
+    finished every item (exit 0 or 3) with some failures; resume needs one that did not.
+    """
+    if prog.live:
+        paused = prog.raw_state in ("pausing", "paused")
+        stopping = prog.raw_state == "stopping"
+        return Actions(pause=not paused and not stopping, resume=paused, stop=not stopping)
+    if info is None or not (info.folder / JOURNAL_NAME).is_file():
+        return Actions()  # a run without a journal (-p journal=false) can be neither resumed nor retried
+    meta, counts = info.meta, info.counts
+    finished_all = meta.get("exit_code") in (0, 3) and not counts.get("not_processed") and not counts.get("in_flight")
+    return Actions(resume_run=not finished_all, retry=finished_all and counts.get("failed", 0) > 0)
+
+
+@dataclass(frozen=True)
+class RunPage:
+    """Everything the run page shows."""
+
+    name: str
+    folder: Path
+    meta: dict[str, Any]
+    progress: Progress
+    actions: Actions
+    error: str | None
+    failures_by_type: dict[str, int]
+
+
+def read_page(folder: Path) -> RunPage:
+    """Read one run folder for its page (blocking: call it from a worker thread)."""
+    status = read_status(folder)
+    summary = read_json(folder)
+    info = read_info(folder)
+    prog = progress(status, info)
+    return RunPage(
+        name=folder.name,
+        folder=folder,
+        meta=dict(info.meta) if info is not None else dict((summary or {}).get("run") or {}),
+        progress=prog,
+        actions=actions(prog, info),
+        error=_error(summary, info),
+        failures_by_type=failure_counts(status, info),
+    )
+
+
+def read_info(folder: Path) -> RunInfo | None:
+    """The journal's (or summary's) view of the run, or None when neither can be read."""
+    try:
+        return read_run(folder)
+    except JournalError:
+        return None
+
+
+def read_live(folder: Path) -> tuple[Progress, dict[str, int]] | None:
+    """The progress and failure counts of a run from its status alone (cheap: for the live stream).
+
+    Returns None when the run is not live, so the caller reads the whole page once more at the end.
+    """
+    status = read_status(folder)
+    if status is None or not status.live:
+        return None
+    return _from_status(status), dict(status.failures_by_type)
+
+
+def _error(summary: Mapping[str, Any] | None, info: RunInfo | None) -> str | None:
+    for record in (summary or {}, info.meta if info is not None else {}):
+        text = record.get("fatal_error") or record.get("error")
+        if text:
+            return str(text)
+    return None
+
+
+def failure_counts(status: RunStatus | None, info: RunInfo | None) -> dict[str, int]:
+    """Items that did not succeed, by exception type: from the status while it is fresher than the journal."""
+    if status is not None and (status.live or status.state == "killed"):
+        return dict(status.failures_by_type)
+    return dict(info.failures) if info is not None else {}
+
+
+# ------------------------------------------------------------------------------------ logs, failures
+
+
+def log_tail(folder: Path, *, lines: int = LOG_LINES, max_bytes: int = LOG_BYTES) -> str:
+    """The last ``lines`` lines of the run's ``logs.txt``, reading at most ``max_bytes`` from its end."""
+    try:
+        with (folder / LOG_NAME).open("rb") as log:
+            size = log.seek(0, os.SEEK_END)
+            start = max(0, size - max_bytes)
+            log.seek(start)
+            data = log.read(max_bytes)
+    except OSError:
+        return ""
+    text = data.decode("utf-8", errors="replace")
+    kept = text.splitlines()
+    if start > 0 and kept:
+        kept = kept[1:]  # the first line was cut by the byte budget
+    return "\n".join(kept[-lines:])
+
+
+@dataclass(frozen=True)
+class FailedRow:
+    """One failed item as the page shows it (texts cut to a readable length)."""
+
+    index: int | None
+    item: str
+    message: str
+    attempts: int | None
+    traceback: str
+
+
+@dataclass(frozen=True)
+class FailureGroup:
+    """The items that failed with one exception type: the first few, and how many more."""
+
+    error_type: str
+    count: int
+    items: tuple[FailedRow, ...]
+
+    @property
+    def more(self) -> int:
+        """Items of this type not listed."""
+        return max(self.count - len(self.items), 0)
+
+
+def failure_groups(
+    folder: Path,
+    counts: Mapping[str, int],
+    *,
+    per_type: int = ITEMS_PER_TYPE,
+    max_bytes: int = FAILED_SCAN_BYTES,
+) -> list[FailureGroup]:
+    """Failures grouped by exception type (most frequent first), each with its first ``per_type`` items.
+
+    ``counts`` are the totals by type from the run's records; ``failed.jsonl`` is read from its start
+    until every type has its items or ``max_bytes`` were read, so a million failures cost one budget.
+    """
+    rows: dict[str, list[FailedRow]] = {}
+    seen: dict[str, int] = {}
+    wanted = {name for name, count in counts.items() if count > 0}
+    with contextlib.suppress(OSError), (folder / FAILED_NAME).open("rb") as lines:
+        read = 0
+        for raw in lines:
+            read += len(raw)
+            record = _record(raw)
+            if record is not None:
+                kind = str(record.get("error_type") or "Exception")
+                seen[kind] = seen.get(kind, 0) + 1
+                if len(rows.setdefault(kind, [])) < per_type:
+                    rows[kind].append(_row(record))
+            full = {kind for kind, found in rows.items() if len(found) >= per_type}
+            if read >= max_bytes or (wanted and wanted <= full):
+                break
+    totals = {**seen, **{name: count for name, count in counts.items() if count > 0}}
+    groups = [
+        FailureGroup(name, max(count, len(rows.get(name, []))), tuple(rows.get(name, [])))
+        for name, count in totals.items()
+    ]
+    return sorted(groups, key=lambda group: (-group.count, group.error_type))
+
+
+def _record(raw: bytes) -> dict[str, Any] | None:
+    try:
+        record = json.loads(raw)
+    except ValueError:  # a line being written right now
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _row(record: Mapping[str, Any]) -> FailedRow:
+    item = record.get("item_repr")
+    if item is None:
+        try:
+            item = json.dumps(record.get("item"), ensure_ascii=False)
+        except (TypeError, ValueError):
+            item = repr(record.get("item"))
+    index, attempts = record.get("index"), record.get("attempts")
+    return FailedRow(
+        index=index if isinstance(index, int) else None,
+        item=_cut(str(item), _TEXT_CHARS),
+        message=_cut(str(record.get("message") or ""), _TEXT_CHARS),
+        attempts=attempts if isinstance(attempts, int) else None,
+        traceback=_cut(str(record.get("traceback") or ""), _TRACEBACK_CHARS),
+    )
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# -------------------------------------------------------------------------------------- runs table
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """One row of the runs table (the columns of ``batchframe runs``)."""
+
+    name: str
+    started: str
+    duration: str
+    project: str
+    config: str
+    done: str
+    failed: str
+    pending: str
+    state: str
+    exit: str
+    live: bool
+
+
+def run_rows(output_dir: Path) -> tuple[list[RunRow], list[tuple[str, str]]]:
+    """The runs under ``output_dir``, newest first, and the folders that could not be read (name, why).
+
+    A live run's counters come from its status (fresher than its journal).
+    """
+    runs, unreadable = list_runs(output_dir)
+    return [_row_of(run) for run in runs], [(folder.name, why) for folder, why in unreadable]
+
+
+def _row_of(run: RunInfo) -> RunRow:
+    meta = run.meta
+    status = read_status(run.folder)
+    prog = _from_status(status) if status is not None else None
+    done, failed, pending = f"{run.counts['done']:,}", f"{run.counts['failed']:,}", run.pending
+    if prog is not None and prog.live:
+        state = prog.state
+        done, failed = f"{prog.succeeded:,}", f"{prog.failed:,}"
+        pending = "unknown" if prog.total is None else f"{max(prog.total - prog.completed, 0):,}"
+    elif meta.get("outcome") == FAILED_TO_START:
+        state = "failed to start"
+    elif (label := outcome_label(meta.get("outcome"), meta.get("exit_code"))) is not None:
+        state = f"finished: {label}"
+    else:  # no exit code in the journal: killed (status says so), or an older batchframe's run
+        state = prog.state if prog is not None else run.state
+    return RunRow(
+        name=run.folder.name,
+        started=str(meta.get("started_at", "?")).replace("T", " "),
+        duration=run.duration,
+        project=Path(str(meta.get("project", "?"))).name + (" (retry)" if meta.get("kind") == "retry" else ""),
+        config=str(meta.get("config") or "-"),
+        done=done,
+        failed=failed,
+        pending=pending,
+        state=state,
+        exit="-" if meta.get("exit_code") is None else str(meta.get("exit_code")),
+        live=prog is not None and prog.live,
+    )

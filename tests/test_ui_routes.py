@@ -1,0 +1,607 @@
+"""The web app of ``batchframe ui``: security, the form, runs launched for real, the run and runs pages."""
+
+from __future__ import annotations
+
+import html
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from html.parser import HTMLParser
+from pathlib import Path
+
+import httpx
+import pytest
+from helpers import batchframe_cli, only_run_dir
+
+from batchframe.ui._security import CONTENT_SECURITY_POLICY
+from batchframe.ui.app import UISettings, create_app
+
+with warnings.catch_warnings():
+    # Starlette 1.x would rather its TestClient ran on httpx2; httpx (what `dev` installs) works the same.
+    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+    from starlette.testclient import TestClient
+
+BASE = "http://127.0.0.1:8765"
+TOKEN = "test-token-0123456789"
+
+WIDGETS = """
+import asyncio
+import datetime as dt
+import enum
+from pathlib import Path
+from typing import Annotated, Literal, Optional
+
+from batchframe import BatchframeParam, Service, Source, inject
+
+
+class Color(enum.Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+@inject
+class Numbers(Source[int]):
+    \"\"\"Numbers to square.
+
+    Args:
+        count: how many numbers
+        fail_on: the number that fails
+    \"\"\"
+
+    def __init__(
+        self,
+        who: Annotated[str, BatchframeParam, "who runs it"],
+        count: BatchframeParam[int] = 5,
+        fail_on: BatchframeParam[int] = -1,
+        ratio: BatchframeParam[float] = 0.5,
+        dry_run: BatchframeParam[bool] = False,
+        since: BatchframeParam[dt.date] = dt.date(2026, 1, 2),
+        at: BatchframeParam[dt.datetime] = dt.datetime(2026, 1, 2, 3, 4, 5),
+        color: BatchframeParam[Color] = Color.BLUE,
+        mode: BatchframeParam[Literal["fast", "slow"]] = "fast",
+        folder: BatchframeParam[Path] = Path("data"),
+        tags: BatchframeParam[list[int]] = [1, 2],
+        limit: BatchframeParam[Optional[int]] = None,
+    ):
+        self.count, self.fail_on = count, fail_on
+
+    def __len__(self):
+        return self.count
+
+    def __iter__(self):
+        yield from range(self.count)
+
+
+@inject
+class Square(Service[int]):
+    def __init__(self, source: Source[int]):
+        self.source = source
+
+    async def process(self, item):
+        if item == self.source.fail_on:
+            raise ValueError(f"no square for {item}")
+"""
+
+SLOW = """
+import asyncio
+
+from batchframe import BatchframeParam, Service, Source, inject
+
+
+@inject
+class Items(Source[int]):
+    def __init__(self, count: BatchframeParam[int] = 1000):
+        self.count = count
+
+    def __len__(self):
+        return self.count
+
+    def __iter__(self):
+        yield from range(self.count)
+
+
+@inject
+class Slow(Service[int]):
+    def __init__(self, source: Source[int]):
+        self.source = source
+
+    async def process(self, item):
+        await asyncio.sleep(0.02)
+"""
+
+TINY = """
+from batchframe import Service, Source, inject
+
+
+@inject
+class Items(Source[int]):
+    def __iter__(self):
+        yield from range(3)
+
+
+@inject
+class Work(Service[int]):
+    def __init__(self, source: Source[int]):
+        self.source = source
+
+    def process(self, item):
+        pass
+"""
+
+CONFIGS = {
+    "job.py": TINY,
+    "config/__init__.py": """
+        from dataclasses import dataclass
+        from typing import Annotated
+        from batchframe import BatchframeParam, Configuration
+
+        @dataclass
+        class JobConfig(Configuration):
+            greeting: Annotated[str, BatchframeParam, "what to say"] = "hello"
+    """,
+    "config/config_dev.py": """
+        from dataclasses import dataclass
+        from . import JobConfig
+
+        @dataclass
+        class DevConfig(JobConfig):
+            greeting: str = "hi from dev"
+    """,
+    "config/config_prod.py": """
+        from dataclasses import dataclass
+        from . import JobConfig
+
+        @dataclass
+        class ProdConfig(JobConfig):
+            greeting: str = "hi from prod"
+    """,
+}
+
+BROKEN = """
+from batchframe import Service, Source, inject
+
+
+@inject
+class Items(Source[int]):
+    def __init__(self):
+        raise RuntimeError("no database here")
+
+    def __iter__(self):
+        yield 1
+
+
+@inject
+class Work(Service[int]):
+    def __init__(self, source: Source[int]):
+        self.source = source
+
+    def process(self, item):
+        pass
+"""
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+
+@pytest.fixture
+def output_dir(tmp_path: Path) -> Path:
+    return tmp_path / "out"
+
+
+@pytest.fixture
+def open_ui(tmp_path: Path, output_dir: Path) -> Iterator[Callable[..., TestClient]]:
+    """``open_ui(project)``: a TestClient of the app, logged in with the token unless ``login=False``."""
+    with ExitStack() as stack:
+
+        def open_(project: Path | None = None, *, config: str | None = None, login: bool = True) -> TestClient:
+            settings = UISettings(output_dir=output_dir, project=project, config=config, token=TOKEN, workdir=tmp_path)
+            client = stack.enter_context(TestClient(create_app(settings), base_url=BASE, follow_redirects=False))
+            if login:
+                assert client.get(f"/?token={TOKEN}").status_code == 303
+            return client
+
+        yield open_
+
+
+def csrf_of(page: str) -> str:
+    match = re.search(r'name="csrf" value="([0-9a-f]+)"', page)
+    assert match, "no csrf field"
+    return match.group(1)
+
+
+def post(client: TestClient, url: str, data: dict[str, list[str] | str], page: str):
+    """POST like the page's own form: same origin, its CSRF token."""
+    return client.post(url, data={**data, "csrf": csrf_of(page)}, headers={"origin": BASE})
+
+
+class _BrowserForm(HTMLParser):
+    """What a browser submits for the page's run form: values, checked boxes, selected options, textareas."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.values: dict[str, list[str]] = {}
+        self._in_form = False
+        self._select: str | None = None
+        self._options: list[tuple[str, bool]] = []
+        self._textarea: str | None = None
+
+    def add(self, name: str, value: str) -> None:
+        self.values.setdefault(name, []).append(value)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {key: value or "" for key, value in attrs}
+        if tag == "form" and "run-form" in a.get("class", ""):
+            self._in_form = True
+        if not self._in_form:
+            return
+        if tag == "input" and (a.get("type") != "checkbox" or "checked" in a):
+            self.add(a["name"], a.get("value", "on"))
+        elif tag == "select":
+            self._select, self._options = a["name"], []
+        elif tag == "option" and self._select is not None:
+            self._options.append((a.get("value", ""), "selected" in a))
+        elif tag == "textarea":
+            self._textarea = a["name"]
+            self.add(self._textarea, "")
+
+    def handle_data(self, data: str) -> None:
+        if self._textarea is not None:
+            self.values[self._textarea][-1] += data
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "form":
+            self._in_form = False
+        elif tag == "textarea":
+            self._textarea = None
+        elif tag == "select" and self._select is not None:
+            chosen = [value for value, selected in self._options if selected] or [self._options[0][0]]
+            self.add(self._select, chosen[0])
+            self._select = None
+
+
+def browser_form(page: str) -> dict[str, list[str]]:
+    parser = _BrowserForm()
+    parser.feed(page)
+    return parser.values
+
+
+def text_of(page: str, element_id: str) -> str:
+    match = re.search(rf'id="{element_id}"[^>]*>(.*?)</', page, re.S)
+    assert match, f"no #{element_id}"
+    return html.unescape(match.group(1)).strip()
+
+
+def wait_for_state(client: TestClient, url: str, wanted: Callable[[str], bool], timeout_s: float = 20) -> str:
+    """Reload the run page until its #run-state satisfies ``wanted``; return the page."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        page = client.get(url).text
+        if wanted(text_of(page, "run-state")):
+            return page
+        assert time.monotonic() < deadline, f"state stayed {text_of(page, 'run-state')!r}"
+        time.sleep(0.1)
+
+
+def start_run(client: TestClient, **values: str) -> str:
+    """Submit the start form with its defaults and ``values``; the run page's URL."""
+    page = client.get("/start").text
+    form = {**browser_form(page), **{name: [value] for name, value in values.items()}}
+    response = client.post("/start", data=form, headers={"origin": BASE})
+    assert response.status_code == 303, response.text
+    return response.headers["location"]
+
+
+# ----------------------------------------------------------------------------------------- security
+
+
+def test_the_token_is_exchanged_for_a_strict_http_only_cookie(open_ui) -> None:
+    client = open_ui(login=False)
+    response = client.get(f"/start?config=config_dev&token={TOKEN}")
+    assert response.status_code == 303
+    assert response.headers["location"] == "/start?config=config_dev"
+    cookie = response.headers["set-cookie"]
+    assert cookie.startswith(f"batchframe_ui_8765={TOKEN};")  # per port: two servers never share a session
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/" in cookie
+    assert client.get("/runs").status_code == 200
+
+
+def test_pages_need_the_token_or_its_cookie(open_ui) -> None:
+    client = open_ui(login=False)
+    refused = client.get("/runs")
+    assert refused.status_code == 401
+    assert "batchframe ui printed" in refused.text
+    assert client.get("/runs?token=wrong").status_code == 403
+    assert client.get("/static/htmx.min.js").status_code == 200  # vendored files need no session
+    client.cookies.set("batchframe_ui_8765", "wrong")
+    assert client.get("/runs").status_code == 403
+
+
+def test_a_foreign_host_header_is_refused(open_ui) -> None:
+    client = open_ui()
+    rebinding = client.get("/runs", headers={"host": "attacker.example:8765"})
+    assert rebinding.status_code == 400
+    assert "Invalid Host header" in rebinding.text
+    assert client.get("/runs", headers={"host": "127.0.0.1:9999"}).status_code == 400
+    assert client.get("/runs", headers={"host": "localhost:8765"}).status_code == 200
+
+
+def test_posts_need_this_origin_and_the_csrf_token(open_ui, make_project, output_dir: Path) -> None:
+    client = open_ui(make_project({"job.py": TINY}) / "job.py")
+    (output_dir / "2026-01-01T00-00-00").mkdir(parents=True)  # no run there: a POST that passes gets 404
+    page = client.get("/start").text
+    url, good = "/runs/2026-01-01T00-00-00/pause", {"csrf": csrf_of(page)}
+    assert client.post(url, data=good).status_code == 403  # no Origin, no Referer
+    assert client.post(url, data=good, headers={"origin": "http://evil.example"}).status_code == 403
+    assert client.post(url, data=good, headers={"origin": "null"}).status_code == 403
+    assert client.post(url, data={"other": "1"}, headers={"origin": BASE}).status_code == 403
+    assert client.post(url, data={"csrf": "0" * 64}, headers={"origin": BASE}).status_code == 403
+    assert client.post(url, data=good, headers={"referer": f"{BASE}/runs"}).status_code == 404
+    assert client.post(url, data=good, headers={"origin": BASE}).status_code == 404
+    as_json = client.post(url, json=good, headers={"origin": BASE})
+    assert as_json.status_code == 415
+
+
+def test_every_response_carries_the_security_headers_and_no_cors(open_ui) -> None:
+    client = open_ui()
+    for response in (
+        client.get("/runs", headers={"origin": "http://evil.example"}),
+        client.get("/static/style.css"),
+        open_ui(login=False).get("/runs"),
+    ):
+        assert response.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.headers["referrer-policy"] == "same-origin"
+        assert response.headers["x-frame-options"] == "DENY"
+        assert not any(name.startswith("access-control-") for name in response.headers)
+    assert "default-src 'self'" in CONTENT_SECURITY_POLICY and "frame-ancestors 'none'" in CONTENT_SECURITY_POLICY
+
+
+def test_home_goes_to_the_form_or_to_the_runs(open_ui, make_project) -> None:
+    assert open_ui().get("/").headers["location"] == "/runs"
+    assert open_ui().get("/start").headers["location"] == "/runs"
+    project = make_project({"job.py": TINY})
+    assert open_ui(project / "job.py").get("/").headers["location"] == "/start"
+
+
+# --------------------------------------------------------------------------------------- the form
+
+
+def test_the_form_has_a_widget_per_parameter_type(open_ui, make_project) -> None:
+    project = make_project({"job.py": WIDGETS})
+    page = open_ui(project / "job.py").get("/start").text
+
+    def control(name: str) -> str:
+        match = re.search(rf'<(input|select|textarea)[^>]* id="f-{name}"[^>]*>', page)
+        assert match, name
+        return match.group(0)
+
+    # The label: the name first, then the type, the required marker, the description.
+    assert re.search(
+        r'<label for="f-who"><span class="pname">who</span> <span class="ptype">str</span> '
+        r'<span class="required">required</span> <span class="desc">who runs it</span></label>',
+        page,
+    )
+    assert '<span class="pname">count</span> <span class="ptype">int</span> <span class="desc">how many numbers' in page
+    assert 'type="number"' in control("count") and 'step="1"' in control("count") and 'value="5"' in control("count")
+    assert 'type="number"' in control("ratio") and 'step="any"' in control("ratio")
+    assert 'type="checkbox"' in control("dry_run") and "checked" not in control("dry_run")
+    assert 'type="date"' in control("since") and 'value="2026-01-02"' in control("since")
+    assert 'type="datetime-local"' in control("at") and 'value="2026-01-02T03:04:05"' in control("at")
+    assert control("color").startswith("<select")
+    assert '<option value="BLUE" selected>BLUE</option>' in page
+    assert control("mode").startswith("<select") and '<option value="slow">slow</option>' in page
+    assert 'type="text"' in control("folder") and 'value="data"' in control("folder")
+    assert re.search(r'<textarea id="f-tags"[^>]*>1\n2</textarea>', page)
+    # Optional: empty means the default; the "unset" box forces None.
+    assert re.search(r'<input type="checkbox" id="f-limit-unset" name="limit__unset" value="true">', page)
+    assert 'required aria-required="true"' in control("who") and "required" not in control("count")
+    # Runtime settings in a collapsed group; then the button.
+    runtime = page[page.index('<details class="runtime">') :]
+    assert 'id="f-concurrency"' in runtime and 'id="f-executor"' in runtime and 'id="f-count"' not in runtime
+    assert '<button type="submit">Start run</button>' in page
+    # Works under the CSP: nothing inline.
+    assert '<meta name="htmx-config" content=\'{"includeIndicatorStyles":false,"allowEval":false}\'>' in page
+    assert "<script>" not in page and " style=" not in page and "<style" not in page
+    assert not re.search(r"\son[a-z]+=", page)  # no inline event handlers
+
+
+def test_a_project_with_configs_has_a_config_select(open_ui, make_project) -> None:
+    client = open_ui(make_project(CONFIGS))
+    first = client.get("/start").text
+    assert re.search(r'<select id="config" name="config">\s*<option value="config_dev" selected>', first)
+    assert '<option value="config_prod">config_prod</option>' in first
+    assert 'value="hi from dev"' in first
+    prod = client.get("/start?config=config_prod").text
+    assert '<option value="config_prod" selected>config_prod</option>' in prod
+    assert 'value="hi from prod"' in prod and '<input type="hidden" name="config" value="config_prod">' in prod
+
+
+def test_a_bad_value_is_shown_next_to_its_field_as_the_cli_says_it(open_ui, make_project, tmp_path: Path) -> None:
+    project = make_project({"job.py": WIDGETS}) / "job.py"
+    client = open_ui(project)
+    form = {**browser_form(client.get("/start").text), "count": ["abc"], "who": ["me"]}
+    response = client.post("/start", data=form, headers={"origin": BASE})
+    assert response.status_code == 422
+    message = text_of(response.text, "f-count-error")
+    assert "expects int" in message and "'abc'" in message
+    assert re.search(r'<input id="f-count" name="count" type="number" value="abc"', response.text)  # kept
+    assert 'value="me"' in response.text
+    cli = batchframe_cli("exec", project, "-p", "count=abc", "-p", "who=me", "--no-input", cwd=tmp_path)
+    assert cli.returncode == 2
+    assert " ".join(message.split()[:6]) in " ".join(cli.stderr.split())
+
+
+# ------------------------------------------------------------------------------------------- runs
+
+
+@pytest.mark.timeout(60)
+def test_start_run_launches_a_real_run_and_shows_it(open_ui, make_project, output_dir: Path) -> None:
+    client = open_ui(make_project({"job.py": WIDGETS}) / "job.py")
+    url = start_run(client, who="me", count="7")
+    folder = only_run_dir(output_dir)
+    assert url == f"/runs/{folder.name}"
+    page = wait_for_state(client, url, lambda state: state.startswith("finished"))
+    assert text_of(page, "run-state") == "finished: completed"
+    assert text_of(page, "run-count") == "7 / 7"
+    assert "Run ended: completed" in page  # the log's tail
+    assert "-p count=7" in page and "-p who=me" in page
+    assert ">Pause<" not in page and ">Retry failed items<" not in page
+    assert f'<a href="{url}">{folder.name}</a>' in client.get("/runs").text
+
+
+@pytest.mark.timeout(60)
+def test_failures_are_grouped_and_retry_makes_a_new_run(open_ui, make_project, output_dir: Path) -> None:
+    client = open_ui(make_project({"job.py": WIDGETS}) / "job.py")
+    url = start_run(client, who="me", fail_on="3")
+    page = wait_for_state(client, url, lambda state: state.startswith("finished"))
+    assert text_of(page, "run-state") == "finished: completed with failures"
+    assert text_of(page, "run-count") == "5 / 5" and text_of(page, "run-failed") == "1"
+    assert "<code>ValueError</code>" in page and "no square for 3" in page
+    assert ">Retry failed items</button>" in page and ">Resume</button>" not in page
+    response = post(client, f"{url}/retry", {}, page)
+    assert response.status_code == 303, response.text
+    retry_url = response.headers["location"]
+    assert retry_url != url
+    retried = wait_for_state(client, retry_url, lambda state: state.startswith("finished"))
+    assert text_of(retried, "run-count") == "1 / 1"
+    assert f'<a href="{url}">' in retried  # "retry of" links back
+
+
+def test_a_project_that_cannot_start_shows_the_cli_error_on_the_form(open_ui, make_project) -> None:
+    client = open_ui(make_project({"job.py": BROKEN}) / "job.py")
+    response = client.post("/start", data=browser_form(client.get("/start").text), headers={"origin": BASE})
+    assert response.status_code == 422
+    assert "The run did not start" in response.text
+    assert "RuntimeError: no database here" in response.text
+    assert "╭" not in response.text and "\x1b[" not in response.text
+    assert ">Start run</button>" in response.text
+
+
+@pytest.mark.timeout(60)
+def test_pause_resume_stop_then_resume_the_run(open_ui, make_project) -> None:
+    client = open_ui(make_project({"job.py": SLOW}) / "job.py")
+    url = start_run(client)
+    page = client.get(url).text
+    assert ">Pause</button>" in page and ">Stop</button>" in page and 'sse-connect="' in page
+
+    assert post(client, f"{url}/pause", {}, page).status_code == 303
+    paused = wait_for_state(client, url, lambda state: state == "paused")
+    assert ">Resume</button>" in paused and ">Pause</button>" not in paused
+    count = text_of(paused, "run-count")
+    time.sleep(0.6)  # longer than a status write: the count stays still
+    assert text_of(client.get(url).text, "run-count") == count
+
+    assert post(client, f"{url}/resume", {}, paused).status_code == 303
+    running = wait_for_state(client, url, lambda state: state == "running")
+    assert post(client, f"{url}/stop", {}, running).status_code == 303
+    stopped = wait_for_state(client, url, lambda state: state.startswith("finished"))
+    assert text_of(stopped, "run-state") == "finished: stopped"
+    assert ">Resume</button>" in stopped and ">Retry failed items</button>" not in stopped
+
+    response = post(client, f"{url}/resume-run", {}, stopped)
+    assert response.status_code == 303 and response.headers["location"] == url
+    done = wait_for_state(client, url, lambda state: state == "finished: completed")
+    assert text_of(done, "run-count") == "1,000 / 1,000"
+
+
+def test_pause_or_stop_of_a_finished_run_is_a_clear_error(open_ui, make_project, output_dir: Path) -> None:
+    project = make_project({"job.py": TINY})
+    assert batchframe_cli("exec", project / "job.py", "-d", output_dir, cwd=project).returncode == 0
+    name = only_run_dir(output_dir).name
+    client = open_ui(project / "job.py")
+    page = client.get("/start").text
+    for action in ("pause", "stop"):
+        response = post(client, f"/runs/{name}/{action}", {}, page)
+        assert response.status_code == 409
+        assert f"it cannot {action}" in response.text and 'role="alert"' in response.text
+    assert post(client, f"/runs/{name}/explode", {}, page).status_code == 404
+
+
+def test_the_runs_page_lists_runs_from_the_terminal(open_ui, make_project, output_dir: Path) -> None:
+    project = make_project({"job.py": TINY})
+    assert batchframe_cli("exec", project / "job.py", "-d", output_dir, cwd=project).returncode == 0
+    name = only_run_dir(output_dir).name
+    client = open_ui()
+    page = client.get("/runs").text
+    assert f'<a href="/runs/{name}">{name}</a>' in page
+    row = page[page.index("<tbody") :]
+    assert "job.py" in row and "finished: completed" in row and ">3<" in row
+    since = re.search(r'hx-get="/fragments/runs\?since=([0-9a-f]+)"', page)
+    assert since and 'hx-trigger="every 2s"' in page
+    assert client.get(f"/fragments/runs?since={since.group(1)}").status_code == 204  # nothing changed
+    rows = client.get("/fragments/runs?since=old")
+    assert rows.status_code == 200 and rows.text.lstrip().startswith('<tbody id="runs-body"')
+    run_page = client.get(f"/runs/{name}").text
+    assert text_of(run_page, "run-state") == "finished: completed" and text_of(run_page, "run-count") == "3 / ?"
+    assert "sse-connect" not in run_page  # nothing live to follow
+
+
+def test_the_event_stream_of_a_finished_run_sends_its_fragments_then_ends(
+    open_ui, make_project, output_dir: Path
+) -> None:
+    project = make_project({"job.py": TINY})
+    assert batchframe_cli("exec", project / "job.py", "-d", output_dir, cwd=project).returncode == 0
+    name = only_run_dir(output_dir).name
+    response = open_ui().get(f"/runs/{name}/events")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    events = [block for block in response.text.split("\n\n") if block]
+    names = [block.splitlines()[0] for block in events]
+    assert names == ["event: progress", "event: controls", "event: logs", "event: failures", "event: end"]
+    for block in events:
+        assert all(line.startswith("data: ") for line in block.splitlines()[1:])
+    assert "finished: completed" in events[0] and "3 / ?" in events[0]
+
+
+def test_run_names_that_leave_the_output_folder_are_not_found(
+    open_ui, make_project, output_dir: Path, tmp_path: Path
+) -> None:
+    project = make_project({"job.py": TINY})
+    elsewhere = tmp_path / "elsewhere"
+    assert batchframe_cli("exec", project / "job.py", "-d", elsewhere, cwd=project).returncode == 0
+    output_dir.mkdir()
+    os.symlink(only_run_dir(elsewhere), output_dir / "link")
+    client = open_ui(project / "job.py")
+    page = client.get("/start").text
+    for name in ("%2E%2E", "link", "missing", "%2Fetc", "..%2F..%2Felsewhere"):
+        assert client.get(f"/runs/{name}").status_code == 404, name
+        assert client.get(f"/runs/{name}/events").status_code == 404, name
+        assert post(client, f"/runs/{name}/stop", {}, page).status_code == 404, name
+
+
+# ------------------------------------------------------------------------------------- the command
+
+
+@pytest.mark.timeout(60)
+def test_batchframe_ui_prints_its_url_serves_it_and_refuses_a_busy_port(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "batchframe", "ui", "-d", str(tmp_path / "out"), "--no-browser"]
+    server = subprocess.Popen([*command, "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        url = server.stdout.readline().strip()
+        match = re.fullmatch(r"http://127\.0\.0\.1:(\d+)/\?token=[\w-]{40,}", url)
+        assert match, url
+        with httpx.Client() as browser:
+            page = browser.get(url, follow_redirects=True)
+            assert page.status_code == 200 and "<h1>Runs</h1>" in page.text
+        busy = batchframe_cli("ui", "--no-browser", "--port", match.group(1), cwd=tmp_path)
+        assert busy.returncode == 2
+        assert "cannot listen on 127.0.0.1" in busy.stderr and "--port 0" in busy.stderr
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.communicate(timeout=20)
+
+
+def test_without_the_ui_extra_the_command_says_what_to_install(tmp_path: Path) -> None:
+
+    code = "import sys; sys.modules['uvicorn'] = None\nfrom batchframe.cli import app\napp(['ui', '--no-browser'])"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert result.returncode == 2
+    assert "The UI needs the ui extra: pip install 'batchframe[ui]'" in result.stderr
+    assert "Traceback" not in result.stderr
