@@ -15,7 +15,7 @@ if _TYPE_CHECKING:
     from batchframe.container import inject
     from batchframe.errors import BatchframeError, ConfigError, ParamError, ProjectError, RunError, UsageError
     from batchframe.params import BatchframeParam
-    from batchframe.retry import Retry
+    from batchframe.retry import RateLimited, Retry
     from batchframe.service import Service
     from batchframe.source import Source
 
@@ -28,6 +28,7 @@ _HOMES = {
     "Configuration": "batchframe.configuration",
     "ParamError": "batchframe.errors",
     "ProjectError": "batchframe.errors",
+    "RateLimited": "batchframe.retry",
     "Retry": "batchframe.retry",
     "RunError": "batchframe.errors",
     "Service": "batchframe.service",
@@ -43,6 +44,7 @@ __all__ = [
     "Configuration",
     "ParamError",
     "ProjectError",
+    "RateLimited",
     "Retry",
     "RunError",
     "Service",

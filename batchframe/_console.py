@@ -1,16 +1,28 @@
-"""All rich rendering of the CLI: error panels, tables. rich is imported here, lazily."""
+"""All rich rendering of the CLI: error panels, tables, lines that are never cut. rich is imported here, lazily.
+
+Two rules hold at any width, on a terminal and off it: an identifier (a run folder, a parameter's
+name, a path) is never cut or broken, and off a terminal (a file, a pipe, CI) nothing is padded to
+the console's width. Tables give up their other columns first (cut with an ellipsis, or dropped);
+paths go on lines of their own, printed with ``soft_wrap`` so that only the terminal folds them.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import sys
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.panel import Panel
+    from rich.table import Table
+    from rich.text import Text
 
     from batchframe.errors import BatchframeError
+    from batchframe.params import ParamSpec
 
 _consoles: dict[str, Console] = {}
 
@@ -43,29 +55,245 @@ def _quiet_on_broken_pipe(console_cls: type[Console]) -> type[Console]:
     return PipeTolerantConsole
 
 
-def print_error(error: BatchframeError, *, show_traceback: bool) -> None:
-    """One panel on stderr: what went wrong, what to do, and the user's frames when there are some."""
-    from rich.markup import escape
-    from rich.panel import Panel
+def print_line(text: str | Text, *, stderr: bool = False, style: str = "", prose: bool = False) -> None:
+    """One line that is never cut or padded, nor wrapped inside a word.
 
-    body = escape(error.message)
-    if error.user_traceback:
-        body += "\n\n[dim]" + escape(error.user_traceback) + "[/dim]"
-    if error.hint:
-        body += "\n\n[bold]" + escape(error.hint) + "[/bold]"
-    out = console(stderr=True)
-    out.print(Panel(body, title=error.title, title_align="left", border_style="red", expand=False))
-    if show_traceback:
-        out.print_exception(show_locals=False) if sys.exc_info()[0] else None
+    By default not wrapped at all (``soft_wrap``): a path stays whole, and only the terminal folds
+    a line longer than itself. ``prose``: on a terminal, wrapped between words to its width (off a
+    terminal, a line stays one line whatever it holds).
+    """
+    from rich.text import Text
+
+    line = text if isinstance(text, Text) else Text(text, style=style)
+    out = console(stderr=stderr)
+    if prose and out.is_terminal:
+        out.print(line, overflow="fold")  # a word longer than the terminal is folded, never cut
+    else:
+        out.print(line, soft_wrap=True)
 
 
-def print_table(title: str, columns: list[str], rows: list[list[Any]], *, stderr: bool = False) -> None:
-    """A simple rich table."""
+# ------------------------------------------------------------------------------------------- tables
+
+_CELL_PADDING = 1
+"""Spaces on each side of a cell (rich's default)."""
+
+
+@dataclass(frozen=True)
+class Col:
+    """A table column, and how it gives way when the table is wider than the console.
+
+    Attributes:
+        header: the column's heading.
+        justify: how its cells line up.
+        cut_to: None for a column that is never cut (an identifier, a number); else the column may
+            be narrowed down to this many cells, its cells cut with an ellipsis (or wrapped, with ``wrap``).
+        wrap: free text that wraps onto more lines instead of being cut.
+        drop: 0 for a column always shown; else the column goes when even the narrowest table does
+            not fit, the highest first.
+    """
+
+    header: str
+    justify: Literal["left", "right"] = "left"
+    cut_to: int | None = None
+    wrap: bool = False
+    drop: int = 0
+
+
+def print_table(
+    title: str,
+    columns: Sequence[Col],
+    rows: Sequence[Sequence[str | Text]],
+    *,
+    stderr: bool = False,
+    header: bool = True,
+) -> None:
+    """A table fitted to the console: the title (if any) on a line of its own, columns cut or dropped as they allow.
+
+    When even the columns that cannot give way are wider than the console, the rows are printed as
+    plain lines instead: nothing that identifies a row is ever cut.
+    """
+    out = console(stderr=stderr)
+    if title:
+        print_line(title, stderr=stderr, style="bold")
+    cells = [[_as_text(cell) for cell in row] for row in rows]
+    widths = fit_columns(columns, cells, out.width)
+    if widths is None:
+        for row in cells:
+            print_line(_join(row), stderr=stderr)
+        return
+    out.print(_table(columns, cells, widths, header=header))
+
+
+def _as_text(cell: str | Text) -> Text:
+    from rich.text import Text
+
+    return cell if isinstance(cell, Text) else Text(cell)  # never markup: a "[x]" in a value stays as it is
+
+
+def _join(row: Sequence[Text]) -> Text:
+    from rich.text import Text
+
+    return Text("  ").join(row)
+
+
+def fit_columns(columns: Sequence[Col], rows: Sequence[Sequence[Text]], width: int) -> list[tuple[int, int]] | None:
+    """The columns to show, as (index, width), so that the table fits ``width``; None when it cannot.
+
+    Columns are first narrowed (each down to its ``cut_to``; a wrapped one, if it can, no narrower
+    than its longest word), and only when that is not enough dropped, in ``drop`` order.
+    """
+    from rich.cells import cell_len
+
+    texts = [[row[i].plain for row in rows] for i in range(len(columns))]
+    natural = [_widest(column.header, texts[i], cell_len) for i, column in enumerate(columns)]
+    for keep_words in (True, False):
+        narrowest = [_narrowest(c, texts[i], natural[i], keep_words=keep_words) for i, c in enumerate(columns)]
+        kept = _kept_columns(columns, narrowest, width)
+        if kept is not None:
+            return _narrowed(kept, natural, narrowest, width)
+    return None
+
+
+def _kept_columns(columns: Sequence[Col], narrowest: list[int], width: int) -> list[int] | None:
+    """The columns left once enough are dropped for the narrowest table to fit ``width``; None if it never does."""
+    kept = list(range(len(columns)))
+    droppable = sorted((i for i, c in enumerate(columns) if c.drop), key=lambda i: -columns[i].drop)
+    while sum(narrowest[i] for i in kept) + _borders(len(kept)) > width:
+        if not droppable:
+            return None
+        kept.remove(droppable.pop(0))
+    return kept
+
+
+def _narrowed(kept: list[int], natural: list[int], narrowest: list[int], width: int) -> list[tuple[int, int]]:
+    widths = {i: natural[i] for i in kept}
+    excess = sum(widths.values()) + _borders(len(kept)) - width
+    while excess > 0:  # narrow the column with the most to give, one cell at a time
+        widest = max((i for i in kept if widths[i] > narrowest[i]), key=lambda i: widths[i] - narrowest[i])
+        widths[widest] -= 1
+        excess -= 1
+    return [(i, widths[i]) for i in kept]
+
+
+def _widest(header: str, cells: list[str], cell_len: Callable[[str], int]) -> int:
+    return max([cell_len(header), *(cell_len(line) for cell in cells for line in cell.splitlines() or [""])])
+
+
+def _narrowest(column: Col, cells: list[str], natural: int, *, keep_words: bool) -> int:
+    """How narrow a column may get: a wrapped one keeps its longest word whole when it can (a name in a description)."""
+    if column.cut_to is None:
+        return natural
+    if not column.wrap or not keep_words:
+        return min(natural, column.cut_to)
+    longest_word = max((len(word) for cell in cells for word in cell.split()), default=0)
+    return min(natural, max(column.cut_to, min(longest_word, 2 * column.cut_to)))
+
+
+def _borders(count: int) -> int:
+    """Cells a table of ``count`` columns spends on borders and padding (rich's default box)."""
+    return count * (1 + 2 * _CELL_PADDING) + 1
+
+
+def _table(
+    columns: Sequence[Col], rows: Sequence[Sequence[Text]], widths: list[tuple[int, int]], *, header: bool
+) -> Table:
     from rich.table import Table
 
-    table = Table(title=title, title_justify="left")
-    for column in columns:
-        table.add_column(column)
+    table = Table(show_header=header)
+    for index, width in widths:
+        column = columns[index]
+        # Every width is fixed: rich then never narrows a column the fit chose to keep whole.
+        if column.wrap:
+            table.add_column(column.header, justify=column.justify, width=width, overflow="fold")
+        else:
+            table.add_column(column.header, justify=column.justify, width=width, no_wrap=True, overflow="ellipsis")
     for row in rows:
-        table.add_row(*(str(cell) for cell in row))
-    console(stderr=stderr).print(table)
+        table.add_row(*(row[index] for index, _ in widths))
+    return table
+
+
+# ------------------------------------------------------------------------------------------- errors
+
+
+def print_error(error: BatchframeError, *, show_traceback: bool) -> None:
+    """What went wrong and what to do, then the user's frames when there are some; on stderr.
+
+    On a terminal: a panel, then the frames as plain lines under it (a path in a panel would be
+    broken at its edge). Off a terminal: plain lines only, no box padded to the console's width.
+    """
+    out = console(stderr=True)
+    if out.is_terminal:
+        out.print(_panel(error))
+    else:
+        print_line(f"{error.title}: {error.message}", stderr=True)
+        if error.hint:
+            print_line(error.hint, stderr=True)
+    if error.user_traceback:
+        for line in error.user_traceback.rstrip("\n").splitlines():
+            print_line(line, stderr=True, style="dim")
+    if show_traceback and sys.exc_info()[0] is not None:
+        if out.is_terminal:
+            out.print_exception(show_locals=False)
+        else:
+            import traceback
+
+            print_line(traceback.format_exc().rstrip("\n"), stderr=True)
+
+
+def _panel(error: BatchframeError) -> Panel:
+    from rich.panel import Panel
+    from rich.text import Text
+
+    body = Text(error.message)
+    if error.hint:
+        body.append("\n\n")
+        body.append(error.hint, style="bold")
+    return Panel(body, title=error.title, title_align="left", border_style="red", expand=False)
+
+
+# ------------------------------------------------------------------------------------------- params
+
+
+def print_params(title: str, specs: Mapping[str, ParamSpec], *, unchosen_configs: Sequence[str] = ()) -> None:
+    """The project's own parameters, then batchframe's runtime settings: two tables, names never cut.
+
+    ``unchosen_configs``: the project's configs when none was chosen (several, and no ``-c``); a
+    line then says that ``-c`` adds a config's own parameters.
+    """
+    import dataclasses
+
+    from batchframe.configuration import Configuration
+
+    runtime = {field.name for field in dataclasses.fields(Configuration)}
+    own = [spec for name, spec in specs.items() if name not in runtime]
+    if own:
+        print_table(title, _PARAM_COLUMNS, [_param_row(spec, owner=True) for spec in own])
+    else:
+        print_line(f"{title}: none of its own.", style="bold")
+    settings = [_param_row(spec, owner=False) for name, spec in specs.items() if name in runtime]
+    print_table(
+        "Runtime settings (batchframe's, in every project; set them with -p too)", _PARAM_COLUMNS[:-1], settings
+    )
+    if unchosen_configs:
+        names = ", ".join(unchosen_configs)
+        print_line(
+            f"The project has configs ({names}): -c NAME adds that config's own parameters and defaults, "
+            f"e.g. -c {unchosen_configs[0]}.",
+            style="yellow",
+            prose=True,
+        )
+
+
+_PARAM_COLUMNS = (
+    Col("name"),
+    Col("type", cut_to=12, wrap=True),
+    Col("default", cut_to=12, wrap=True),
+    Col("description", cut_to=20, wrap=True),
+    Col("owner", cut_to=12, drop=1),
+)
+
+
+def _param_row(spec: ParamSpec, *, owner: bool) -> list[str]:
+    aliases = f" (0.0.1a13 name: {', '.join(spec.aliases)})" if spec.aliases else ""
+    row = [spec.name, spec.type_name, "required" if spec.required else repr(spec.default), spec.description + aliases]
+    return [*row, spec.owner.__qualname__] if owner else row

@@ -1,8 +1,15 @@
-"""The run's log handlers: every record to ``logs.txt``, and to the console through rich."""
+"""The run's log handlers: every record to ``logs.txt``, and to the console.
+
+On a terminal the console handler is rich's (printed above the live progress display); off a
+terminal (a file, a pipe, cron, CI) it writes the lines of ``logs.txt`` as they are: one line per
+message however long, with its timestamp and level, never padded or wrapped to a width.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -45,8 +52,48 @@ def flush_run_logs() -> None:
             handler.flush()
 
 
+DASK_LOGGERS = ("distributed", "dask", "tornado", "bokeh")
+"""dask's loggers (and those of the web server of its dashboard): logs.txt only, the console with -v."""
+
+
+def is_dask_record(record: logging.LogRecord) -> bool:
+    """Whether a record is dask's own (``distributed.scheduler``, ``tornado.application``...)."""
+    return record.name.split(".", 1)[0] in DASK_LOGGERS
+
+
+def dask_loggers() -> list[logging.Logger]:
+    """The top loggers of dask, and those under them that distributed gave a handler of their own.
+
+    Imported while the root logger has no handler (a project that imports dask itself), distributed
+    gives ``distributed``, ``distributed.client``, ``distributed.gc``, ``tornado``... each a handler
+    that prints to stderr, and stops them from propagating: their records would bypass logs.txt.
+    """
+    named = [logging.getLogger(name) for name in DASK_LOGGERS]
+    manager = logging.Logger.manager
+    for name, candidate in list(manager.loggerDict.items()):
+        dasks = "." in name and name.split(".", 1)[0] in DASK_LOGGERS
+        if dasks and isinstance(candidate, logging.Logger) and candidate.handlers:
+            named.append(candidate)
+    return named
+
+
+@contextmanager
+def _dask_records_to_the_run() -> Iterator[None]:
+    """While a run logs: dask's loggers lose their own console handlers and propagate to the run's."""
+    saved = [(named, list(named.handlers), named.propagate) for named in dask_loggers()]
+    for named, handlers, _ in saved:
+        named.handlers[:] = [h for h in handlers if type(h) is not logging.StreamHandler]  # stderr; not a file
+        named.propagate = True
+    try:
+        yield
+    finally:
+        for named, handlers, propagate in saved:
+            named.handlers[:] = handlers
+            named.propagate = propagate
+
+
 class _ConsoleFilter(logging.Filter):
-    """Keeps the console readable: file-only records (unless -v) and failure lines past the first few stay out."""
+    """Keeps out of the console (unless -v): file-only and dask's records, failure lines past the first few."""
 
     def __init__(self, verbosity: int) -> None:
         super().__init__()
@@ -54,7 +101,7 @@ class _ConsoleFilter(logging.Filter):
         self.failures = 0
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if getattr(record, "file_only", False):
+        if getattr(record, "file_only", False) or is_dask_record(record):
             return self.verbose
         if record.name == FAILURES_LOGGER and not self.verbose:
             self.failures += 1
@@ -63,6 +110,41 @@ class _ConsoleFilter(logging.Filter):
                 return True
             return self.failures <= CONSOLE_FAILURES
         return True
+
+
+class _PlainHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Off a terminal: the console gets logs.txt's lines; it goes quiet once its pipe is closed.
+
+    A closed pipe (``| head``; ``| tee`` and Ctrl-C) must not stop the run, nor make every later
+    record print logging's "--- Logging error ---" report.
+    """
+
+    def __init__(self, console: Console) -> None:
+        super().__init__(console.file)
+        self.console = console
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.console.quiet:
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        if isinstance(sys.exc_info()[1], OSError):
+            self.console.quiet = True  # like every other output of the run, from now on
+            with contextlib.suppress(SystemExit):  # the shared console's never exits; a plain rich one would
+                self.console.on_broken_pipe()
+            return
+        super().handleError(record)
+
+
+def _console_handler(console: Console, verbosity: int) -> logging.Handler:
+    """On a terminal, rich's handler; off a terminal, plain lines formatted as in logs.txt."""
+    if not console.is_terminal:
+        plain = _PlainHandler(console)
+        plain.setFormatter(logging.Formatter(FILE_FORMAT))
+        return plain
+    from rich.logging import RichHandler
+
+    return RichHandler(console=console, show_path=verbosity >= 2, rich_tracebacks=verbosity >= 2)
 
 
 def console_level(verbosity: int) -> int:
@@ -75,10 +157,8 @@ def run_logging(log_file: Path | None, *, verbosity: int = 0, console: Console |
     """Send every log record of the run to ``log_file`` and the console; undo it afterwards.
 
     The file gets INFO and above (DEBUG with -v), the user's own ``logging`` calls included; the
-    console shows the same through rich's handler, printed above the live progress display.
+    console shows the same (see ``_console_handler``).
     """
-    from rich.logging import RichHandler
-
     from batchframe._console import console as shared_console
 
     root = logging.getLogger()
@@ -89,19 +169,18 @@ def run_logging(log_file: Path | None, *, verbosity: int = 0, console: Console |
         file_handler.setFormatter(logging.Formatter(FILE_FORMAT))
         file_handler.setLevel(level)
         handlers.append(file_handler)
-    rich_handler = RichHandler(
-        console=console or shared_console(stderr=True), show_path=verbosity >= 2, rich_tracebacks=verbosity >= 2
-    )
-    rich_handler.setLevel(level)
-    rich_handler.addFilter(_ConsoleFilter(verbosity))
-    handlers.append(rich_handler)
+    console_handler = _console_handler(console or shared_console(stderr=True), verbosity)
+    console_handler.setLevel(level)
+    console_handler.addFilter(_ConsoleFilter(verbosity))
+    handlers.append(console_handler)
     previous_level = root.level
     root.setLevel(level)
     for handler in handlers:
         root.addHandler(handler)
     logging.captureWarnings(True)
     try:
-        yield
+        with _dask_records_to_the_run():
+            yield
     finally:
         logging.captureWarnings(False)
         for handler in handlers:

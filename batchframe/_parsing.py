@@ -49,6 +49,25 @@ def parse_value(annotation: Any, raw: str | Sequence[str]) -> Any:
     return _parse_scalar(annotation, raw)
 
 
+def value_choices(annotation: Any) -> list[str] | None:
+    """The texts a parameter of ``annotation`` accepts when they are few (Enum, Literal, bool), else None.
+
+    For shell completion: an optional type (``Mode | None``) also accepts ``none``.
+    """
+    origin = typing.get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        members = [m for m in typing.get_args(annotation) if m is not type(None)]
+        choices = value_choices(members[0]) if len(members) == 1 else None
+        return [*choices, "none"] if choices is not None else None
+    if origin is Literal:
+        return [str(choice) for choice in typing.get_args(annotation)]
+    if annotation is bool:
+        return ["true", "false"]
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return [member.name for member in annotation]
+    return None
+
+
 def _parse_collection(annotation: Any, raw: str | Sequence[str]) -> Any:
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
@@ -100,7 +119,10 @@ _EXAMPLES: dict[Any, str] = {
 def _parse_builtin(annotation: Any, raw: str) -> Any:
     try:
         return annotation.fromisoformat(raw) if annotation in (dt.datetime, dt.date) else annotation(raw)
-    except ValueError:
+    except ValueError as exc:
+        if annotation in (dt.datetime, dt.date) and not str(exc).startswith("Invalid isoformat"):
+            # The format is right but the date is not (2026-13-45, 2026-02-30): datetime says which part is wrong.
+            raise ValueError(str(exc)) from None
         raise ValueError(f"expected {_EXAMPLES[annotation]}") from None
 
 

@@ -15,6 +15,9 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
+from batchframe._completion import complete_config, complete_param
+from batchframe._help import Command, Group
+
 if TYPE_CHECKING:
     from batchframe.run import AskMissing
 
@@ -25,41 +28,13 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     # Plain click help: typer's rich help imports rich.markdown and markdown-it (~150 ms) on every --help.
     rich_markup_mode=None,
+    cls=Group,
 )
 
 
-def _completion_path(ctx: typer.Context) -> Path:
-    # While completing an option value, click may leave PATH among the extra args.
-    return Path(ctx.params.get("path") or (ctx.args[0] if ctx.args else "."))
-
-
-def _complete_config(ctx: typer.Context, incomplete: str) -> list[str]:
-    """``-c`` completion: the config files of the project named on the command line (nothing imported)."""
-    from batchframe._configs import CONFIG_DIR, list_configs
-
-    path = _completion_path(ctx)
-    folder = path if path.is_dir() else path.parent
-    return [name for name in list_configs(folder / CONFIG_DIR) if name.startswith(incomplete)]
-
-
-def _complete_param(ctx: typer.Context, incomplete: str) -> list[tuple[str, str]]:
-    """``-p`` completion: ``NAME=`` for each parameter of the project (imports the project)."""
-    import logging
-
-    logging.disable(logging.CRITICAL)
-    try:
-        from batchframe.project import load_project
-        from batchframe.run import collect_specs
-
-        specs = collect_specs(load_project(_completion_path(ctx), ctx.params.get("config")))
-    except Exception:  # a broken project simply completes nothing
-        return []
-    return [
-        (f"{name}=", spec.description or spec.type_name) for name, spec in specs.items() if name.startswith(incomplete)
-    ]
-
-
-PathArg = Annotated[Path, typer.Argument(help="A .py file, a package directory or a directory of modules.")]
+PathArg = Annotated[
+    Path, typer.Argument(metavar="PATH", help="A .py file, a package directory or a directory of modules.")
+]
 ConfigOpt = Annotated[
     Optional[str],  # noqa: UP045 - typer needs Optional on Python 3.10
     typer.Option(
@@ -67,7 +42,8 @@ ConfigOpt = Annotated[
         "--config",
         "--configuration",
         help="Config to use: config/NAME.py in the project (e.g. config_dev).",
-        autocompletion=_complete_config,
+        metavar="NAME",
+        autocompletion=complete_config,
     ),
 ]
 ParamOpt = Annotated[
@@ -78,15 +54,23 @@ ParamOpt = Annotated[
         "--params",
         help="Set a parameter: -p NAME=VALUE (repeatable).",
         metavar="NAME=VALUE",
-        autocompletion=_complete_param,
+        autocompletion=complete_param,
     ),
 ]
 OutputOpt = Annotated[
     Optional[Path],  # noqa: UP045
-    typer.Option("-d", "--output-dir", help="Where run folders are (default: batchframe_outputs)."),
+    typer.Option(
+        "-d",
+        "--output-dir",
+        help="The folder of run folders (default: batchframe_outputs in the current folder).",
+        metavar="DIR",
+    ),
 ]
 DEFAULT_OUTPUT_DIR = Path("batchframe_outputs")
-VerboseOpt = Annotated[int, typer.Option("-v", "--verbose", count=True, help="-v: debug logs; -vv: also tracebacks.")]
+VerboseOpt = Annotated[
+    int,
+    typer.Option("-v", "--verbose", count=True, show_default=False, help="-v: debug logs; -vv: also tracebacks."),
+]
 
 
 def _version(value: bool) -> None:
@@ -122,10 +106,22 @@ def main(
     ] = False,
     output_dir: Annotated[
         Optional[Path],  # noqa: UP045
-        typer.Option("-d", "--output-dir", help="Where run folders are (may also follow the command)."),
+        typer.Option(
+            "-d",
+            "--output-dir",
+            help="The folder of run folders (default: batchframe_outputs in the current folder).",
+            metavar="DIR",
+        ),
     ] = None,
     verbose: Annotated[
-        int, typer.Option("-v", "--verbose", count=True, help="-v: debug logs; -vv: also tracebacks (any command).")
+        int,
+        typer.Option(
+            "-v",
+            "--verbose",
+            count=True,
+            show_default=False,
+            help="-v: debug logs; -vv: also tracebacks (any command).",
+        ),
     ] = 0,
 ) -> None:
     """Run a Source of work items through a Service: concurrency, retries, logs and progress included."""
@@ -151,7 +147,7 @@ def _errors_as_exit_codes(verbosity: int = 0) -> Iterator[None]:
         raise typer.Exit(130) from None
 
 
-@app.command("exec", context_settings={"allow_extra_args": True})
+@app.command("exec", cls=Command, context_settings={"allow_extra_args": True})
 def exec_(
     ctx: typer.Context,
     path: PathArg,
@@ -161,7 +157,21 @@ def exec_(
     verbose: VerboseOpt = 0,
     no_input: Annotated[bool, typer.Option("--no-input", help="Never prompt; fail if a parameter is missing.")] = False,
 ) -> None:
-    """Run the project at PATH: every item of its Source through its Service."""
+    """Run a project: every item of its Source through its Service.
+
+    Set parameters with -p NAME=VALUE; batchframe params PATH lists them (type, default,
+    description). On a terminal, missing required ones are asked for and Ctrl-C pauses the run
+    (a shell opens; leaving it resumes).
+
+    \b
+    Exit codes:
+      0    every item succeeded
+      1    fatal: the Source, a constructor or a hook raised
+      2    usage error: bad path, config or parameter
+      3    finished, but some items failed
+      130  interrupted (Ctrl-C, or self.stop() in the shell)
+      143  terminated (SIGTERM)
+    """  # noqa: D301 - \b is click's "do not rewrap this paragraph" marker
     with _errors_as_exit_codes(verbose):
         from batchframe.run import run_project
 
@@ -235,31 +245,41 @@ def _reject_extra_args(extra: list[str], params: list[str]) -> None:
     )
 
 
-@app.command("params")
+@app.command("params", cls=Command)
 def params(path: PathArg, config: ConfigOpt = None, verbose: VerboseOpt = 0) -> None:
-    """List every parameter of the project at PATH: name, type, default, description, owner."""
+    """List a project's parameters, with their types and defaults.
+
+    Each one is settable with exec -p NAME=VALUE; the table shows its type, its default (or
+    "required") and its description.
+    """
     with _errors_as_exit_codes(verbose):
-        from batchframe._console import print_table
+        import dataclasses
+
+        from batchframe._console import print_params
+        from batchframe.configuration import Configuration
+        from batchframe.errors import ConfigError
         from batchframe.project import load_project
         from batchframe.run import collect_specs
 
-        specs = collect_specs(load_project(path, config))
-        rows = [
-            [
-                spec.name,
-                spec.type_name,
-                "required" if spec.required else repr(spec.default),
-                spec.description + (f" (0.0.1a13 name: {', '.join(spec.aliases)})" if spec.aliases else ""),
-                spec.owner.__qualname__,
-            ]
-            for spec in specs.values()
-        ]
-        print_table(f"Parameters of {path}", ["name", "type", "default", "description", "owner"], rows)
+        unchosen: list[str] = []
+        try:
+            project = load_project(path, config)
+        except ConfigError as error:
+            if config is not None or not error.available:
+                raise
+            # Several configs and no -c: list what every config shares (the project's own parameters,
+            # the runtime settings with batchframe's defaults), and say that -c adds the config's own.
+            unchosen = error.available
+            project = dataclasses.replace(load_project(path, unchosen[0]), config_cls=Configuration)
+        chosen = f" (config {project.config_name})" if project.config_name and not unchosen else ""
+        print_params(f"Parameters of {path}{chosen}", collect_specs(project), unchosen_configs=unchosen)
 
 
-@app.command("init")
+@app.command("init", cls=Command)
 def init(
-    name: Annotated[str, typer.Argument(help="The new project's folder (its package takes the same name).")],
+    name: Annotated[
+        str, typer.Argument(metavar="NAME", help="The new project's folder (its package takes the same name).")
+    ],
     defaults: Annotated[bool, typer.Option("--defaults", help="Ask nothing: use the default answers.")] = False,
     data: Annotated[
         Optional[list[str]],  # noqa: UP045
@@ -271,7 +291,10 @@ def init(
     no_git: Annotated[bool, typer.Option("--no-git", help="Do not make the project a git repository.")] = False,
     verbose: VerboseOpt = 0,
 ) -> None:
-    """Create a new project from batchframe's template (copier asks the questions)."""
+    """Create a new project from batchframe's template.
+
+    copier asks the questions (the Source's kind, the configs...); --defaults asks none.
+    """
     with _errors_as_exit_codes(verbose):
         from batchframe import scaffold
 
@@ -296,15 +319,23 @@ def _print_next_steps(target: Path) -> None:
     )
 
 
-@app.command("new-config")
+@app.command("new-config", cls=Command)
 def new_config(
-    name: Annotated[str, typer.Argument(help="The config's name: staging creates config/config_staging.py.")],
+    name: Annotated[
+        str, typer.Argument(metavar="NAME", help="The config's name: staging creates config/config_staging.py.")
+    ],
     project: Annotated[
-        Path, typer.Option("--project", help="The project folder (default: the current folder).")
+        Path,
+        typer.Option(
+            "--project", metavar="DIR", show_default=False, help="The project folder (default: the current folder)."
+        ),
     ] = Path(),
     verbose: VerboseOpt = 0,
 ) -> None:
-    """Add a configuration to a project: config/config_NAME.py, subclassing its abstract config."""
+    """Add a configuration to a project: config/config_NAME.py.
+
+    The new config subclasses the project's abstract config; use it with exec -c config_NAME.
+    """
     with _errors_as_exit_codes(verbose):
         from batchframe import scaffold
         from batchframe._console import console
@@ -314,9 +345,12 @@ def new_config(
         console().print(f"[green]Created {path}[/green]. Use it with: batchframe exec {path.parent.parent} -c {stem}")
 
 
-@app.command("update")
+@app.command("update", cls=Command)
 def update(
-    project: Annotated[Path, typer.Argument(help="The project folder (default: the current folder).")] = Path(),
+    project: Annotated[
+        Path,
+        typer.Argument(metavar="DIR", show_default=False, help="The project folder (default: the current folder)."),
+    ] = Path(),
     force: Annotated[
         bool,
         typer.Option(
@@ -325,7 +359,10 @@ def update(
     ] = False,
     verbose: VerboseOpt = 0,
 ) -> None:
-    """Bring a generated project to this batchframe's templates, keeping your answers and edits."""
+    """Bring a project up to date with batchframe's templates.
+
+    For a project made with batchframe init: your answers and your edits are kept.
+    """
     with _errors_as_exit_codes(verbose):
         from rich.markup import escape
 
@@ -350,21 +387,29 @@ def update(
             raise typer.Exit(1)
 
 
-RunDirArg = Annotated[Path, typer.Argument(help="A run folder, e.g. batchframe_outputs/2026-11-25T10-30-00.")]
+RunDirArg = Annotated[
+    Path, typer.Argument(metavar="RUN_DIR", help="A run folder, e.g. batchframe_outputs/2026-11-25T10-30-00.")
+]
 
 
 NoInputOpt = Annotated[bool, typer.Option("--no-input", help="Never open the pause shell.")]
 
 
-@app.command("resume")
+@app.command("resume", cls=Command)
 def resume(run_dir: RunDirArg, verbose: VerboseOpt = 0, no_input: NoInputOpt = False) -> None:
-    """Continue a run that was stopped or killed: skip what it finished, process the rest."""
+    """Continue a stopped or killed run where it left off.
+
+    The items it finished are skipped; the rest are processed, in the same run folder.
+    """
     _from_run_dir("resume_run", run_dir, verbose, no_input)
 
 
-@app.command("retry")
+@app.command("retry", cls=Command)
 def retry(run_dir: RunDirArg, verbose: VerboseOpt = 0, no_input: NoInputOpt = False) -> None:
-    """Run again, in a new run folder, only the items that did not succeed in RUN_DIR."""
+    """Run again the items of a run that did not succeed.
+
+    Only the items that failed (or were not processed) in RUN_DIR, in a new run folder.
+    """
     _from_run_dir("retry_run", run_dir, verbose, no_input)
 
 
@@ -380,13 +425,19 @@ def _from_run_dir(function: str, run_dir: Path, verbose: int, no_input: bool) ->
     _exit(result.exit_code)
 
 
-@app.command("runs")
+@app.command("runs", cls=Command)
 def runs(
-    run_dir: Annotated[Optional[Path], typer.Argument(help="Show this one run in detail.")] = None,  # noqa: UP045
+    run_dir: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Argument(metavar="RUN_DIR", help="Show this one run in detail."),
+    ] = None,
     output_dir: OutputOpt = None,
     verbose: VerboseOpt = 0,
 ) -> None:
-    """List past runs (newest first), or show one run's summary."""
+    """List past runs (newest first), or show one run's summary.
+
+    Runs are looked for in batchframe_outputs in the current folder, or in the folder -d names.
+    """
     with _errors_as_exit_codes(verbose):
         from batchframe import history
 
@@ -399,24 +450,27 @@ def runs(
 _UI_PACKAGES = {"starlette", "uvicorn", "jinja2", "python_multipart", "multipart", "anyio"}
 
 
-@app.command("ui")
+@app.command("ui", cls=Command)
 def ui(
     path: Annotated[
         Optional[Path],  # noqa: UP045
-        typer.Argument(help="The project to start runs of (as for exec). Without it: the runs only."),
+        typer.Argument(metavar="PATH", help="The project to start runs of (as for exec). Without it: the runs only."),
     ] = None,
     config: ConfigOpt = None,
     output_dir: OutputOpt = None,
-    host: Annotated[str, typer.Option("--host", help="Address to listen on (other than 127.0.0.1: a warning).")] = (
-        "127.0.0.1"
-    ),
-    port: Annotated[int, typer.Option("--port", help="Port to listen on (0: any free port).")] = 8765,
+    host: Annotated[
+        str, typer.Option("--host", metavar="HOST", help="Address to listen on (other than 127.0.0.1: a warning).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", metavar="PORT", help="Port to listen on (0: any free port).")] = 8765,
     no_browser: Annotated[
         bool, typer.Option("--no-browser", help="Do not open a browser; only print the URL.")
     ] = False,
     verbose: VerboseOpt = 0,
 ) -> None:
-    """Open the local web UI: start runs of PATH with a form, follow and steer runs live, list past runs."""
+    """Open the local web UI: start, follow and steer runs.
+
+    Start runs of PATH with a form, follow and pause/resume/stop runs live, list past runs.
+    """
     with _errors_as_exit_codes(verbose):
         from batchframe.errors import UsageError
 

@@ -30,6 +30,9 @@ class Configuration:
     ] = None
     item_timeout_sec: Annotated[float | None, BatchframeParam, "time limit per attempt (none = no limit)"] = None
     max_per_second: Annotated[float | None, BatchframeParam, "rate limit in items started per second"] = None
+    max_per_minute: Annotated[
+        float | None, BatchframeParam, "rate limit in items started per minute (both windows apply when both are set)"
+    ] = None
     executor: Annotated[ExecutorName, BatchframeParam, "asyncio, threads, processes or dask"] = "asyncio"
     scheduler: Annotated[str | None, BatchframeParam, "dask scheduler address (none = local cluster)"] = None
     scheduler_timeout_sec: Annotated[float, BatchframeParam, "how long to try to reach the dask scheduler"] = 10.0

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -28,7 +29,7 @@ from batchframe.backends.local import LocalBackend
 from batchframe.errors import RunError
 from batchframe.failures import NOT_PROCESSED, FailedItem, error_type_of, safe_str, user_traceback
 from batchframe.limits import ExecutorSettings, with_limits
-from batchframe.retry import RetryPolicy
+from batchframe.retry import RateLimited, RetryPolicy
 from batchframe.service import retryable_exceptions
 from batchframe.source import is_async_source, iter_async_source, iter_sync_source, source_length
 from batchframe.stats import Outcome, Stats
@@ -109,6 +110,8 @@ class Driver:
         self._feeder_cancelled = False
         self._shutting_down = False
         self._tasks: list[asyncio.Task[None]] = []
+        self._cooldown_cut = asyncio.Event()
+        self._cooldown_end: asyncio.TimerHandle | None = None
         self.backend = backend or LocalBackend(
             service, concurrency=settings.concurrency, item_timeout_s=settings.item_timeout_s
         )
@@ -195,6 +198,9 @@ class Driver:
         if not self._stopping:
             self._stopping = True
             self._stop_reason = reason
+            self._cooldown_cut.set()
+            if self._cooldown_end is not None:
+                self._cooldown_end.cancel()
             if self.outcome is Outcome.COMPLETED:
                 self.outcome = Outcome.STOPPED
             logger.warning("Stopping: %s. In-flight items finish; the rest is recorded as not processed.", reason)
@@ -240,7 +246,7 @@ class Driver:
     def resume(self) -> None:
         """Hand out items again after ``pause()``."""
         self._paused = False
-        if not self._stopping:
+        if not self._stopping and self._cooldown_end is None:
             self.backend.release()
         if self._running is not None:
             self._running.set()
@@ -393,6 +399,8 @@ class Driver:
             if work is None:
                 queue.put_nowait(None)
                 return
+            if self.stats.cooldown_until:
+                await self._after_cooldown()
             if not running.is_set():
                 await running.wait()
             if self._stopping:
@@ -458,13 +466,49 @@ class Driver:
     # ------------------------------------------------------------------------------ error handling
 
     def _handle_error(self, work: _Work, exc: BaseException) -> None:
+        if isinstance(exc, RateLimited) and not exc.counts_as_attempt:
+            work.attempts -= 1  # the API refused the call; the item did not fail (see RateLimited)
         if not self.policy.should_retry(exc, work.attempts):
             self._record_failure(FailedItem.from_exception(work.index, work.item, exc, work.attempts))
         elif self._stopping:
             self._not_processed(work, f"{error_type_of(exc)}: {safe_str(exc)}")
         else:
-            self._schedule_retry(work, self.policy.delay_s(work.attempts, exc), exc)
+            delay_s = self.policy.delay_s(max(work.attempts, 1), exc)
+            if isinstance(exc, RateLimited):
+                self._cool_down(delay_s, exc)
+            self._schedule_retry(work, delay_s, exc)
             logger.debug("item %d: %s (attempt %d), retrying", work.index, type(exc).__name__, work.attempts)
+
+    def _cool_down(self, delay_s: float, exc: RateLimited) -> None:
+        """No item starts anywhere in the run for ``delay_s`` (items already running finish).
+
+        The back end is held too, so the items a batching back end sent ahead come back unstarted.
+        """
+        until = time.monotonic() + delay_s
+        stats = self.stats
+        if until <= stats.cooldown_until:
+            return
+        if stats.cooldown_s == 0:
+            logger.warning("Rate limited (%s): no new item starts for %.1f s.", safe_str(exc), delay_s)
+            self.backend.hold()
+        stats.cooldown_until = until
+        if self._cooldown_end is not None:
+            self._cooldown_end.cancel()
+        self._cooldown_end = asyncio.get_running_loop().call_later(delay_s, self._cooldown_over)
+
+    def _cooldown_over(self) -> None:
+        self._cooldown_end = None
+        if not self._paused and not self._stopping:
+            self.backend.release()
+
+    async def _after_cooldown(self) -> None:
+        """Wait out the cool-down; a stop cuts it short."""
+        stats = self.stats
+        while not self._stopping and (left := stats.cooldown_until - time.monotonic()) > 0:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._cooldown_cut.wait(), left)
+        if stats.cooldown_until and stats.cooldown_until <= time.monotonic():
+            stats.cooldown_until = 0.0
 
     def _schedule_retry(self, work: _Work, delay_s: float, exc: BaseException) -> None:
         self.stats.retrying += 1

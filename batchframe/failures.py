@@ -11,11 +11,15 @@ import array
 import asyncio
 import concurrent.futures
 import contextlib
+import importlib
+import importlib.util
 import json
 import linecache
 import os
 import pickle
 import reprlib
+import site
+import sysconfig
 import tempfile
 import threading
 import traceback
@@ -137,12 +141,53 @@ class FailedItem:
             return json.dumps(record, ensure_ascii=False)
 
 
-_FRAMEWORK_DIRS = (
-    str(Path(__file__).resolve().parent),
-    str(Path(asyncio.__file__).resolve().parent),
-    str(Path(concurrent.futures.__file__).resolve().parent),
-    str(Path(threading.__file__).resolve()),
+def _prefixes(*paths: str | Path, folders: bool = True) -> tuple[str, ...]:
+    """Each path as given and resolved (a frame's file is spelt as its module was found, symlinks and all).
+
+    A folder ends with a separator, so that ``/usr/lib/python3.1`` is no prefix of ``/usr/lib/python3.11``.
+    """
+    tail = os.sep if folders else ""
+    spellings = (spelling for path in paths for spelling in (str(path), str(Path(path).resolve())))
+    return tuple(dict.fromkeys(spelling.rstrip(os.sep) + tail for spelling in spellings))
+
+
+def _kink_dirs() -> list[str]:
+    spec = importlib.util.find_spec("kink")  # found, not imported: kink may not be needed yet
+    return list(spec.submodule_search_locations or []) if spec is not None else []
+
+
+_FRAMEWORK_FILES = (
+    *_prefixes(
+        Path(__file__).parent,
+        Path(asyncio.__file__).parent,
+        Path(concurrent.futures.__file__).parent,
+        Path(importlib.__file__).parent,
+        *_kink_dirs(),  # kink's @inject builds the user's Source and Service: its frames sit above the user's
+    ),
+    *_prefixes(threading.__file__, folders=False),
+    "<frozen importlib",
+    "<frozen runpy",
 )
+"""Where the frames between batchframe and the user's code are: never shown as the user's."""
+
+_LIBRARY_FILES = (
+    *_prefixes(
+        *dict.fromkeys(sysconfig.get_paths()[key] for key in ("stdlib", "platstdlib", "purelib", "platlib")),
+        *site.getsitepackages(),
+    ),
+    "<frozen ",
+)
+"""Where the standard library and installed packages are: code that the user's code called."""
+
+
+def is_framework_frame(filename: str) -> bool:
+    """Whether a frame is batchframe's, or of the machinery it calls user code through (kink, importlib, asyncio)."""
+    return filename.startswith(_FRAMEWORK_FILES)
+
+
+def is_library_frame(filename: str) -> bool:
+    """Whether a frame is of an installed library or the standard library (code the user's code called)."""
+    return filename.startswith(_LIBRARY_FILES)
 
 
 def user_traceback(exc: BaseException) -> str:
@@ -158,7 +203,7 @@ def user_traceback(exc: BaseException) -> str:
         lines = []
         for frame, line_number in traceback.walk_tb(exc.__traceback__):
             filename = frame.f_code.co_filename
-            if filename.startswith(_FRAMEWORK_DIRS):
+            if is_framework_frame(filename):
                 continue
             lines.append(f'  File "{filename}", line {line_number}, in {frame.f_code.co_name}\n')
             source = linecache.getline(filename, line_number, frame.f_globals).strip()

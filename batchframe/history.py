@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from batchframe._console import Col, print_line, print_table
 from batchframe._execution import FAILED_TO_START
+from batchframe.failures import NOT_PROCESSED
 from batchframe.journal import JOURNAL_NAME, Journal, JournalError
 from batchframe.summary import SUMMARY_NAME, read_json
 
@@ -95,71 +97,101 @@ def list_runs(output_dir: Path) -> tuple[list[RunInfo], list[tuple[Path, str]]]:
     return runs, unreadable
 
 
+_UNFINISHED_TYPES = (NOT_PROCESSED, "InFlight")
+"""Entries of ``failures_by_type`` that are not failures: items a stopped (or killed) run did not finish."""
+
+_RUNS_COLUMNS = (
+    # The run folder is what resume, retry and `runs RUN_DIR` take: never cut. Its name is the start time.
+    Col("run folder"),
+    Col("duration", drop=4),
+    Col("project", cut_to=12, drop=1),
+    Col("config", cut_to=10, drop=3),
+    Col("done", justify="right"),
+    Col("failed", justify="right"),
+    Col("pending", justify="right", drop=2),
+    Col("exit", justify="right", cut_to=7, wrap=True),
+)
+
+
 def show_runs(output_dir: Path) -> None:
-    """Print the table of past runs."""
-    from rich.table import Table
-
-    from batchframe._console import console
-
+    """Print the table of past runs, fitted to the console: the run folder always in full."""
     runs, unreadable = list_runs(output_dir)
-    out = console()
     if not runs and not unreadable:
-        out.print(f"No runs in {output_dir} yet. Start one with: batchframe exec PATH")
+        print_line(f"No runs in {output_dir} yet. Start one with: batchframe exec PATH")
         return
-    table = Table(title=f"Runs in {output_dir}", title_justify="left")
-    for column in ("started", "duration", "project", "config", "done", "failed", "pending", "exit", "folder"):
-        table.add_column(column, justify="right" if column in ("done", "failed", "pending", "exit") else "left")
-    for run in runs:
-        meta = run.meta
-        table.add_row(
-            str(meta.get("started_at", "?")).replace("T", " "),
-            run.duration,
-            Path(str(meta.get("project", "?"))).name + (" (retry)" if meta.get("kind") == "retry" else ""),
-            str(meta.get("config") or "-"),
-            f"{run.counts['done']:,}",
-            f"{run.counts['failed']:,}",
-            run.pending,
-            run.state,
-            run.folder.name,
-        )
-    out.print(table)
+    print_table(f"Runs in {output_dir}", _RUNS_COLUMNS, [_run_row(run) for run in runs])
+    if runs:
+        print_line(f"One run in detail: batchframe runs {runs[0].folder}", style="dim")
     for folder, why in unreadable:
-        out.print(f"[yellow]{folder.name}: {why}[/yellow]")
+        print_line(f"{folder.name}: {why}", style="yellow")
+
+
+def _run_row(run: RunInfo) -> list[str]:
+    meta = run.meta
+    return [
+        run.folder.name,
+        run.duration,
+        Path(str(meta.get("project") or "?")).name + (" (retry)" if meta.get("kind") == "retry" else ""),
+        str(meta.get("config") or "-"),
+        f"{run.counts['done']:,}",
+        f"{run.counts['failed']:,}",
+        run.pending,
+        run.state,
+    ]
 
 
 def show_run(folder: Path) -> None:
-    """Print one run's summary: where it came from, its counts, its failures by exception type."""
-    from rich.table import Table
+    """Print one run's summary: where it came from, its counts, its failures by exception type.
 
-    from batchframe._console import console
+    Paths (the run folder, the project, the run it retried) go on lines of their own, whole; the
+    rest is a table.
+    """
+    from rich.text import Text
 
     run = read_run(folder)
     meta = run.meta
-    table = Table(title=f"Run {folder}", title_justify="left", show_header=False)
-    table.add_column(style="bold")
-    table.add_column()
-    rows = [
-        ("project", meta.get("project")),
-        ("config", meta.get("config") or "-"),
-        ("params", " ".join(f"-p {p}" for p in meta.get("params", [])) or "-"),
-        ("started", meta.get("started_at")),
-        ("ended", meta.get("ended_at") or "- (still running, or killed: batchframe resume can finish it)"),
-        ("resumed", ", ".join(meta.get("resumed_at", [])) or "-"),
-        ("retry of", meta.get("retry_of") or "-"),
-        ("outcome", meta.get("outcome") or "-"),
-        ("exit code", run.state),
-        ("done", f"{run.counts['done']:,}"),
-        ("failed", f"{run.counts['failed']:,}"),
-        ("pending", run.pending),
+    paths = [("Run folder", folder), ("Project", meta.get("project")), ("Retry of", meta.get("retry_of"))]
+    for label, path in paths:
+        if path:
+            print_line(Text.assemble((f"{label}: ", "bold"), str(path)))
+    print_table("", (Col("", cut_to=None), Col("", cut_to=20, wrap=True)), _run_fields(run), header=False)
+    failures = {name: count for name, count in run.failures.items() if name not in _UNFINISHED_TYPES}
+    if failures:
+        columns = (Col("exception", cut_to=24, wrap=True), Col("items", justify="right"))
+        rows = [[name, f"{count:,}"] for name, count in failures.items()]
+        print_table("Failed items, by exception type", columns, rows)
+
+
+def _run_fields(run: RunInfo) -> list[list[str]]:
+    meta, counts = run.meta, run.counts
+    ended = meta.get("ended_at") or (
+        "-"
+        if meta.get("outcome") == FAILED_TO_START
+        else "- (still running, or killed: batchframe resume can finish it)"
+    )
+    fields = [
+        ["config", _text(meta.get("config"))],
+        ["params", " ".join(f"-p {p}" for p in meta.get("params") or []) or "-"],
+        ["started", _time(meta.get("started_at"))],
+        ["ended", _time(ended)],
+        ["resumed", ", ".join(_time(t) for t in meta.get("resumed_at") or []) or "-"],
+        ["outcome", _text(meta.get("outcome"))],
+        ["exit code", run.state],
+        ["done", f"{counts['done']:,}"],
+        ["failed", f"{counts['failed']:,}"],
     ]
-    for label, value in rows:
-        table.add_row(label, str(value))
-    out = console()
-    out.print(table)
-    if run.failures:
-        failures = Table(title="Items that did not succeed, by exception type", title_justify="left")
-        failures.add_column("exception")
-        failures.add_column("items", justify="right")
-        for name, count in run.failures.items():
-            failures.add_row(name, f"{count:,}")
-        out.print(failures)
+    unfinished = counts.get("not_processed", 0) + counts.get("in_flight", 0)
+    if unfinished:
+        fields.append(["not processed", f"{unfinished:,}"])
+    fields.append(["pending", run.pending])
+    return fields
+
+
+def _text(value: object) -> str:
+    """A value from the journal, with "-" for one it does not have (never "None")."""
+    return "-" if value is None or value == "" else str(value)
+
+
+def _time(value: object) -> str:
+    """An ISO time as ``2026-11-25 10:30:00``."""
+    return _text(value).replace("T", " ", 1)

@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import pickle
 import queue
 import sqlite3
@@ -125,6 +126,9 @@ class Journal:
     def create(cls, run_dir: Path, meta: dict[str, Any]) -> Journal:
         """A new journal in ``run_dir`` with the run's metadata."""
         path = run_dir / JOURNAL_NAME
+        # It holds the parameters and the pickled items: the owner's alone, from the start (SQLite
+        # gives the -wal and -shm files the database's mode).
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
         journal = cls(path, _connect(path))
         journal._db.executescript(_SCHEMA)
         journal.set_meta(format_version=FORMAT_VERSION, **meta)

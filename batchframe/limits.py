@@ -25,6 +25,7 @@ class ExecutorSettings:
         retry: the retry policy.
         item_timeout_s: time limit for one attempt, or None.
         rate_per_s: items started per second at most, or None.
+        rate_per_minute: items started per minute at most, or None (both windows apply when both are set).
     """
 
     concurrency: int = 8
@@ -32,6 +33,7 @@ class ExecutorSettings:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     item_timeout_s: float | None = None
     rate_per_s: float | None = None
+    rate_per_minute: float | None = None
 
     def __post_init__(self) -> None:
         _check_positive("concurrency", self.concurrency, integer=True)
@@ -41,6 +43,8 @@ class ExecutorSettings:
             _check_limit("item_timeout_sec", self.item_timeout_s)
         if self.rate_per_s is not None:
             _check_limit("max_per_second", self.rate_per_s)
+        if self.rate_per_minute is not None:
+            _check_limit("max_per_minute", self.rate_per_minute)
 
     @property
     def read_ahead(self) -> int:
@@ -70,21 +74,23 @@ def _check_limit(name: str, value: float) -> None:
 
 
 def with_limits(call: ItemCall, settings: ExecutorSettings) -> ItemCall:
-    """``call`` with the settings' rate limit applied (when set).
+    """``call`` with the settings' rate limits applied (when set): each window is its own limiter.
 
     The time limit is the back end's to enforce (see ``batchframe.backends.make_backend``): only it
     knows when an item starts running, and how to abandon or kill an attempt.
     """
     if settings.rate_per_s is not None:
-        call = _with_rate_limit(call, settings.rate_per_s)
+        call = _with_rate_limit(call, settings.rate_per_s, 1.0)
+    if settings.rate_per_minute is not None:
+        call = _with_rate_limit(call, settings.rate_per_minute, 60.0)
     return call
 
 
-def _with_rate_limit(call: ItemCall, rate_per_s: float) -> ItemCall:
+def _with_rate_limit(call: ItemCall, rate: float, period_s: float) -> ItemCall:
     from aiolimiter import AsyncLimiter
 
     # aiolimiter needs a capacity of at least one item: express slow rates as 1 item per period.
-    limiter = AsyncLimiter(rate_per_s, 1.0) if rate_per_s >= 1 else AsyncLimiter(1, 1.0 / rate_per_s)
+    limiter = AsyncLimiter(rate, period_s) if rate >= 1 else AsyncLimiter(1, period_s / rate)
 
     async def limited(item: Any) -> Any:
         async with limiter:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from rich.console import Console
-    from rich.progress import TaskID
+    from rich.text import Text
 
     from batchframe.stats import Stats
 
@@ -48,11 +49,7 @@ def describe(stats: Stats) -> str:
 
 def _eta(stats: Stats) -> str:
     seconds = stats.eta_s
-    if seconds is None:
-        return ""
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}"
+    return "" if seconds is None else _clock(seconds)
 
 
 class LogProgress:
@@ -76,7 +73,8 @@ class LogProgress:
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
-            logger.info("Progress: %s", describe(self.stats))
+            state = run_state(self.stats)
+            logger.info("Progress: %s%s", describe(self.stats), "" if state == "running" else f" ({state})")
 
     def suspend(self) -> None:
         """Nothing to hide: log lines do not fight the shell for the screen."""
@@ -85,78 +83,145 @@ class LogProgress:
         """Nothing to redraw."""
 
 
+def run_state(stats: Stats) -> str:
+    """running, or pausing / paused while the run is paused from outside (``batchframe ui``, control.json).
+
+    The supervisor stops the run's clock for a pause (``Stats.pause_clock``): the clock tells the
+    display, which sees only the counters. (The pause shell hides the display while it is open.)
+    """
+    if stats.paused_since is None:
+        return "running"
+    return "pausing" if stats.in_flight else "paused"
+
+
+@dataclass(frozen=True)
+class _Detail:
+    """How much the live line shows; ``_DETAILS`` goes from everything to what fits 40 columns."""
+
+    bar: int = 30
+    zeros: bool = True  # "0 failed", "0 retrying"
+    elapsed: bool = True
+    label: bool = True  # "batchframe"
+    in_flight: bool = True
+    rate: bool = True
+    ok: bool = True
+    words: bool = True  # "failed", "retrying"; else "fail", "retry"
+
+
+_DETAILS = (
+    _Detail(),
+    _Detail(bar=20, zeros=False),
+    _Detail(bar=20, zeros=False, elapsed=False),
+    _Detail(bar=12, zeros=False, elapsed=False, label=False),
+    _Detail(bar=12, zeros=False, elapsed=False, label=False, in_flight=False),
+    _Detail(bar=8, zeros=False, elapsed=False, label=False, in_flight=False, rate=False),
+    _Detail(bar=0, zeros=False, elapsed=False, label=False, in_flight=False, rate=False),
+    _Detail(bar=0, zeros=False, elapsed=False, label=False, in_flight=False, rate=False, ok=False),
+    _Detail(bar=0, zeros=False, elapsed=False, label=False, in_flight=False, rate=False, ok=False, words=False),
+)
+
+
+def live_line(stats: Stats, *, width: int, state: str = "running", spinner: str = "") -> Text:
+    """The live progress line, as much of it as fits ``width``.
+
+    The count (``113/300``), the percentage, the ETA and the state are always there; the rest gives
+    way first: zero counts, the elapsed time, the label, the bar's length, items in flight, the rate.
+    """
+    for detail in _DETAILS:
+        line = _line(stats, detail, state, spinner)
+        if line.cell_len <= width:
+            return line
+    line.no_wrap, line.overflow = True, "ellipsis"  # narrower than the shortest line: rich cuts its end
+    return line
+
+
+def _line(stats: Stats, detail: _Detail, state: str, spinner: str) -> Text:
+    from rich.text import Text
+
+    parts: list[Text] = [Text(spinner)] if spinner else []
+    if detail.label:
+        parts.append(Text("batchframe", style="bold"))
+    if state != "running":
+        parts.append(Text(state, style="bold yellow"))
+    if detail.bar and stats.total:
+        parts.append(_bar(stats.completed / stats.total, detail.bar))
+    total = f"/{stats.total:,}" if stats.total is not None else " done"
+    parts.append(Text(f"{stats.completed:,}{total}"))
+    if stats.total:
+        parts.append(Text(f"{100 * stats.completed / stats.total:.0f}%"))
+    parts += _counts(stats, detail)
+    if detail.rate:
+        parts.append(Text(f"{stats.rate_per_s:,.0f}/s", style="cyan"))
+    if detail.elapsed:
+        parts.append(Text(_clock(stats.elapsed_s), style="yellow"))
+    if stats.total is not None:
+        parts.append(Text(f"ETA {_eta(stats) or '-:--:--'}"))
+    return Text(" ").join(parts)
+
+
+def _counts(stats: Stats, detail: _Detail) -> list[Text]:
+    from rich.text import Text
+
+    failed, retrying = ("failed", "retrying") if detail.words else ("fail", "retry")
+    counts = [  # (count, word, style, shown, shown when 0)
+        (stats.succeeded, "ok", "green", detail.ok, True),
+        (stats.failed, failed, "red", True, detail.zeros),
+        (stats.retrying, retrying, "yellow", True, detail.zeros),
+        (stats.in_flight, "in flight", "", detail.in_flight, False),
+    ]
+    return [
+        Text(f"{count:,} {word}", style=style)
+        for count, word, style, shown, zero in counts
+        if shown and (count or zero)
+    ]
+
+
+def _bar(done: float, width: int) -> Text:
+    from rich.text import Text
+
+    filled = round(min(max(done, 0.0), 1.0) * width)
+    return Text.assemble(("━" * filled, "magenta"), ("━" * (width - filled), "bright_black"))
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
 class LiveProgress:
-    """On a terminal: a rich progress bar with the run's counters, redrawn a few times a second."""
+    """On a terminal: one line with the run's counters, redrawn a few times a second, fitted to the terminal's width."""
 
     def __init__(self, stats: Stats, console: Console, *, refresh_per_s: float = REFRESH_PER_S) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            SpinnerColumn,
-            TaskProgressColumn,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+        from rich.live import Live
+        from rich.spinner import Spinner
 
         self.stats = stats
-        self._task: TaskID | None = None  # rich may draw before add_task: _sync waits for it
-        outer = self
-
-        class _StatsProgress(Progress):
-            def get_renderables(self) -> Any:
-                outer._sync()  # read the counters at draw time, not per item
-                return super().get_renderables()
-
-        # Without a total (a Source with no __len__) there is no percentage and no ETA to show.
-        known_total = stats.total is not None
-        columns = [
-            SpinnerColumn(),
-            TextColumn("[bold]batchframe"),
-            BarColumn(),
-            MofNCompleteColumn() if known_total else TextColumn("{task.completed:,} done"),
-            *([TaskProgressColumn()] if known_total else []),
-            TextColumn("{task.fields[counts]}"),
-            TextColumn("[cyan]{task.fields[rate]}"),
-            TimeElapsedColumn(),
-            *([TextColumn("ETA"), TimeRemainingColumn()] if known_total else []),
-        ]
-        self._progress = _StatsProgress(
-            *columns,
-            console=console,
-            refresh_per_second=refresh_per_s,
-            transient=False,
+        self._console = console
+        self._spinner = Spinner("dots")
+        # get_renderable: the counters are read at draw time, a few times a second, never per item.
+        self._live = Live(
+            console=console, refresh_per_second=refresh_per_s, transient=False, get_renderable=self._render
         )
-        self._task = self._progress.add_task("run", total=stats.total, counts="", rate="")
 
-    def _sync(self) -> None:
-        if self._task is None:
-            return
-        stats = self.stats
-        counts = (
-            f"[green]{stats.succeeded:,} ok[/] [red]{stats.failed:,} failed[/] "
-            f"[yellow]{stats.retrying:,} retrying[/] {stats.in_flight:,} in flight"
-        )
-        self._progress.update(
-            self._task, completed=stats.completed, total=stats.total, counts=counts, rate=f"{stats.rate_per_s:,.0f}/s"
-        )
+    def _render(self) -> Text:
+        spinner = self._spinner.render(self._console.get_time())
+        return live_line(self.stats, width=self._console.width, state=run_state(self.stats), spinner=str(spinner))
 
     def __enter__(self) -> LiveProgress:
-        self._progress.start()
+        self._live.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._sync()
-        self._progress.stop()
+        self._live.stop()  # draws the last line, with the final counts
 
     def suspend(self) -> None:
         """Stop the live display so the pause shell owns the terminal."""
-        self._progress.stop()
+        self._live.stop()
 
     def resume(self) -> None:
         """Start drawing again after the shell."""
-        self._progress.start()
+        self._live.start()
 
 
 def make_progress(stats: Stats, *, console: Console, live: bool, interval_s: float = LOG_INTERVAL_S) -> ProgressDisplay:

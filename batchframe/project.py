@@ -453,14 +453,23 @@ def user_code_failed(what: str, exc: BaseException, *, hint: str) -> RunError:
 
 
 def user_frames(exc: BaseException, *, exclude: tuple[Path, ...] = ()) -> str:
-    """Format the traceback of ``exc`` keeping only frames outside batchframe and importlib."""
-    skip = tuple(str(p) for p in (*exclude, Path(__file__).parent))
-    summary = [
+    """Format the traceback of ``exc`` keeping only the user's own frames, for an error panel.
+
+    batchframe's frames and those of the machinery that calls the user's code (kink's ``@inject``,
+    importlib, asyncio) never show. Frames of the libraries the user's code called (the standard
+    library, site-packages) do not either, unless that leaves none (a project installed in
+    site-packages): the exception's own line says what they raised, and ``-vv`` shows every frame.
+    """
+    from batchframe.failures import is_framework_frame, is_library_frame
+
+    skip = tuple(str(p) for p in exclude)
+    frames = [
         frame
         for frame in traceback.extract_tb(exc.__traceback__)
-        if not frame.filename.startswith(skip) and "importlib" not in frame.filename
+        if not frame.filename.startswith(skip) and not is_framework_frame(frame.filename)
     ]
-    lines = traceback.format_list(summary) + traceback.format_exception_only(type(exc), exc)
+    own = [frame for frame in frames if not is_library_frame(frame.filename)]
+    lines = traceback.format_list(own or frames) + traceback.format_exception_only(type(exc), exc)
     return "".join(lines).rstrip()
 
 

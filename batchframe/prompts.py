@@ -1,8 +1,9 @@
 """Asking for missing required parameters on a terminal, with questionary.
 
-Each prompt fits its type: ``confirm`` for bool, ``select`` for Enum and Literal, path completion for
-Path, comma-separated text for collections, validated text for the rest (an int prompt rejects "abc"
-and asks again). The description and default are part of the question.
+Each prompt fits its type: y/n for bool (with no default when it is required), ``select`` for Enum
+and Literal, path completion for Path, comma-separated text for collections, validated text for the
+rest (an int prompt rejects "abc" and asks again; a date prompt says what is wrong with 2026-13-45).
+The description and default are part of the question.
 """
 
 from __future__ import annotations
@@ -42,7 +43,9 @@ def _question(spec: ParamSpec) -> Any:
     bare = _strip_optional(spec.type)
     choices = _choices(bare)
     if bare is bool:
-        return questionary.confirm(message, default=bool(spec.default) if not spec.required else False)
+        if spec.required:
+            return _yes_or_no(message)
+        return questionary.confirm(message, default=bool(spec.default))
     if choices is not None:
         return questionary.select(
             message,
@@ -53,6 +56,55 @@ def _question(spec: ParamSpec) -> Any:
     if bare is Path:
         return questionary.path(message, validate=validate)
     return questionary.text(message, validate=validate)
+
+
+def _yes_or_no(message: str) -> Any:
+    """A y/n question without a default, for a required bool: Enter alone answers nothing.
+
+    ``questionary.confirm`` always has a default, so Enter would silently answer No.
+    """
+    from prompt_toolkit import PromptSession
+    from prompt_toolkit.formatted_text import FormattedText
+    from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
+    from questionary.constants import DEFAULT_QUESTION_PREFIX, NO, YES
+    from questionary.question import Question
+    from questionary.styles import merge_styles_default
+
+    state: dict[str, bool] = {}  # "answer" once y or n is pressed; "nudged" after a bare Enter
+
+    def tokens() -> FormattedText:
+        if "answer" in state:
+            tail = ("class:answer", YES if state["answer"] else NO)
+        else:
+            tail = ("class:instruction", "(y/n: type y or n) " if state.get("nudged") else "(y/n) ")
+        return FormattedText([("class:qmark", DEFAULT_QUESTION_PREFIX), ("class:question", f" {message} "), tail])
+
+    bindings = KeyBindings()
+
+    @bindings.add("c-c", eager=True)
+    def _cancel(event: KeyPressEvent) -> None:
+        event.app.exit(exception=KeyboardInterrupt, style="class:aborting")
+
+    def answer(value: bool) -> Any:
+        def handler(event: KeyPressEvent) -> None:
+            state["answer"] = value
+            event.app.exit(result=value)
+
+        return handler
+
+    for key, value in (("y", True), ("Y", True), ("n", False), ("N", False)):
+        bindings.add(key)(answer(value))
+
+    @bindings.add("enter", eager=True)
+    def _no_default(event: KeyPressEvent) -> None:
+        state["nudged"] = True
+
+    @bindings.add("<any>")
+    def _ignore(event: KeyPressEvent) -> None:
+        """Any other key types nothing."""
+
+    session: PromptSession[bool] = PromptSession(tokens, key_bindings=bindings, style=merge_styles_default([None]))
+    return Question(session.app)
 
 
 def _message(spec: ParamSpec) -> str:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import email.utils
 import math
 import random
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from batchframe.errors import ParamError
 
@@ -21,6 +24,68 @@ class Retry(Exception):  # noqa: N818 - named for what the user asks for, like a
     def __init__(self, delay_s: float | None = None, reason: str = "retry requested") -> None:
         super().__init__(reason)
         self.delay_s = delay_s
+
+
+class RateLimited(Retry):
+    """Raise from ``Service.process`` when the API says "slow down" (HTTP 429/503 with ``Retry-After``).
+
+    The item is retried after ``retry_after`` seconds, and no new item starts anywhere in the run
+    until then (items already in flight finish): one cool-down for the whole run, not one per item,
+    so the other workers stop hitting the API too.
+
+    Args:
+        retry_after: seconds to wait, or an HTTP ``Retry-After`` value: seconds (``"30"``) or an HTTP
+            date (``"Wed, 21 Oct 2026 07:28:00 GMT"``). None: the retry policy's backoff.
+        reason: why, for the logs and failed.jsonl if the item fails in the end.
+        counts_as_attempt: whether this try counts toward ``max_retries``. By default it does not:
+            the API refused the call, the item did not fail; set True to give up after
+            ``max_retries`` refusals of the same item.
+
+    Raises:
+        ValueError: ``retry_after`` is neither a number of seconds nor an HTTP date.
+    """
+
+    def __init__(
+        self, retry_after: float | str | None = None, reason: str = "rate limited", *, counts_as_attempt: bool = False
+    ) -> None:
+        super().__init__(parse_retry_after(retry_after), reason)
+        self.retry_after = retry_after
+        self.counts_as_attempt = counts_as_attempt
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keeps the delay and the choice when the error comes back from a worker process.
+        return _rate_limited, (self.delay_s, str(self), self.counts_as_attempt)
+
+
+def _rate_limited(delay_s: float | None, reason: str, counts_as_attempt: bool) -> RateLimited:
+    return RateLimited(delay_s, reason, counts_as_attempt=counts_as_attempt)
+
+
+def parse_retry_after(value: float | str | None, *, now: dt.datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value: a number of seconds, or an HTTP date (never negative)."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        text = str(value).strip()
+        try:
+            seconds = float(text)
+        except ValueError:
+            seconds = _seconds_until(text, now or dt.datetime.now(dt.timezone.utc))
+    if not math.isfinite(seconds):
+        raise ValueError(f"Retry-After must be a finite number of seconds or an HTTP date, got {value!r}")
+    return max(seconds, 0.0)
+
+
+def _seconds_until(http_date: str, now: dt.datetime) -> float:
+    try:
+        when = email.utils.parsedate_to_datetime(http_date)
+    except (TypeError, ValueError, IndexError):
+        raise ValueError(f"Retry-After must be a number of seconds or an HTTP date, got {http_date!r}") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)  # HTTP dates are GMT
+    return (when - now).total_seconds()
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -22,7 +22,7 @@ from batchframe._logging import FILE_ONLY, run_logging
 from batchframe.configuration import Configuration
 from batchframe.container import Wired, make_config, wire
 from batchframe.errors import RunError, UsageError
-from batchframe.journal import Journal
+from batchframe.journal import Journal, JournalError
 from batchframe.limits import ExecutorSettings
 from batchframe.params import (
     ParamSpec,
@@ -191,6 +191,7 @@ def settings_from_config(config: Configuration) -> ExecutorSettings:
         retry=retry,
         item_timeout_s=config.item_timeout_sec,
         rate_per_s=config.max_per_second,
+        rate_per_minute=config.max_per_minute,
     )
 
 
@@ -348,6 +349,7 @@ def resume_run(
         JournalError: no journal, a damaged one, a newer format, or another process holds it.
         UsageError: the project's parameters or configuration changed since the run started.
     """
+    refuse_symlinks(run_dir)
     journal = Journal.open(run_dir)
     meta = journal.meta()
     counts = journal.counts()
@@ -398,6 +400,7 @@ def retry_run(
         AlreadyFinished: every item of that run succeeded.
         JournalError: no usable journal in ``run_dir``, or failed items that could not be stored.
     """
+    refuse_symlinks(run_dir)
     _check_finished(run_dir)
     meta, items = _unfinished_items(run_dir)
     if not items:
@@ -469,6 +472,27 @@ def _check_unchanged(before: Mapping[str, str], now: Mapping[str, str]) -> None:
             "so resuming it could mix two different jobs:\n" + "\n".join(changed),
             hint="Undo the change to resume, or start a new run with batchframe exec "
             "(batchframe retry re-runs only the failed items).",
+        )
+
+
+_RUN_FILES = (
+    "journal.sqlite", "journal.sqlite-wal", "journal.sqlite-shm", "journal.lock", "failed.jsonl", "logs.txt",
+    "summary.json", "status.json", "control.json",
+)  # fmt: skip
+
+
+def refuse_symlinks(run_dir: Path) -> None:
+    """Refuse a run folder whose files are symlinks: resume rewrites them, and would write through the link.
+
+    Raises:
+        JournalError: one of the run's files is a symlink.
+    """
+    linked = [name for name in _RUN_FILES if (Path(run_dir) / name).is_symlink()]
+    if linked:
+        raise JournalError(
+            f"{run_dir} has files that are symbolic links ({', '.join(linked)}); batchframe will not write "
+            "through them (a resume rewrites failed.jsonl and the journal).",
+            hint="Use the run's real folder, or replace the links with the files they point to.",
         )
 
 

@@ -6,6 +6,7 @@ import collections
 import enum
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -37,6 +38,39 @@ class Stats:
     finished_at: float | None = None
     paused_s: float = 0.0
     paused_since: float | None = None
+    cooldown_until: float = 0.0
+    """While a ``RateLimited`` cool-down lasts: when it ends (``time.monotonic()``); no item starts before."""
+
+    @property
+    def cooldown_s(self) -> float:
+        """Seconds left of the run-wide cool-down (0 when there is none)."""
+        return max(self.cooldown_until - time.monotonic(), 0.0) if self.cooldown_until else 0.0
+
+    def __repr__(self) -> str:
+        """The counters, and times as people read them (the clock fields hold monotonic seconds)."""
+        return "Stats(" + ", ".join(f"{name}={value!r}" for name, value in self._readable_fields()) + ")"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """In IPython (the pause shell): the same, one field per line when they do not fit on one."""
+        with printer.group(6, "Stats(", ")"):
+            for number, (name, value) in enumerate(self._readable_fields()):
+                if number:
+                    printer.text(",")
+                    printer.breakable()
+                printer.text(f"{name}={value!r}")
+
+    def _readable_fields(self) -> list[tuple[str, Any]]:
+        names = ("total", "read", "succeeded", "failed", "not_processed", "skipped", "retrying", "in_flight")
+        now = self.finished_at or time.monotonic()
+        started = time.localtime(time.time() - (time.monotonic() - self.started_at))
+        return [
+            *((name, getattr(self, name)) for name in names),
+            ("failures_by_type", dict(self.failures_by_type)),
+            ("started", time.strftime("%Y-%m-%d %H:%M:%S", started)),
+            ("elapsed", _duration(self.elapsed_s)),
+            ("paused", _duration(max(now - self.started_at - self.elapsed_s, 0.0))),
+            ("rate", f"{self.rate_per_s:,.1f} items/s"),
+        ]
 
     @property
     def done(self) -> int:
@@ -82,6 +116,13 @@ class Stats:
         if self.total is None or rate <= 0:
             return None
         return max(self.total - self.completed, 0) / rate
+
+
+def _duration(seconds: float) -> str:
+    """``0:01:05`` (hours:minutes:seconds)."""
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
 
 
 class Outcome(enum.Enum):

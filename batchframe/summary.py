@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from rich.text import Text
+
     from batchframe.driver import Driver
 
 SUMMARY_NAME = "summary.json"
@@ -105,35 +107,74 @@ def end_line(report: Mapping[str, Any]) -> str:
     )
 
 
+HEADINGS = {"completed": "completed", "stopped": "stopped", "fatal": "failed"}
+"""The summary's heading after "batchframe run ", by outcome (a completed run with failed items says so)."""
+_STYLES = {"completed": "bold green", "completed with failures": "bold yellow", "stopped": "bold yellow"}
+
+
+def heading(report: Mapping[str, Any]) -> str:
+    """How the run ended, in words: completed, completed with failures, stopped, or failed (a fatal error)."""
+    outcome = str(report.get("outcome"))
+    if outcome == "completed" and report.get("failed"):
+        return "completed with failures"
+    return HEADINGS.get(outcome, outcome)
+
+
 def show(report: Mapping[str, Any], *, run_dir: Path) -> None:
-    """Print the summary table on stderr (stdout stays the user's); a closed pipe is ignored."""
-    from rich.markup import escape
-    from rich.table import Table
+    """Print the summary on stderr (stdout stays the user's); a closed pipe is ignored.
 
-    from batchframe._console import console
+    The heading names the outcome; the counts are a table; the failed items by exception type are
+    a table of their own, apart from the items the run did not finish; the run folder is last, on
+    a line of its own, never cut.
+    """
+    from batchframe._console import print_line
 
-    part = report["this_part"]
-    table = Table(title=f"batchframe run: {report['outcome']}", title_justify="left", show_header=False)
-    table.add_column(style="bold")
-    table.add_column(justify="right")
-    table.add_row("succeeded", f"{report['succeeded']:,}")
-    table.add_row("failed", f"[red]{report['failed']:,}[/red]" if report["failed"] else "0")
-    if part["skipped"]:
-        table.add_row("done before (resumed)", f"{part['skipped']:,}")
-    if report["not_processed"]:
-        table.add_row("not processed", f"[yellow]{report['not_processed']:,}[/yellow]")
-    if report["unread"]:
-        table.add_row("not read", f"{report['unread']:,}")
-    table.add_row("duration", f"{report['duration_s']:.2f} s")
-    table.add_row("rate", f"{report['rate_per_s']:,.1f} items/s")
-    for error_type, count in report["failures_by_type"].items():
-        table.add_row(f"  {error_type}", f"{count:,}")
-    table.add_row("run folder", str(run_dir))
-    table.add_row("exit code", str(report["exit_code"]))
-    out = console(stderr=True)
     try:
-        out.print(table)
+        _show(report)
         for warning in [*report["problems"], *report["warnings"]]:
-            out.print(f"[yellow]Warning:[/yellow] {escape(warning)}", highlight=False)
+            print_line(f"Warning: {warning}", stderr=True, style="yellow", prose=True)
+        print_line(f"Run folder: {run_dir}", stderr=True)
     except OSError:  # stderr is a closed pipe (| tee, then Ctrl-C): the records are written already
         pass
+
+
+def _show(report: Mapping[str, Any]) -> None:
+    from rich.text import Text
+
+    from batchframe._console import Col, print_line, print_table
+    from batchframe.failures import NOT_PROCESSED
+
+    title = heading(report)
+    print_line(Text(f"batchframe run {title}", style=_STYLES.get(title, "bold red")), stderr=True)
+    if report.get("fatal_error"):
+        print_line(f"Fatal error: {report['fatal_error']}", stderr=True, style="red", prose=True)
+    print_table("", (Col(""), Col("", justify="right")), _count_rows(report), stderr=True, header=False)
+    failures = [(kind, count) for kind, count in report["failures_by_type"].items() if kind != NOT_PROCESSED]
+    if failures:
+        columns = (Col("failed with", cut_to=24, wrap=True), Col("items", justify="right"))
+        print_table(
+            "Failed items by exception type", columns, [[kind, f"{count:,}"] for kind, count in failures], stderr=True
+        )
+
+
+def _count_rows(report: Mapping[str, Any]) -> list[list[str | Text]]:
+    from rich.text import Text
+
+    part = report["this_part"]
+    rows: list[list[str | Text]] = [
+        ["succeeded", f"{report['succeeded']:,}"],
+        ["failed", Text(f"{report['failed']:,}", style="red" if report["failed"] else "")],
+    ]
+    if report["not_processed"]:
+        # Not failures: items a stopped (or failed) run read but did not finish. resume runs them.
+        rows.append(["not processed", Text(f"{report['not_processed']:,}", style="yellow")])
+    if part["skipped"]:
+        rows.append(["done before (resumed)", f"{part['skipped']:,}"])
+    if report["unread"]:
+        rows.append(["not read", f"{report['unread']:,}"])
+    rows += [
+        ["duration", f"{report['duration_s']:.2f} s"],
+        ["rate", f"{report['rate_per_s']:,.1f} items/s"],
+        ["exit code", str(report["exit_code"])],
+    ]
+    return rows

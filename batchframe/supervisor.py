@@ -165,22 +165,48 @@ class Supervisor:
             "self": executor,
             "stats": executor.stats,
         }
-        self._remove_signal_handlers()  # the shell handles Ctrl-C itself
+        # The shell handles Ctrl-C itself once it runs. Until then (IPython takes a moment to load), Ctrl-C
+        # again cancels the items in flight, as it does while the run pauses, instead of ending the run.
+        self._remove_signal_handlers()
+        _on_ctrl_c(executor.cancel_in_flight)
         self.progress.suspend()
         executor.stats.pause_clock()  # rate and ETA count running time only
         try:
-            self.open_shell(namespace, _banner(executor, emergency=emergency))
+            self._open_shell(namespace, _banner(executor, emergency=emergency))
         except KeyboardInterrupt:
-            # Ctrl-C before the shell could take it over: the user wants out, so stop, losing nothing.
+            # Ctrl-C reached both attempts to open the shell: the user wants out, so stop, losing nothing.
             executor.stop("interrupted while the shell was opening")
         except Exception:
             logger.exception("The shell failed; the run goes on.")
         finally:
+            self._install_signal_handlers()  # first: a Ctrl-C from now on pauses the resumed run again
             executor.stats.resume_clock()
             self.progress.resume()
-            self._install_signal_handlers()
         if executor.outcome is Outcome.STOPPED and self.stopped_by is None:
             self.stopped_by = signal.SIGINT
+
+    def _open_shell(self, namespace: Mapping[str, Any], banner: str) -> None:
+        """Open the shell, once more if a Ctrl-C ended the first attempt.
+
+        ``_ipython_shell`` gives Ctrl-C back to Python just before IPython's prompt takes the terminal
+        over: a Ctrl-C in that instant is still the "Ctrl-C again" of a double Ctrl-C, not a request
+        to end the run.
+
+        Raises:
+            KeyboardInterrupt: the second attempt was interrupted as well.
+        """
+        try:
+            self.open_shell(namespace, banner)
+        except KeyboardInterrupt:
+            self.executor.cancel_in_flight()
+            _on_ctrl_c(self.executor.cancel_in_flight)
+            self.open_shell(namespace, banner)
+
+
+def _on_ctrl_c(action: Callable[[], None]) -> None:
+    """From now on SIGINT calls ``action`` instead of raising KeyboardInterrupt (signals reach the main thread only)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, lambda signum, frame: action())
 
 
 def _banner(executor: Driver, *, emergency: bool) -> str:
@@ -193,14 +219,33 @@ def _banner(executor: Driver, *, emergency: bool) -> str:
         head = "batchframe paused."
         tail = "Leave the shell (exit or Ctrl-D) to resume; self.stop() then exit to end the run gracefully."
     names = "Names: executor (also self), source, service, config, stats."
-    return f"{head}\n{describe(executor.stats)}\n{names}\n{tail}\n"
+    return _wrap([head, describe(executor.stats), names, tail])
+
+
+def _wrap(paragraphs: list[str]) -> str:
+    """One paragraph per line, wrapped at word boundaries to the terminal's width (not cut mid-word by it)."""
+    import shutil
+    import textwrap
+
+    width = shutil.get_terminal_size().columns
+    lines = [textwrap.fill(p, width=width, break_on_hyphens=False) for p in paragraphs]
+    return "\n".join(lines) + "\n"
 
 
 def _ipython_shell(namespace: Mapping[str, Any], banner: str) -> None:
     from IPython.terminal.embed import InteractiveShellEmbed
+    from traitlets.config import Config
 
+    # Settings as config, not keywords: an IPython without a trait ignores it (enable_tip is recent).
+    config = Config()
+    config.TerminalInteractiveShell.enable_tip = False  # no random "Tip:" line after our banner
+    config.TerminalInteractiveShell.confirm_exit = False  # Ctrl-D resumes at once, no "Do you really want to exit?"
     InteractiveShellEmbed.clear_instance()
     shell = InteractiveShellEmbed(  # type: ignore[no-untyped-call]
-        banner1=banner, exit_msg="Leaving the batchframe shell."
+        config=config, banner1=banner, exit_msg="Leaving the batchframe shell."
     )
+    if threading.current_thread() is threading.main_thread():
+        # Ctrl-C interrupts code typed in the shell, as in any Python shell (Supervisor._open_shell had
+        # turned it into "cancel the items in flight" while IPython loaded).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     shell(local_ns=dict(namespace))

@@ -170,7 +170,10 @@ def test_params_table_for_the_package_example() -> None:
     assert "simulated share of failing calls" in rows["failure_rate"]
     assert "events_file" in rows and "EventSource" in rows["events_file"]
     assert "a .jsonl file of events" in rows["events_file"]  # from the class docstring
-    assert "concurrency" in rows and "4" in rows["concurrency"] and "Configuration" in rows["concurrency"]
+    assert "concurrency" in rows and "4" in rows["concurrency"]  # config_dev's default
+    lines = result.output.splitlines()
+    runtime = next(i for i, line in enumerate(lines) if line.startswith("Runtime settings"))
+    assert lines.index(rows["failure_rate"]) < runtime < lines.index(rows["concurrency"])  # the project's first
 
 
 def test_params_marks_required_ones(make_project) -> None:

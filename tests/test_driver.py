@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections import Counter
 
 import pytest
@@ -158,10 +159,21 @@ def test_item_timeout_raises_timeout_error_in_the_item(make_executor) -> None:
     assert "item_timeout_sec" in executor.failed[0].message
 
 
-def test_rate_limit_is_applied(make_executor) -> None:
-    service = Recorder()
-    stats = run(make_executor(ListSource(range(5)), service, rate_per_s=1000))
-    assert stats.succeeded == 5
+@pytest.mark.parametrize(
+    ("limits", "items"),
+    [
+        ({"rate_per_s": 100}, 150),  # a burst of 100, then 50 more at 100/s
+        ({"rate_per_minute": 120}, 121),  # a burst of 120, then 1 more at 2/s
+        ({"rate_per_s": 1000, "rate_per_minute": 120}, 121),  # the per-second window alone would be instant
+    ],
+)
+def test_each_rate_window_holds_the_run_back(make_executor, limits: dict[str, int], items: int) -> None:
+    # A limiter lets one period's worth through at once, then the rate: each case takes at least
+    # half a second, where unlimited it takes a few milliseconds.
+    started = time.monotonic()
+    stats = run(make_executor(ListSource(range(items)), Recorder(), **limits))
+    assert stats.succeeded == items
+    assert time.monotonic() - started >= 0.45
 
 
 def test_generator_and_async_generator_sources(make_executor) -> None:
@@ -295,11 +307,23 @@ def test_cancelled_in_flight_items_go_back_to_pending(make_executor) -> None:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("concurrency", 0), ("concurrency", -2), ("queue_size", 0), ("item_timeout_s", 0), ("rate_per_s", -1.0)],
+    [
+        ("concurrency", 0),
+        ("concurrency", -2),
+        ("queue_size", 0),
+        ("item_timeout_s", 0),
+        ("rate_per_s", -1.0),
+        ("rate_per_minute", 0),
+    ],
 )
 def test_invalid_settings_name_the_config_field(field, value) -> None:
     with pytest.raises(ParamError) as info:
         ExecutorSettings(**{field: value})
-    config_name = {"item_timeout_s": "item_timeout_sec", "rate_per_s": "max_per_second"}.get(field, field)
+    config_names = {
+        "item_timeout_s": "item_timeout_sec",
+        "rate_per_s": "max_per_second",
+        "rate_per_minute": "max_per_minute",
+    }
+    config_name = config_names.get(field, field)
     assert config_name in str(info.value)
     assert info.value.exit_code == 2

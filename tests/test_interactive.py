@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
+import time
 from pathlib import Path
 
 import pexpect
@@ -49,19 +51,21 @@ PROMPT = rf"In \[{ANSI}\d+{ANSI}\]: "
 def spawn(tmp_path: Path):
     children = []
 
-    def start(*args: str) -> pexpect.spawn:
+    def start(*args: str, dimensions: tuple[int, int] = (40, 160)) -> pexpect.spawn:
         executable = str(Path(sys.executable).parent / "batchframe")
+        rows, columns = dimensions
         env = {
             **os.environ,
             "IPYTHONDIR": str(tmp_path / "ipython"),
             "PROMPT_TOOLKIT_NO_CPR": "1",
             "TERM": "xterm",
-            "COLUMNS": "160",
-            "LINES": "40",
+            "COLUMNS": str(columns),
+            "LINES": str(rows),
         }
-        child = pexpect.spawn(executable, list(args), cwd=str(tmp_path), env=env, encoding="utf-8", timeout=30)
+        child = pexpect.spawn(
+            executable, list(args), cwd=str(tmp_path), env=env, encoding="utf-8", timeout=30, dimensions=dimensions
+        )
         child.logfile_read = (tmp_path / f"pty-{len(children)}.log").open("w")  # the whole screen, for failures
-        child.setwinsize(40, 160)
         children.append(child)
         return child
 
@@ -156,3 +160,48 @@ def test_a_fatal_error_opens_the_emergency_shell(spawn, tmp_path: Path) -> None:
     run_dir = only_run_dir(tmp_path / "out")
     not_done = [r["item"] for r in read_jsonl(run_dir / "failed.jsonl")]
     assert sorted(done_items(run_dir) + not_done) == list(range(20))  # everything read is accounted for
+
+
+@pytest.mark.timeout(60)
+def test_the_pause_shell_at_80_columns(spawn, tmp_path: Path) -> None:
+    build_file_tree(tmp_path, {"job.py": SLOW_PROJECT})
+    child = spawn("exec", "job.py", "-p", "count=60", "-p", "concurrency=2", "-d", "out", dimensions=(24, 80))
+    child.expect(r"/60")
+    child.sendintr()
+    child.expect("batchframe paused")
+    child.expect(PROMPT)
+    banner = "batchframe paused" + child.before
+    assert "Tip:" not in banner
+    lines = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", banner).splitlines()
+    assert max(len(line) for line in lines) <= 80, lines  # wrapped at word boundaries, not by the terminal
+    assert "self.stop() then exit to end the run gracefully." in " ".join(line.strip() for line in lines)
+    child.sendline("stats")
+    child.expect(r"elapsed='0:00:\d\d'")  # a duration, not a monotonic clock reading
+    child.expect(PROMPT)
+    child.sendcontrol("d")  # leaves at once: no "Do you really want to exit?"
+    assert child.expect(["Do you really want to exit", "Leaving the batchframe shell"]) == 1
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    assert sorted(done_items(only_run_dir(tmp_path / "out"))) == list(range(60))
+
+
+@pytest.mark.timeout(60)
+def test_two_quick_ctrl_c_still_open_the_shell(spawn, tmp_path: Path) -> None:
+    # The second Ctrl-C lands while the shell opens (IPython takes a moment to import): it cancels the
+    # items in flight (back to pending), and the shell opens all the same.
+    build_file_tree(tmp_path, {"job.py": SLOW_PROJECT})
+    child = spawn("exec", "job.py", "-p", "count=60", "-p", "concurrency=4", "-d", "out")
+    child.expect(r"[1-9]\d* ok")  # under way, items in flight
+    child.sendintr()
+    time.sleep(0.05)
+    child.sendintr()
+    child.expect(PROMPT)
+    child.sendline("exit")
+    child.expect("Leaving the batchframe shell")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    run_dir = only_run_dir(tmp_path / "out")
+    assert sorted(done_items(run_dir)) == list(range(60))  # cancelled items ran again after the pause
+    assert json.loads((run_dir / "summary.json").read_text())["succeeded"] == 60

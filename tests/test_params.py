@@ -3,6 +3,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
+import re
 from pathlib import Path
 from typing import Annotated, Literal, Optional
 
@@ -75,6 +76,26 @@ def test_parse_value_casts_each_supported_type(annotation, raw, expected) -> Non
 def test_parse_value_rejects_bad_text(annotation, raw) -> None:
     with pytest.raises(ValueError):
         parse_value(annotation, raw)
+
+
+@pytest.mark.parametrize(
+    ("annotation", "raw", "message"),
+    [
+        (dt.date, "2026-13-45", "month must be in 1..12"),
+        (dt.date, "2026-02-30", "day is out of range for month"),
+        (dt.datetime, "2026-11-25T25:00", "hour must be in 0..23"),
+        (dt.date, "25/11/2026", "expected an ISO date, e.g. 2026-11-25"),
+    ],
+)
+def test_a_date_in_the_right_format_says_what_is_wrong_with_it(annotation, raw, message) -> None:
+    with pytest.raises(ValueError, match=rf"^{re.escape(message)}$"):
+        parse_value(annotation, raw)
+
+
+def test_p_with_an_impossible_date_names_the_problem() -> None:
+    specs = {s.name: s for s in params_of_class(Job)}
+    with pytest.raises(ParamError, match="day is out of range for month"):
+        resolve_values(specs, {"when": ["2026-02-30"]})
 
 
 def test_split_assignments_groups_repeats_and_keeps_equals_in_values() -> None:

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
+import pytest
 from helpers import batchframe_cli, build_file_tree
 from test_interactive import spawn  # noqa: F401 - the pexpect fixture
+
+from batchframe import BatchframeParam
+from batchframe.params import params_of_class
+from batchframe.prompts import _validator
 
 PROJECT = '''
 import enum
@@ -105,3 +111,28 @@ def test_off_a_terminal_one_error_lists_every_missing_param(tmp_path: Path) -> N
     assert "count (" not in err  # given, so not missing
     assert "batchframe params job.py" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.timeout(60)
+def test_enter_alone_does_not_answer_a_required_bool(spawn, tmp_path: Path) -> None:  # noqa: F811
+    build_file_tree(tmp_path, {"job.py": PROJECT})
+    child = spawn("exec", "job.py", "-p", "count=2", "-p", "mode=DRY", "-p", "tags=5", "-d", "out")
+    child.expect(r"verbose \(bool\)")
+    child.send("\r")  # with questionary.confirm, this answered No
+    child.expect("type y or n")
+    child.send("y")
+    child.expect(r"STARTED count=2 mode=DRY verbose=True")
+    child.wait()
+    child.close()
+    assert child.exitstatus == 0
+
+
+class Dated:
+    def __init__(self, when: BatchframeParam[dt.date]) -> None: ...
+
+
+def test_a_date_prompt_says_what_is_wrong_with_the_date() -> None:
+    validate = _validator(params_of_class(Dated)[0])
+    assert validate("2026-13-45") == "Not a valid date: month must be in 1..12"
+    assert validate("tomorrow") == "Not a valid date: expected an ISO date, e.g. 2026-11-25"
+    assert validate("2026-11-25") is True

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from helpers import REPO, batchframe_cli, build_file_tree
 from typer.testing import CliRunner
 
@@ -15,6 +18,9 @@ from batchframe.scaffold import ScaffoldError, init_project, package_name_for, p
 
 runner = CliRunner()
 TEMPLATE = REPO / "templates" / "project"
+SOURCE_KINDS = list(
+    yaml.safe_load((TEMPLATE / "copier.yml").read_text(encoding="utf-8"))["source_kind"]["choices"].values()
+)
 
 
 @pytest.fixture(autouse=True)
@@ -195,6 +201,39 @@ def test_init_variants_run(tmp_path: Path, data: list[str]) -> None:
     config = "config_staging" if "configs=staging" in data else "config_dev"
     run = batchframe_cli("exec", "etl_job", "-c", config, cwd=project)
     assert run.returncode == 0, run.stderr
+
+
+def readme_python_block(heading: str) -> str:
+    """The first ```python block of README.md's section ``## heading``."""
+    section = (REPO / "README.md").read_text(encoding="utf-8").split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"^```python\n(.*?)^```", section, re.DOTALL | re.MULTILINE)
+    assert block, f"no python example in README's {heading!r}"
+    return block.group(1)
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("source_kind", SOURCE_KINDS)
+def test_readmes_testing_example_passes_in_a_new_project_of_each_source_kind(tmp_path: Path, source_kind: str) -> None:
+    # README: `batchframe init my-job --defaults`, then "Testing your job" in the project's tests/.
+    example = readme_python_block("Testing your job")
+    project = init_project(
+        str(tmp_path / "my-job"),
+        data={"source_kind": source_kind},
+        defaults=True,
+        git_init=False,
+        template_dir=TEMPLATE,
+    )
+    (project / "tests" / "test_my_job.py").write_text(example, encoding="utf-8")
+    tests = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-rA", "-p", "no:cacheprovider"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=150,
+    )
+    assert tests.returncode == 0, tests.stdout + tests.stderr  # the project's own tests too
+    passed = re.findall(r"^PASSED tests/test_my_job\.py::", tests.stdout, re.MULTILINE)
+    assert len(passed) == example.count("\ndef test_"), tests.stdout
 
 
 def test_init_refuses_a_non_empty_folder(tmp_path: Path) -> None:

@@ -87,6 +87,7 @@ RUNTIME = [
     "retry_delays_sec",
     "item_timeout_sec",
     "max_per_second",
+    "max_per_minute",
     "executor",
     "scheduler",
     "scheduler_timeout_sec",

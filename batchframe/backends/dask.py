@@ -29,7 +29,7 @@ import pickle
 import traceback
 from typing import Any
 
-from batchframe._logging import FILE_ONLY
+from batchframe._logging import FILE_ONLY, dask_loggers
 from batchframe.backends import BackendError, ItemCall
 from batchframe.backends._batches import WINDOW, Batcher, BatchingBackend, BatchReply, BatchSizer
 from batchframe.backends._dask_plugin import ServicePlugin, WorkerSetupError, log_topic
@@ -43,8 +43,6 @@ DASK_BATCH_S = 0.3
 
 UNREGISTER_TIMEOUT_S = 60.0
 """How long the end of a run waits for the workers' ``on_worker_stop`` hooks."""
-
-_DASK_LOGGERS = ("distributed", "dask")
 
 
 class DaskBackend(BatchingBackend):
@@ -308,12 +306,11 @@ class _DaskLogs:
         self._saved: list[tuple[logging.Logger, list[logging.Handler], bool]] = []
 
     def install(self) -> None:
-        """Route the ``distributed`` and ``dask`` loggers through ``_ToLogFile``."""
+        """Route dask's loggers through ``_ToLogFile`` (``_logging.dask_loggers``: children with handlers too)."""
         if self._saved:
             return
         relay = _ToLogFile()
-        for name in _DASK_LOGGERS:
-            named = logging.getLogger(name)
+        for named in dask_loggers():
             self._saved.append((named, list(named.handlers), named.propagate))
             named.handlers[:] = [relay]
             named.propagate = False
