@@ -16,6 +16,7 @@ if _TYPE_CHECKING:
     from batchframe.errors import BatchframeError, ConfigError, ParamError, ProjectError, RunError, UsageError
     from batchframe.params import BatchframeParam
     from batchframe.retry import RateLimited, Retry
+    from batchframe.secret import Secret
     from batchframe.service import Service
     from batchframe.source import Source
 
@@ -31,6 +32,7 @@ _HOMES = {
     "RateLimited": "batchframe.retry",
     "Retry": "batchframe.retry",
     "RunError": "batchframe.errors",
+    "Secret": "batchframe.secret",
     "Service": "batchframe.service",
     "Source": "batchframe.source",
     "UsageError": "batchframe.errors",
@@ -47,6 +49,7 @@ __all__ = [
     "RateLimited",
     "Retry",
     "RunError",
+    "Secret",
     "Service",
     "Source",
     "UsageError",

@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -221,6 +221,9 @@ def print_error(error: BatchframeError, *, show_traceback: bool) -> None:
     On a terminal: a panel, then the frames as plain lines under it (a path in a panel would be
     broken at its edge). Off a terminal: plain lines only, no box padded to the console's width.
     """
+    from batchframe.secret import has_secrets, redact
+
+    error.message, error.user_traceback = redact(error.message), redact(error.user_traceback or "") or None
     out = console(stderr=True)
     if out.is_terminal:
         out.print(_panel(error))
@@ -232,12 +235,12 @@ def print_error(error: BatchframeError, *, show_traceback: bool) -> None:
         for line in error.user_traceback.rstrip("\n").splitlines():
             print_line(line, stderr=True, style="dim")
     if show_traceback and sys.exc_info()[0] is not None:
-        if out.is_terminal:
+        if out.is_terminal and not has_secrets():  # rich's traceback cannot be redacted: plain lines then
             out.print_exception(show_locals=False)
         else:
             import traceback
 
-            print_line(traceback.format_exc().rstrip("\n"), stderr=True)
+            print_line(redact(traceback.format_exc().rstrip("\n")), stderr=True)
 
 
 def _panel(error: BatchframeError) -> Panel:
@@ -254,9 +257,18 @@ def _panel(error: BatchframeError) -> Panel:
 # ------------------------------------------------------------------------------------------- params
 
 
-def print_params(title: str, specs: Mapping[str, ParamSpec], *, unchosen_configs: Sequence[str] = ()) -> None:
+def print_params(
+    title: str,
+    specs: Mapping[str, ParamSpec],
+    values: Mapping[str, Any],
+    sources: Mapping[str, str],
+    *,
+    unchosen_configs: Sequence[str] = (),
+) -> None:
     """The project's own parameters, then batchframe's runtime settings: two tables, names never cut.
 
+    ``values``: each parameter's value (absent: required and not given); ``sources``: where the
+    values not from a default came from (``-p`` or an environment variable's name).
     ``unchosen_configs``: the project's configs when none was chosen (several, and no ``-c``); a
     line then says that ``-c`` adds a config's own parameters.
     """
@@ -266,14 +278,24 @@ def print_params(title: str, specs: Mapping[str, ParamSpec], *, unchosen_configs
 
     runtime = {field.name for field in dataclasses.fields(Configuration)}
     own = [spec for name, spec in specs.items() if name not in runtime]
+
+    def row(spec: ParamSpec, owner: bool) -> list[str]:
+        return _param_row(spec, values, sources.get(spec.name), owner=owner)
+
     if own:
-        print_table(title, _PARAM_COLUMNS, [_param_row(spec, owner=True) for spec in own])
+        print_table(title, _PARAM_COLUMNS, [row(spec, True) for spec in own])
     else:
         print_line(f"{title}: none of its own.", style="bold")
-    settings = [_param_row(spec, owner=False) for name, spec in specs.items() if name in runtime]
+    settings = [row(spec, False) for name, spec in specs.items() if name in runtime]
     print_table(
         "Runtime settings (batchframe's, in every project; set them with -p too)", _PARAM_COLUMNS[:-1], settings
     )
+    aliases = [f"{alias} ({spec.name})" for spec in specs.values() for alias in spec.aliases]
+    if aliases:
+        print_line(f"Also accepted under their 0.0.1a13 names: {', '.join(aliases)}.", prose=True)
+    variables = [source for source in sources.values() if source != "-p"]
+    if variables:
+        print_line(f"(env): from the environment, {', '.join(variables)}; -p would win over it.", prose=True)
     if unchosen_configs:
         names = ", ".join(unchosen_configs)
         print_line(
@@ -287,13 +309,19 @@ def print_params(title: str, specs: Mapping[str, ParamSpec], *, unchosen_configs
 _PARAM_COLUMNS = (
     Col("name"),
     Col("type", cut_to=12, wrap=True),
-    Col("default", cut_to=12, wrap=True),
+    Col("value", cut_to=12, wrap=True),
     Col("description", cut_to=20, wrap=True),
     Col("owner", cut_to=12, drop=1),
 )
 
 
-def _param_row(spec: ParamSpec, *, owner: bool) -> list[str]:
-    aliases = f" (0.0.1a13 name: {', '.join(spec.aliases)})" if spec.aliases else ""
-    row = [spec.name, spec.type_name, "required" if spec.required else repr(spec.default), spec.description + aliases]
+def _param_row(spec: ParamSpec, values: Mapping[str, Any], source: str | None, *, owner: bool) -> list[str]:
+    """name, type, value (with where it came from unless it is the default), description[, owner]."""
+    if spec.name not in values:
+        value = "required"
+    else:
+        value = repr(values[spec.name])  # a Secret's repr is its mask
+        if source is not None:
+            value += " (-p)" if source == "-p" else " (env)"
+    row = [spec.name, spec.type_name, value, spec.description]
     return [*row, spec.owner.__qualname__] if owner else row

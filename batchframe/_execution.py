@@ -105,6 +105,8 @@ class RunPlan:
         expected_positions: how many items the journal saw in the source before (a resume).
         quiet: no progress and no summary on the console, no files (``batchframe.testing.run_service``).
         keep: keep the failed items with their exceptions in the result (``batchframe.testing``).
+        limit: process only the first this many items of the Source (``exec --limit``; a resume
+            keeps it); None: all. A retry's replayed items are not limited.
     """
 
     run_dir: Path
@@ -118,6 +120,7 @@ class RunPlan:
     expected_positions: int = 0
     quiet: bool = False
     keep: bool = False
+    limit: int | None = None
 
 
 class _Replay(Source[Any]):
@@ -188,6 +191,7 @@ def _executor(
         on_failure=records.on_failure,
         skip=plan.skip,
         backend=_backend(prepared, wired.service, statics),
+        limit=plan.limit if plan.replay is None else None,
     )
     if records.journal is not None:
         # A batching back end finishes a whole batch in one loop iteration: hand it to the writer in one go.

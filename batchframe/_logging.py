@@ -8,7 +8,9 @@ message however long, with its timestamp and level, never padded or wrapped to a
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,6 +34,11 @@ class _RunFileHandler(logging.FileHandler):
     A run with many failing items would otherwise pay one write system call per item;
     ``flush_run_logs`` (called once per event-loop iteration by the run's records) writes them.
     """
+
+    def _open(self) -> io.TextIOWrapper:
+        # Owner-only, like every file of the run folder: the user's log lines may hold anything.
+        descriptor = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        return open(descriptor, "a", encoding=self.encoding, errors=self.errors)
 
     def emit(self, record: logging.LogRecord) -> None:
         if record.name != FAILURES_LOGGER or self.stream is None:
@@ -112,6 +119,26 @@ class _ConsoleFilter(logging.Filter):
         return True
 
 
+class _RedactSecrets(logging.Filter):
+    """Blanks the run's secret values out of a record (its message and traceback) before any handler writes it.
+
+    The user's own log calls and exception messages may quote a secret parameter's value.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from batchframe.secret import has_secrets, redact
+
+        if not has_secrets():
+            return True
+        record.msg, record.args = redact(record.getMessage()), None
+        if record.exc_info:
+            record.exc_text = record.exc_text or logging.Formatter().formatException(record.exc_info)
+            record.exc_info = None  # the formatted, redacted text is written instead
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        return True
+
+
 class _PlainHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Off a terminal: the console gets logs.txt's lines; it goes quiet once its pipe is closed.
 
@@ -173,6 +200,8 @@ def run_logging(log_file: Path | None, *, verbosity: int = 0, console: Console |
     console_handler.setLevel(level)
     console_handler.addFilter(_ConsoleFilter(verbosity))
     handlers.append(console_handler)
+    for handler in handlers:
+        handler.addFilter(_RedactSecrets())
     previous_level = root.level
     root.setLevel(level)
     for handler in handlers:

@@ -9,6 +9,8 @@ import typing
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal, Union
 
+from batchframe.secret import Secret
+
 _NONE_WORDS = frozenset({"none", "null"})
 _TRUE_WORDS = frozenset({"1", "true", "t", "yes", "y", "on"})
 _FALSE_WORDS = frozenset({"0", "false", "f", "no", "n", "off"})
@@ -19,6 +21,8 @@ def type_name(annotation: Any) -> str:
     origin = typing.get_origin(annotation)
     if origin is Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(annotation))
+    if origin is Secret and typing.get_args(annotation) == (str,):
+        return "Secret"
     if origin in (Union, types.UnionType):
         return " | ".join(type_name(a) for a in typing.get_args(annotation))
     if origin is not None:
@@ -46,6 +50,8 @@ def parse_value(annotation: Any, raw: str | Sequence[str]) -> Any:
         return _parse_collection(annotation, raw)
     if not isinstance(raw, str):
         raise ValueError("given more than once, but it takes a single value")
+    if annotation is Secret or origin is Secret:
+        return Secret(raw)
     return _parse_scalar(annotation, raw)
 
 

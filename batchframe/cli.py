@@ -156,12 +156,27 @@ def exec_(
     output_dir: OutputOpt = None,
     verbose: VerboseOpt = 0,
     no_input: Annotated[bool, typer.Option("--no-input", help="Never prompt; fail if a parameter is missing.")] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="Count the Source's items and show the first few; process none, create no run folder."
+        ),
+    ] = False,
+    limit: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(
+            "--limit",
+            min=1,
+            metavar="N",
+            help="Process only the first N items of the Source; resume keeps the limit.",
+        ),
+    ] = None,
 ) -> None:
     """Run a project: every item of its Source through its Service.
 
     Set parameters with -p NAME=VALUE; batchframe params PATH lists them (type, default,
     description). On a terminal, missing required ones are asked for and Ctrl-C pauses the run
-    (a shell opens; leaving it resumes).
+    (a shell opens; leaving it resumes). --dry-run counts the items without processing any.
 
     \b
     Exit codes:
@@ -178,16 +193,30 @@ def exec_(
         _reject_extra_args(ctx.args, param or [])
         interactive = _interactive(no_input)
         ask_missing = _prompts() if interactive else None
-        result = run_project(
-            path,
-            config=config,
-            params=param or [],
-            output_dir=_output_dir(output_dir),
-            verbosity=_verbosity(verbose),
-            interactive=interactive,
-            ask_missing=ask_missing,
-        )
-    _exit(result.exit_code)
+        if dry_run:
+            from batchframe._dry_run import run_dry
+
+            code = run_dry(
+                path,
+                config=config,
+                params=param or [],
+                ask_missing=ask_missing,
+                output_dir=_output_dir(output_dir),
+                limit=limit,
+                verbosity=_verbosity(verbose),
+            )
+        else:
+            code = run_project(
+                path,
+                config=config,
+                params=param or [],
+                output_dir=_output_dir(output_dir),
+                verbosity=_verbosity(verbose),
+                interactive=interactive,
+                ask_missing=ask_missing,
+                limit=limit,
+            ).exit_code
+    _exit(code)
 
 
 _THREAD_GRACE_S = 1.0
@@ -246,20 +275,23 @@ def _reject_extra_args(extra: list[str], params: list[str]) -> None:
 
 
 @app.command("params", cls=Command)
-def params(path: PathArg, config: ConfigOpt = None, verbose: VerboseOpt = 0) -> None:
-    """List a project's parameters, with their types and defaults.
+def params(path: PathArg, config: ConfigOpt = None, param: ParamOpt = None, verbose: VerboseOpt = 0) -> None:
+    """List a project's parameters with their values and sources.
 
-    Each one is settable with exec -p NAME=VALUE; the table shows its type, its default (or
-    "required") and its description.
+    Each one is settable with exec -p NAME=VALUE or a BATCHFRAME_PARAM_NAME environment
+    variable (-p wins); the table shows its type, its value (or "required"), where that value
+    comes from, and its description. Secret values show as **********.
     """
     with _errors_as_exit_codes(verbose):
         import dataclasses
 
+        from batchframe._compat import fold_alias_assignments
         from batchframe._console import print_params
         from batchframe.configuration import Configuration
         from batchframe.errors import ConfigError
+        from batchframe.params import split_assignments
         from batchframe.project import load_project
-        from batchframe.run import collect_specs
+        from batchframe.run import collect_specs, resolve_with_sources
 
         unchosen: list[str] = []
         try:
@@ -272,7 +304,9 @@ def params(path: PathArg, config: ConfigOpt = None, verbose: VerboseOpt = 0) -> 
             unchosen = error.available
             project = dataclasses.replace(load_project(path, unchosen[0]), config_cls=Configuration)
         chosen = f" (config {project.config_name})" if project.config_name and not unchosen else ""
-        print_params(f"Parameters of {path}{chosen}", collect_specs(project), unchosen_configs=unchosen)
+        specs = collect_specs(project)
+        values, sources = resolve_with_sources(specs, fold_alias_assignments(split_assignments(param or [])))
+        print_params(f"Parameters of {path}{chosen}", specs, values, sources, unchosen_configs=unchosen)
 
 
 @app.command("init", cls=Command)
@@ -395,30 +429,65 @@ RunDirArg = Annotated[
 NoInputOpt = Annotated[bool, typer.Option("--no-input", help="Never open the pause shell.")]
 
 
+NoDryRunOpt = Annotated[bool, typer.Option("--dry-run", hidden=True)]
+"""Hidden: only to say that resume and retry have no dry run (instead of click's "No such option")."""
+
+
 @app.command("resume", cls=Command)
-def resume(run_dir: RunDirArg, verbose: VerboseOpt = 0, no_input: NoInputOpt = False) -> None:
+def resume(
+    run_dir: RunDirArg, verbose: VerboseOpt = 0, no_input: NoInputOpt = False, dry_run: NoDryRunOpt = False
+) -> None:
     """Continue a stopped or killed run where it left off.
 
     The items it finished are skipped; the rest are processed, in the same run folder.
     """
+    if dry_run:
+        _no_dry_run("resume", run_dir, verbose)
     _from_run_dir("resume_run", run_dir, verbose, no_input)
 
 
 @app.command("retry", cls=Command)
-def retry(run_dir: RunDirArg, verbose: VerboseOpt = 0, no_input: NoInputOpt = False) -> None:
+def retry(
+    run_dir: RunDirArg, verbose: VerboseOpt = 0, no_input: NoInputOpt = False, dry_run: NoDryRunOpt = False
+) -> None:
     """Run again the items of a run that did not succeed.
 
     Only the items that failed (or were not processed) in RUN_DIR, in a new run folder.
     """
+    if dry_run:
+        _no_dry_run("retry", run_dir, verbose)
     _from_run_dir("retry_run", run_dir, verbose, no_input)
+
+
+def _no_dry_run(command: str, run_dir: Path, verbose: int) -> None:
+    """``resume --dry-run``, ``retry --dry-run``: a usage error that says where to look instead."""
+    with _errors_as_exit_codes(verbose):
+        from batchframe.errors import UsageError
+
+        does = (
+            "continues a run that exists, with the parameters it started with"
+            if command == "resume"
+            else "re-runs the items that failed in a run that exists"
+        )
+        raise UsageError(
+            f"batchframe {command} has no --dry-run: it {does}.",
+            hint=f"See what is done, failed and left with: batchframe runs {run_dir}\n"
+            "(--dry-run is for a new run: batchframe exec PATH --dry-run counts a project's items.)",
+        )
 
 
 def _from_run_dir(function: str, run_dir: Path, verbose: int, no_input: bool) -> None:
     with _errors_as_exit_codes(verbose):
         from batchframe import run
 
+        interactive = _interactive(no_input)
         try:
-            result = getattr(run, function)(run_dir, verbosity=_verbosity(verbose), interactive=_interactive(no_input))
+            result = getattr(run, function)(
+                run_dir,
+                verbosity=_verbosity(verbose),
+                interactive=interactive,
+                ask_missing=_prompts() if interactive else None,  # secrets are asked for again
+            )
         except run.AlreadyFinished as done:
             typer.echo(str(done))
             raise typer.Exit(0) from None

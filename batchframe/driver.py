@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -62,6 +63,8 @@ class Driver:
             If it raises, the run stops with that error (e.g. ``failed.jsonl`` on a full disk).
         skip: source positions to skip, as sorted half-open ranges (a resumed run's finished items).
         backend: where ``process`` runs (default: this process, asyncio plus threads for a sync process).
+        limit: read at most this many items of the source (``exec --limit``), counted by position
+            (a resumed run's skipped items count too); None: all of them.
 
     Raises:
         UsageError: the Service's ``exceptions_to_retry_for`` is not a set of exception classes.
@@ -77,12 +80,14 @@ class Driver:
         on_failure: OnFailure | None = None,
         skip: Sequence[tuple[int, int]] = (),
         backend: Backend | None = None,
+        limit: int | None = None,
     ) -> None:
         self.source = source
         self.service = service
         self.settings = settings
         self.policy = RetryPolicy.with_exceptions(settings.retry, retryable_exceptions(service))
-        self.stats = Stats(total=source_length(source))
+        self.limit = limit
+        self.stats = Stats(total=_limited(source_length(source), limit))
         self.outcome = Outcome.COMPLETED
         self.fatal_error: BaseException | None = None
         self.positions_read = 0
@@ -303,9 +308,16 @@ class Driver:
             self._check_all_done()
 
     def _items(self) -> AsyncIterator[Any]:
+        # The limit wraps the Source's own iterator, so no reader (the read-ahead thread, the unread
+        # rest handed to persist_failed after a stop) ever reads past it.
+        limit = self.limit
         if is_async_source(self.source):
-            return iter_async_source(self.source)
-        self.reader = ThreadedReader(iter_sync_source(self.source), window=self._read_ahead)
+            items = iter_async_source(self.source)
+            return items if limit is None else _first(items, limit)
+        iterator = iter_sync_source(self.source)
+        if limit is not None:
+            iterator = itertools.islice(iterator, limit)
+        self.reader = ThreadedReader(iterator, window=self._read_ahead)
         return self.reader
 
     async def _feed_from(self, items: AsyncIterator[Any]) -> None:
@@ -573,6 +585,23 @@ class Driver:
     def _check_all_done(self) -> None:
         if self._feeding_done and self._outstanding == 0 and self._all_done is not None:
             self._all_done.set()
+
+
+def _limited(total: int | None, limit: int | None) -> int | None:
+    """The run's total: the source's length, capped by the limit; unknown when the length is."""
+    return total if total is None or limit is None else min(total, limit)
+
+
+async def _first(items: AsyncIterator[Any], limit: int) -> AsyncIterator[Any]:
+    """The first ``limit`` items of an async source; the next one is never asked for."""
+    if limit <= 0:
+        return
+    taken = 0
+    async for item in items:
+        yield item
+        taken += 1
+        if taken >= limit:
+            return
 
 
 def _current_task() -> asyncio.Task[Any] | None:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, overload
 
 from batchframe.errors import RecordError
+from batchframe.secret import redact
 
 NOT_PROCESSED = "NotProcessed"
 """The error type recorded for items a stopped or crashed run never finished."""
@@ -109,9 +110,9 @@ class FailedItem:
             index=index,
             item=item,
             error_type=error_type_of(exc),
-            message=safe_str(exc),
+            message=redact(safe_str(exc)),  # the user's message may quote a secret parameter
             attempts=attempts,
-            traceback=user_traceback(exc),
+            traceback=redact(user_traceback(exc)),
             exception=exc,
         )
 

@@ -43,6 +43,9 @@ class RunInfo:
         total = meta.get("total")
         if isinstance(total, int):
             return f"{max(total - counts['done'] - counts['failed'], 0):,}"
+        limit = _limit(meta)
+        if limit is not None:  # a limited run of a Source without __len__: the limit bounds it
+            return f"at most {max(limit - counts['done'] - counts['failed'], 0):,}"
         return "unknown"
 
     @property
@@ -169,9 +172,11 @@ def _run_fields(run: RunInfo) -> list[list[str]]:
         if meta.get("outcome") == FAILED_TO_START
         else "- (still running, or killed: batchframe resume can finish it)"
     )
+    limit = _limit(meta)
     fields = [
         ["config", _text(meta.get("config"))],
         ["params", " ".join(f"-p {p}" for p in meta.get("params") or []) or "-"],
+        *([["limit", f"the first {limit:,} items (--limit {limit}; resume keeps it)"]] if limit else []),
         ["started", _time(meta.get("started_at"))],
         ["ended", _time(ended)],
         ["resumed", ", ".join(_time(t) for t in meta.get("resumed_at") or []) or "-"],
@@ -185,6 +190,12 @@ def _run_fields(run: RunInfo) -> list[list[str]]:
         fields.append(["not processed", f"{unfinished:,}"])
     fields.append(["pending", run.pending])
     return fields
+
+
+def _limit(meta: dict[str, Any]) -> int | None:
+    """The run's ``--limit N``, or None (not limited, or not a number: a journal edited by hand)."""
+    limit = meta.get("limit")
+    return limit if isinstance(limit, int) and not isinstance(limit, bool) else None
 
 
 def _text(value: object) -> str:

@@ -184,7 +184,7 @@ class Journal:
         import fcntl
 
         lock_path = self.path.with_suffix(".lock")
-        with lock_path.open("a+") as handle:
+        with open(os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600), "a+") as handle:  # owner-only, as every run file
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

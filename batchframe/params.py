@@ -12,12 +12,16 @@ from typing import Annotated, Any, TypeVar
 
 from batchframe._parsing import parse_value, type_name
 from batchframe.errors import ParamError
+from batchframe.secret import MASK, Secret, is_secret_type, secret_argument_problem
 
 __all__ = [
+    "ENV_PREFIX",
     "BatchframeParam",
     "ParamSpec",
     "class_default",
     "docstring_descriptions",
+    "env_values",
+    "env_variable",
     "is_param_annotation",
     "merge_specs",
     "missing_params",
@@ -84,6 +88,16 @@ class ParamSpec:
     def type_name(self) -> str:
         """A short human-readable name for the type, e.g. ``list[int]`` or ``Color``."""
         return type_name(self.type)
+
+    @property
+    def secret(self) -> bool:
+        """True for a ``Secret`` parameter: its value is never shown or stored."""
+        return is_secret_type(self.type)
+
+    @property
+    def env_variable(self) -> str:
+        """The environment variable that sets it: ``BATCHFRAME_PARAM_<NAME>``."""
+        return env_variable(self.name)
 
 
 def is_param_annotation(annotation: Any) -> bool:
@@ -230,6 +244,7 @@ def merge_specs(specs: Iterable[ParamSpec]) -> dict[str, ParamSpec]:
     """
     merged: dict[str, ParamSpec] = {}
     for spec in specs:
+        _check_secret_argument(spec)
         seen = merged.get(spec.name)
         if seen is None or issubclass(spec.owner, seen.owner):
             merged[spec.name] = spec
@@ -245,6 +260,17 @@ def merge_specs(specs: Iterable[ParamSpec]) -> dict[str, ParamSpec]:
 
 def _where(cls: type) -> str:
     return f"{cls.__qualname__} ({cls.__module__})"
+
+
+def _check_secret_argument(spec: ParamSpec) -> None:
+    problem = secret_argument_problem(spec.type)
+    if problem is not None:
+        raise ParamError(
+            f"Parameter {spec.name!r} of {_where(spec.owner)} is declared {problem}; a Secret holds text only.",
+            hint=f"Declare it BatchframeParam[Secret] (or Secret[str]) and convert the text where you use it, "
+            f"e.g. int(self.{spec.name}.get_secret_value()).",
+            param=spec.name,
+        )
 
 
 def resolve_values(specs: Mapping[str, ParamSpec], given: Mapping[str, list[str]]) -> dict[str, Any]:
@@ -265,15 +291,86 @@ def resolve_values(specs: Mapping[str, ParamSpec], given: Mapping[str, list[str]
         try:
             values[name] = parse_value(spec.type, raw)
         except (ValueError, TypeError) as exc:
+            shown = MASK if spec.secret else ", ".join(map(repr, raws))
             raise ParamError(
-                f"Parameter {name!r} expects {spec.type_name}, but got {', '.join(map(repr, raws))}: {exc}.",
+                f"Parameter {name!r} expects {spec.type_name}, but got {shown}: {exc}.",
                 hint=f"Pass a valid value, e.g. -p {name}=... (see the type above).",
                 param=name,
             ) from None
     for name, spec in specs.items():
         if name not in values and not spec.required:
-            values[name] = spec.default
+            values[name] = _secret_default(spec)
     return values
+
+
+def _secret_default(spec: ParamSpec) -> Any:
+    """A Secret parameter's plain-text default (``token: BatchframeParam[Secret] = ""``) becomes a Secret too."""
+    if spec.secret and isinstance(spec.default, str):
+        return Secret(spec.default)
+    return spec.default
+
+
+# ----------------------------------------------------------------------------- BATCHFRAME_PARAM_<NAME>
+
+ENV_PREFIX = "BATCHFRAME_PARAM_"
+
+
+def env_variable(name: str) -> str:
+    """The environment variable that sets parameter ``name``."""
+    return ENV_PREFIX + name.upper()
+
+
+def env_values(
+    specs: Mapping[str, ParamSpec], environ: Mapping[str, str], *, skip: Iterable[str] = ()
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The parameters set by ``BATCHFRAME_PARAM_<NAME>`` variables (parsed like ``-p``), except those in ``skip``.
+
+    A 0.0.1a13 name works too (``BATCHFRAME_PARAM_EXECUTOR_CONSUMERS``). Variables that name no
+    parameter of this project are left alone (the environment is shared by every project); a
+    warning names them.
+
+    Returns:
+        name -> value, and name -> the variable it came from.
+
+    Raises:
+        ParamError: a variable's value does not parse (the message names the variable).
+    """
+    names = {env_variable(alias): name for name, spec in specs.items() for alias in (name, *spec.aliases)}
+    skipped = set(skip)
+    values: dict[str, Any] = {}
+    variables: dict[str, str] = {}
+    for variable in sorted(v for v in environ if v.upper().startswith(ENV_PREFIX)):
+        name = names.get(variable.upper())
+        if name is None:
+            _warn_unknown_variable(variable, specs)
+            continue
+        if name in skipped:
+            continue
+        values[name] = _parse_env(specs[name], variable, environ[variable])
+        variables[name] = variable
+    return values, variables
+
+
+def _parse_env(spec: ParamSpec, variable: str, raw: str) -> Any:
+    try:
+        return parse_value(spec.type, raw)
+    except (ValueError, TypeError) as exc:
+        shown = MASK if spec.secret else repr(raw)
+        raise ParamError(
+            f"The environment variable {variable}={shown} is not a valid {spec.type_name} "
+            f"for parameter {spec.name!r}: {exc}.",
+            hint=f"Fix or unset {variable} (it is read like -p {spec.name}=VALUE; -p wins over it).",
+            param=spec.name,
+        ) from None
+
+
+def _warn_unknown_variable(variable: str, specs: Mapping[str, ParamSpec]) -> None:
+    close = difflib.get_close_matches(variable.upper(), [env_variable(name) for name in specs], n=1, cutoff=0.8)
+    logger.warning(
+        "%s names no parameter of this project; it is ignored.%s",
+        variable,
+        f" Did you mean {close[0]}?" if close else "",
+    )
 
 
 def unknown_param_error(name: str, specs: Mapping[str, ParamSpec]) -> ParamError:

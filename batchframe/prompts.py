@@ -53,6 +53,8 @@ def _question(spec: ParamSpec) -> Any:
             use_arrow_keys=True,
         )
     validate = _validator(spec)
+    if spec.secret:
+        return questionary.password(message, validate=validate)
     if bare is Path:
         return questionary.path(message, validate=validate)
     return questionary.text(message, validate=validate)
@@ -112,7 +114,7 @@ def _message(spec: ParamSpec) -> str:
     if spec.description:
         parts.append(f"- {spec.description}")
     if not spec.required:
-        parts.append(f"[default: {spec.default!r}]")
+        parts.append(f"[default: {spec.default!r}]")  # a Secret's repr is its mask
     if typing.get_origin(_strip_optional(spec.type)) in (list, tuple, set, frozenset):
         parts.append("(comma-separated)")
     return " ".join(parts)

@@ -12,7 +12,7 @@ import logging
 import os
 import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,11 +21,12 @@ from batchframe._execution import RunPlan, RunResult, execute
 from batchframe._logging import FILE_ONLY, run_logging
 from batchframe.configuration import Configuration
 from batchframe.container import Wired, make_config, wire
-from batchframe.errors import RunError, UsageError
+from batchframe.errors import ParamError, RunError, UsageError
 from batchframe.journal import Journal, JournalError
 from batchframe.limits import ExecutorSettings
 from batchframe.params import (
     ParamSpec,
+    env_values,
     merge_specs,
     missing_params,
     missing_params_error,
@@ -36,6 +37,7 @@ from batchframe.params import (
 from batchframe.progress import LOG_INTERVAL_S
 from batchframe.project import Project, load_project, user_code_failed
 from batchframe.retry import RetryPolicy
+from batchframe.secret import Secret, fingerprint_secret, remember_secret, secret_changed
 
 if TYPE_CHECKING:
     from batchframe.backends._factory import ServiceFactory
@@ -45,7 +47,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_OUTPUT_DIR = Path("batchframe_outputs")
 RUN_DIR_FORMAT = "%Y-%m-%dT%H-%M-%S"
 
-__all__ = ["PreparedRun", "RunResult", "prepare", "run_project"]
+__all__ = ["PreparedRun", "RunResult", "prepare", "resolve_with_sources", "run_project"]
 
 AskMissing = Callable[[Sequence[ParamSpec]], Mapping[str, Any]]
 
@@ -59,8 +61,35 @@ class PreparedRun:
     values: dict[str, Any]
     config: Configuration
     settings: ExecutorSettings
-    given: list[str]
+    given: dict[str, list[str]]
     config_name: str | None
+    sources: dict[str, str] = field(default_factory=dict)
+    """Where each value not from a default came from: ``-p``, ``BATCHFRAME_PARAM_<NAME>`` or ``prompt``."""
+    notices: list[str] = field(default_factory=list)
+    """Warnings for the run's log (a secret that changed since the run started)."""
+
+    def recorded_params(self) -> list[str]:
+        """``NAME=VALUE`` texts that give this run's values again (for resume), secrets left out.
+
+        ``-p`` values are kept as typed; values from the environment or a prompt are written out.
+        """
+        recorded: list[str] = []
+        for name, source in self.sources.items():
+            if self.specs[name].secret:
+                continue
+            if source == "-p":
+                recorded += [f"{name}={raw}" for raw in self.given[name]]
+            else:
+                recorded.append(f"{name}={param_text(self.values[name])}")
+        return recorded
+
+    def secrets(self) -> dict[str, dict[str, str]]:
+        """Each secret's name -> where it came from and a salted hash of it (never the value)."""
+        return {
+            name: {"source": self.sources.get(name, "default"), **fingerprint_secret(value)}
+            for name, value in self.values.items()
+            if isinstance(value, Secret) and self.specs[name].secret
+        }
 
     def service_factory(self, statics: Mapping[str, Any]) -> ServiceFactory:
         """How a worker process builds the same Service: the project, its config and the resolved values.
@@ -118,8 +147,12 @@ def prepare(
     params: Sequence[str] = (),
     ask_missing: AskMissing | None = None,
     warn_hooks: bool = True,
+    environ: Mapping[str, str] | None = None,
 ) -> PreparedRun:
     """Load the project and resolve its parameters; raise a UsageError for anything wrong.
+
+    A value comes from ``-p``, else a ``BATCHFRAME_PARAM_<NAME>`` environment variable, else the
+    config's default, else a prompt (``ask_missing``).
 
     Args:
         path: the project (file, package or directory).
@@ -127,26 +160,52 @@ def prepare(
         params: ``NAME=VALUE`` strings from ``-p``.
         ask_missing: asks the user for required parameters that have no value (None: error instead).
         warn_hooks: log a warning for a method that looks like a misspelt hook (not in worker processes).
+        environ: where ``BATCHFRAME_PARAM_<NAME>`` variables are read (default: ``os.environ``).
     """
     given = fold_alias_assignments(split_assignments(params))
     project = load_project(path, config, warn_hooks=warn_hooks)
     specs = collect_specs(project)
-    values = resolve_values(specs, given)
+    values, sources = resolve_with_sources(specs, given, environ)
     missing = missing_params(specs, values)
     if missing and ask_missing is not None:
-        values.update(ask_missing(missing))
+        asked = ask_missing(missing)
+        values.update(asked)
+        sources.update(dict.fromkeys(asked, "prompt"))
         missing = missing_params(specs, values)
     if missing:
         raise missing_params_error(missing, project=str(path))
+    for value in values.values():
+        if isinstance(value, Secret):
+            remember_secret(value)
     config_obj = _make_config(project, values)
     settings = settings_from_config(config_obj)
-    return PreparedRun(project, specs, values, config_obj, settings, list(params), config)
+    return PreparedRun(project, specs, values, config_obj, settings, given, config, sources)
+
+
+def resolve_with_sources(
+    specs: Mapping[str, ParamSpec], given: Mapping[str, list[str]], environ: Mapping[str, str] | None = None
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The values of ``-p`` (``given``), else of ``BATCHFRAME_PARAM_<NAME>``, else the defaults.
+
+    Returns:
+        name -> value (required parameters without one are absent), and name -> where each value
+        not from a default came from (``-p`` or the variable's name).
+
+    Raises:
+        ParamError: an unknown ``-p`` name, or a value (given or from the environment) that does not parse.
+    """
+    values = resolve_values(specs, given)
+    from_env, variables = env_values(specs, os.environ if environ is None else environ, skip=given)
+    values.update(from_env)
+    return values, {**dict.fromkeys(given, "-p"), **variables}
 
 
 def _log_hook_warnings(prepared: PreparedRun) -> None:
-    """Misspelt hooks, in logs.txt too (the console showed them when the project was loaded)."""
+    """Misspelt hooks, in logs.txt too (the console showed them when the project was loaded); notices."""
     for warning in prepared.project.hook_warnings:
         logger.warning("%s", warning, extra=FILE_ONLY)
+    for notice in prepared.notices:
+        logger.warning("%s", notice)
 
 
 def param_text(value: Any) -> str:
@@ -155,6 +214,8 @@ def param_text(value: Any) -> str:
 
     if isinstance(value, enum.Enum):
         return value.name
+    if isinstance(value, Secret):
+        return param_text(value.get_secret_value())  # the text it was parsed from, for a child process
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (list, tuple, set, frozenset)):
@@ -247,12 +308,15 @@ def run_project(
     interactive: bool = False,
     progress_interval_s: float = LOG_INTERVAL_S,
     keep: bool = False,
+    limit: int | None = None,
 ) -> RunResult:
     """Run the project at ``path``: the whole of ``batchframe exec``.
 
     ``interactive`` (a terminal, input allowed) makes Ctrl-C open the pause shell and a fatal error
     open the emergency shell; otherwise SIGINT and SIGTERM stop the run gracefully. The live progress
     display is used when stderr is a terminal, else a progress log line every ``progress_interval_s``.
+    ``limit`` (``--limit N``): only the first N items of the Source; the journal records it, so a
+    resume keeps it.
 
     Raises:
         UsageError: a bad path, project, config or parameter (nothing ran; exit code 2).
@@ -262,9 +326,18 @@ def run_project(
     started = dt.datetime.now()
     output = Path(output_dir)
     run_dir = create_run_dir(output, started)
-    meta = run_meta(prepared, path=path, config=config, params=params, output_dir=output, started=started)
+    meta = run_meta(prepared, path=path, config=config, output_dir=output, started=started)
+    if limit is not None:
+        meta["limit"] = limit
     plan = RunPlan(
-        run_dir, output, started, meta, interactive=interactive, progress_interval_s=progress_interval_s, keep=keep
+        run_dir,
+        output,
+        started,
+        meta,
+        interactive=interactive,
+        progress_interval_s=progress_interval_s,
+        keep=keep,
+        limit=limit,
     )
     try:
         return _execute_new(prepared, plan, verbosity=verbosity)
@@ -288,18 +361,19 @@ def run_meta(
     *,
     path: str | Path,
     config: str | None,
-    params: Sequence[str],
     output_dir: Path,
     started: dt.datetime,
 ) -> dict[str, Any]:
-    """What the journal records about a run, enough to run it again the same way."""
+    """What the journal records about a run, enough to run it again the same way (secrets excepted)."""
     from batchframe import __version__
 
     return {
         "kind": "run",
         "project": str(Path(path).resolve()),
         "config": config,
-        "params": list(params),
+        "params": prepared.recorded_params(),
+        "param_sources": dict(prepared.sources),
+        "secrets": prepared.secrets(),
         "output_dir": str(output_dir.resolve()),
         "batchframe_version": __version__,
         "started_at": started.isoformat(timespec="seconds"),
@@ -341,8 +415,12 @@ def resume_run(
     verbosity: int = 0,
     interactive: bool = False,
     progress_interval_s: float = LOG_INTERVAL_S,
+    ask_missing: AskMissing | None = None,
 ) -> RunResult:
     """Continue a stopped or killed run in its own folder: skip what is finished, process the rest.
+
+    Secret parameters are not stored: they come from ``BATCHFRAME_PARAM_<NAME>`` again, else from
+    ``ask_missing``, else the run stops with a ParamError that says how to give them.
 
     Raises:
         AlreadyFinished: the run completed; nothing to resume (see ``retry_run`` for its failures).
@@ -360,7 +438,7 @@ def resume_run(
             + (f" Re-run the failed items with: batchframe retry {run_dir}" if counts["failed"] else "")
         )
     with journal.locked():
-        prepared = prepare(meta["project"], config=meta.get("config"), params=meta.get("params", []))
+        prepared = _prepare_again(run_dir, meta, ask_missing)
         _check_unchanged(meta.get("fingerprint", {}), fingerprint(prepared))
         replay = _parent_items(meta)
         _keep_final_failures(run_dir / "failed.jsonl", journal.bad_positions())
@@ -376,6 +454,7 @@ def resume_run(
             skip=journal.finished_ranges(),
             replay=replay,
             expected_positions=counts["highest_position"],
+            limit=meta.get("limit"),  # a limited run stays limited: only its first N items are finished
         )
         resumes = [*meta.get("resumed_at", []), started.isoformat(timespec="seconds")]
         journal.set_meta(resumed_at=resumes, exit_code=None, outcome="resumed")
@@ -393,6 +472,7 @@ def retry_run(
     verbosity: int = 0,
     interactive: bool = False,
     progress_interval_s: float = LOG_INTERVAL_S,
+    ask_missing: AskMissing | None = None,
 ) -> RunResult:
     """A new run (new folder) over the items that did not succeed in ``run_dir``; the Source is not iterated.
 
@@ -405,7 +485,7 @@ def retry_run(
     meta, items = _unfinished_items(run_dir)
     if not items:
         raise AlreadyFinished(f"Every item of {run_dir} succeeded; nothing to retry.")
-    prepared = prepare(meta["project"], config=meta.get("config"), params=meta.get("params", []))
+    prepared = _prepare_again(run_dir, meta, ask_missing)
     started = dt.datetime.now()
     output = Path(meta["output_dir"])
     new_dir = create_run_dir(output, started)
@@ -414,7 +494,6 @@ def retry_run(
             prepared,
             path=meta["project"],
             config=meta.get("config"),
-            params=meta.get("params", []),
             output_dir=output,
             started=started,
         ),
@@ -425,6 +504,38 @@ def retry_run(
     plan.replay = items
     logger.info("Retrying %d items that did not succeed in %s.", len(items), run_dir)
     return _execute_new(prepared, plan, verbosity=verbosity)
+
+
+def _prepare_again(run_dir: Path, meta: Mapping[str, Any], ask_missing: AskMissing | None) -> PreparedRun:
+    """The run's project and parameters again; its secrets from the environment, a prompt, or an error."""
+
+    def ask(missing: Sequence[ParamSpec]) -> Mapping[str, Any]:
+        if ask_missing is not None:
+            return ask_missing(missing)
+        raise _secrets_needed(run_dir, missing)
+
+    prepared = prepare(meta["project"], config=meta.get("config"), params=meta.get("params", []), ask_missing=ask)
+    for name, recorded in (meta.get("secrets") or {}).items():
+        value = prepared.values.get(name)
+        if isinstance(value, Secret) and secret_changed(recorded, value):
+            prepared.notices.append(
+                f"The secret parameter {name} is not the value the run started with "
+                f"(it came from {recorded.get('source', 'somewhere else')}); the rest of the run uses the new one."
+            )
+    return prepared
+
+
+def _secrets_needed(run_dir: Path, missing: Sequence[ParamSpec]) -> ParamError:
+    if not all(spec.secret for spec in missing):
+        return missing_params_error(missing, project=str(run_dir))
+    names = ", ".join(spec.name for spec in missing)
+    variables = " and ".join(spec.env_variable for spec in missing)
+    return ParamError(
+        f"{run_dir} needs its secret parameter{'s' if len(missing) > 1 else ''} {names} again: "
+        "batchframe never stores a secret's value in the run folder.",
+        hint=f"Set {variables} in the environment and run the command again, or run it on a terminal to be asked.",
+        param=missing[0].name,
+    )
 
 
 def _check_finished(run_dir: Path) -> None:

@@ -57,3 +57,17 @@ def test_package_example_without_config_says_which_to_pick(tmp_path: Path) -> No
     result = batchframe_cli("exec", EXAMPLES / "webhooks", cwd=tmp_path)
     assert result.returncode == 2
     assert "config_dev, config_prod" in result.stderr
+
+
+def test_secret_token_example_keeps_the_token_out_of_the_run_folder(tmp_path: Path) -> None:
+    token = "example-token-4711"
+    result = batchframe_cli(
+        "exec", EXAMPLES / "api_token.py", "-d", tmp_path / "out", cwd=tmp_path, BATCHFRAME_PARAM_API_TOKEN=token
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Syncing with token **********" in result.stderr
+    assert "Rate limited (429 Too Many Requests)" in result.stderr
+    run_dir = only_run_dir(tmp_path / "out")
+    assert json.loads((run_dir / "summary.json").read_text())["succeeded"] == 30
+    assert all(token.encode() not in path.read_bytes() for path in run_dir.iterdir())
+    assert token not in result.stdout + result.stderr
