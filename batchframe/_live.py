@@ -51,6 +51,8 @@ class RunStatus:
         pid: the process that runs it.
         completed: succeeded + failed + done before a resume: the N of "N / TOTAL".
         eta_s: seconds left at the current rate, when the total is known.
+        cooldown_s: seconds left of a run-wide ``RateLimited`` cool-down when the status was written
+            (no item starts until it ends); 0 when there is none.
         updated_at: when the status was written (seconds since the epoch).
         outcome: how it ended (completed, stopped, fatal), once finished.
         launch_id: the ``BATCHFRAME_LAUNCH_ID`` of the process running it (set by ``batchframe ui``).
@@ -69,6 +71,7 @@ class RunStatus:
     rate_per_s: float = 0.0
     eta_s: float | None = None
     elapsed_s: float = 0.0
+    cooldown_s: float = 0.0
     updated_at: float = 0.0
     outcome: str | None = None
     exit_code: int | None = None
@@ -212,6 +215,7 @@ class RunLink:
             rate_per_s=round(stats.rate_per_s, 2),
             eta_s=None if stats.eta_s is None else round(stats.eta_s, 1),
             elapsed_s=round(stats.elapsed_s, 3),
+            cooldown_s=0.0 if state == FINISHED else round(stats.cooldown_s, 2),  # a stop cuts it short
             updated_at=time.time(),
             outcome=outcome,
             exit_code=exit_code,

@@ -1,13 +1,17 @@
 """Progress while a run goes: a rich live display on a terminal, a log line every few seconds elsewhere.
 
 Both read the executor's counters on their own clock (a few times a second, or every few seconds),
-never per item, so progress costs the hot path nothing.
+never per item, so progress costs the hot path nothing. While a ``RateLimited`` cool-down holds every
+new start, both say "cooling down 12 s" (the seconds left); off a terminal a line is also logged as
+soon as a cool-down begins, so a cool-down shorter than the interval is seen too.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -21,6 +25,8 @@ logger = logging.getLogger(__name__)
 
 REFRESH_PER_S = 4
 LOG_INTERVAL_S = 5.0
+COOLDOWN_POLL_S = 0.25
+"""How often the log progress looks for a cool-down that began (to log a line at once)."""
 
 
 class ProgressDisplay(Protocol):
@@ -36,15 +42,22 @@ class ProgressDisplay(Protocol):
 
 
 def describe(stats: Stats) -> str:
-    """One line: done/total, percentage, failed, retrying, in flight, rate, ETA."""
+    """One line: done/total, percentage, failed, retrying, in flight, rate, ETA; the cool-down, if any."""
     total = f"/{stats.total:,}" if stats.total is not None else ""
     percent = f" ({100 * stats.completed / stats.total:.0f}%)" if stats.total else ""
     eta = _eta(stats)
+    cooldown = cooldown_text(stats.cooldown_s)
     return (
         f"{stats.completed:,}{total} done{percent}: {stats.succeeded:,} succeeded, {stats.failed:,} failed, "
         f"{stats.retrying:,} retrying, {stats.in_flight:,} in flight; {stats.rate_per_s:,.1f} items/s"
         + (f", ETA {eta}" if eta else "")
+        + (f"; {cooldown}" if cooldown else "")
     )
+
+
+def cooldown_text(seconds: float) -> str:
+    """``cooling down 12 s`` while a run-wide cool-down lasts (whole seconds, rounded up), else ``""``."""
+    return f"cooling down {math.ceil(seconds)} s" if seconds > 0 else ""
 
 
 def _eta(stats: Stats) -> str:
@@ -72,9 +85,18 @@ class LogProgress:
             self._thread.join()
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            state = run_state(self.stats)
-            logger.info("Progress: %s%s", describe(self.stats), "" if state == "running" else f" ({state})")
+        next_at = time.monotonic() + self.interval_s
+        cooling = False
+        while not self._stop.wait(min(self.interval_s, COOLDOWN_POLL_S)):
+            began = not cooling and self.stats.cooldown_s > 0  # a cool-down began: say so now, not later
+            cooling = self.stats.cooldown_s > 0
+            if began or time.monotonic() >= next_at:
+                self._log()
+                next_at = time.monotonic() + self.interval_s
+
+    def _log(self) -> None:
+        state = run_state(self.stats)
+        logger.info("Progress: %s%s", describe(self.stats), "" if state == "running" else f" ({state})")
 
     def suspend(self) -> None:
         """Nothing to hide: log lines do not fight the shell for the screen."""
@@ -105,7 +127,8 @@ class _Detail:
     in_flight: bool = True
     rate: bool = True
     ok: bool = True
-    words: bool = True  # "failed", "retrying"; else "fail", "retry"
+    words: bool = True  # "failed", "retrying", "cooling down 12 s"; else "fail", "retry", "cooling 12s"
+    counts: bool = True  # failed and retrying: only dropped when nothing else fits (a cool-down, say)
 
 
 _DETAILS = (
@@ -118,14 +141,18 @@ _DETAILS = (
     _Detail(bar=0, zeros=False, elapsed=False, label=False, in_flight=False, rate=False),
     _Detail(bar=0, zeros=False, elapsed=False, label=False, in_flight=False, rate=False, ok=False),
     _Detail(bar=0, zeros=False, elapsed=False, label=False, in_flight=False, rate=False, ok=False, words=False),
+    _Detail(
+        bar=0, zeros=False, elapsed=False, label=False, in_flight=False, rate=False, ok=False, words=False, counts=False
+    ),
 )
 
 
 def live_line(stats: Stats, *, width: int, state: str = "running", spinner: str = "") -> Text:
     """The live progress line, as much of it as fits ``width``.
 
-    The count (``113/300``), the percentage, the ETA and the state are always there; the rest gives
-    way first: zero counts, the elapsed time, the label, the bar's length, items in flight, the rate.
+    The count (``113/300``), the percentage, the ETA, the state and a cool-down (``cooling down
+    12 s``) are always there; the rest gives way first: zero counts, the elapsed time, the label,
+    the bar's length, items in flight, the rate.
     """
     for detail in _DETAILS:
         line = _line(stats, detail, state, spinner)
@@ -143,13 +170,18 @@ def _line(stats: Stats, detail: _Detail, state: str, spinner: str) -> Text:
         parts.append(Text("batchframe", style="bold"))
     if state != "running":
         parts.append(Text(state, style="bold yellow"))
+    cooldown = cooldown_text(stats.cooldown_s)
+    if cooldown:
+        short = f"cooling {math.ceil(stats.cooldown_s)}s"
+        parts.append(Text(cooldown if detail.words else short, style="bold yellow"))
     if detail.bar and stats.total:
         parts.append(_bar(stats.completed / stats.total, detail.bar))
     total = f"/{stats.total:,}" if stats.total is not None else " done"
     parts.append(Text(f"{stats.completed:,}{total}"))
     if stats.total:
         parts.append(Text(f"{100 * stats.completed / stats.total:.0f}%"))
-    parts += _counts(stats, detail)
+    if detail.counts:
+        parts += _counts(stats, detail)
     if detail.rate:
         parts.append(Text(f"{stats.rate_per_s:,.0f}/s", style="cyan"))
     if detail.elapsed:

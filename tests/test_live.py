@@ -211,3 +211,45 @@ def test_status_files_are_owner_only_and_unreadable_ones_are_ignored(
         send_control(run_dir, "pause")
     with pytest.raises(UsageError, match="Unknown run command"):
         send_control(run_dir, "explode")  # type: ignore[arg-type]
+
+
+COOLING_JOB = """
+import asyncio
+from batchframe import RateLimited, Service, Source
+
+class Numbers(Source[int]):
+    def __len__(self):
+        return 10
+    def __iter__(self):
+        return iter(range(10))
+
+class Api(Service[int]):
+    refused = False
+    async def process(self, item):
+        await asyncio.sleep(0.01)
+        if item == 3 and not Api.refused:
+            Api.refused = True
+            raise RateLimited(2)
+"""
+
+
+@pytest.mark.timeout(60)
+def test_the_status_shows_a_rate_limit_cooldown(make_project: Callable[..., Path], tmp_path: Path) -> None:
+    project = make_project({"job.py": COOLING_JOB})
+    out = tmp_path / "out"
+    process = _start(project, out)
+    try:
+        run_dir = _run_dir(out)
+        cooling = _wait_for(_where(run_dir, lambda s: s.cooldown_s > 0), "a status during the cool-down")
+        assert cooling.state == "running" and 0 < cooling.cooldown_s <= 2
+        assert cooling.completed < 10  # no item starts until it ends
+        later = _wait_for(_where(run_dir, lambda s: 0 < s.cooldown_s < cooling.cooldown_s), "the seconds to go down")
+        assert later.completed - cooling.completed <= 1  # only the other item in flight may finish meanwhile
+        assert process.wait(timeout=20) == 0
+    finally:
+        process.kill()
+        process.communicate()
+    final = read_status(run_dir)
+    assert final is not None
+    assert (final.state, final.completed, final.cooldown_s) == ("finished", 10, 0.0)
+    assert json.loads((run_dir / STATUS_NAME).read_text())["cooldown_s"] == 0.0

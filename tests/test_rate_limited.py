@@ -134,3 +134,36 @@ def test_the_cooldown_through_the_cli(make_project: Callable[..., Path], tmp_pat
     assert not [at for at in starts if refused + 0.05 < at < refused + COOLDOWN_S - 0.05]
     run_dir = only_run_dir(tmp_path / "out")
     assert not (run_dir / "failed.jsonl").exists() or read_jsonl(run_dir / "failed.jsonl") == []
+
+
+COOLING_JOB = """
+import asyncio
+from batchframe import RateLimited, Service, Source
+
+class Numbers(Source[int]):
+    def __len__(self):
+        return 6
+    def __iter__(self):
+        return iter(range(6))
+
+class Api(Service[int]):
+    refused = False
+    async def process(self, item):
+        await asyncio.sleep(0.01)
+        if item == 2 and not Api.refused:
+            Api.refused = True
+            raise RateLimited(1)
+"""
+
+
+@pytest.mark.timeout(60)
+def test_off_a_terminal_the_progress_says_cooling_down(make_project: Callable[..., Path], tmp_path: Path) -> None:
+    project = make_project({"job.py": COOLING_JOB})
+    # Piped, with the default 5 s between progress lines: a line is logged as soon as the cool-down begins.
+    done = batchframe_cli("exec", project / "job.py", "-d", tmp_path / "out", "-p", "concurrency=2", cwd=project)
+    assert done.returncode == 0, done.stderr
+    cooling = [line for line in done.stderr.splitlines() if "Progress:" in line and "cooling down" in line]
+    assert len(cooling) == 1, done.stderr
+    assert cooling[0].endswith("; cooling down 1 s")
+    logs = (only_run_dir(tmp_path / "out") / "logs.txt").read_text()
+    assert "cooling down 1 s" in logs

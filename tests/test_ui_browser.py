@@ -6,6 +6,8 @@ These tests never skip: CI installs chromium (``.ci/run``). Screenshots of every
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 import signal
@@ -295,3 +297,73 @@ def test_a_run_started_from_the_terminal_is_live_on_its_page(browser: Any, ui: U
     finally:
         terminal.kill()
         terminal.wait()
+
+
+SECRET_JOB = """
+import asyncio
+from batchframe import BatchframeParam, Secret, Service, Source
+
+
+class Numbers(Source[int]):
+    def __init__(self, count: BatchframeParam[int] = 30) -> None:
+        self.count = count
+
+    def __len__(self):
+        return self.count
+
+    def __iter__(self):
+        yield from range(self.count)
+
+
+class Work(Service[int]):
+    def __init__(self, api_token: BatchframeParam[Secret], delay: BatchframeParam[float] = 0.1) -> None:
+        self.api_token, self.delay = api_token, delay
+
+    async def process(self, item):
+        await asyncio.sleep(self.delay)
+        if not self.api_token.get_secret_value().startswith("tok-"):
+            raise ValueError(f"{self.api_token} is not a token")
+"""
+
+
+@pytest.fixture
+def secret_ui(make_project: Callable[..., Path], tmp_path: Path) -> Iterator[UI]:
+    server = UI(make_project({"job.py": SECRET_JOB}), tmp_path / "out")
+    yield server
+    server.close()
+
+
+@pytest.mark.timeout(120)
+def test_a_secret_typed_in_a_password_field_reaches_the_run_and_nothing_else(browser: Any, secret_ui: UI) -> None:
+    secret = "tok-" + os.urandom(12).hex()
+    page = _page(browser, secret_ui)
+    field = page.locator("[name=api_token]")
+    assert (field.get_attribute("type"), field.get_attribute("autocomplete")) == ("password", "off")
+    field.fill(secret)
+    page.locator("details.runtime summary").click()
+    page.locator("[name=concurrency]").fill("1")
+    _shot(page, "start-secret-desktop")
+    page.get_by_role("button", name="Start run").click()
+
+    page.wait_for_url(re.compile(r"/runs/[^/]+$"))
+    _wait_text(page, "#run-state", r"running")
+    folder = secret_ui.out / page.url.rsplit("/", 1)[1]
+    pid = int(json.loads((folder / "status.json").read_text())["pid"])
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    assert b"exec" in argv and not any(secret.encode() in arg for arg in argv)
+    assert f"BATCHFRAME_PARAM_API_TOKEN={secret}".encode() in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):  # a process that ended meanwhile
+            assert secret.encode() not in cmdline.read_bytes(), cmdline
+
+    _wait_text(page, "#run-state", r"finished: completed")  # the service checked the token it got
+    assert page.locator("#run-count").inner_text().replace(" ", "") == "30/30"
+    assert secret not in page.content()
+    page.get_by_role("link", name="Runs").click()
+    assert secret not in page.content()
+    page.get_by_role("link", name="Start a run").click()
+    assert page.locator("[name=api_token]").input_value() == ""  # never filled in again
+    assert secret not in page.content()
+    for path in folder.rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path

@@ -19,10 +19,12 @@ from typing import Any, Literal
 import pytest
 from helpers import batchframe_cli, only_run_dir
 
+from batchframe import Secret
 from batchframe.errors import BatchframeError, ParamError, ProjectError
 from batchframe.params import resolve_values
 from batchframe.project import load_project
 from batchframe.run import collect_specs
+from batchframe.ui import _forms
 from batchframe.ui._forms import FieldSpec, FormError, describe, validate, widget_for
 
 MISSING = dataclasses.MISSING
@@ -134,6 +136,9 @@ class Shade(enum.IntEnum):
         (int | str | None, None, ("text", (), True)),
         (dict[str, int], MISSING, ("text", (), False)),
         (Any, MISSING, ("text", (), False)),
+        (Secret, MISSING, ("secret", (), False)),
+        (Secret[str], "", ("secret", (), False)),
+        (Secret | None, None, ("secret", (), True)),
     ],
 )
 def test_widget_for_each_type(annotation: Any, default: Any, expected: tuple[str, tuple[str, ...], bool]) -> None:
@@ -211,9 +216,9 @@ def test_validate_turns_good_values_into_the_assignments_exec_takes(sink: Path) 
         "queue_size__unset": ["on"],  # already none by default: nothing to say
         "journal": ["on"],  # ticked, as by default
     }
-    assignments, errors = validate(sink, None, submitted)
+    assignments, errors, environment = validate(sink, None, submitted)
 
-    assert errors == {}
+    assert errors == {} and environment == {}
     assert assignments == [
         "name=Ada Lovelace",
         "count=7",
@@ -243,7 +248,7 @@ def test_validate_gives_the_clis_message_for_each_bad_or_missing_value(sink: Pat
         "sizes": ["1\n2,3"],
         "start": [" "],
     }
-    assignments, errors = validate(sink, None, submitted)
+    assignments, errors, _ = validate(sink, None, submitted)
 
     assert sorted(errors) == ["color", "count", "day", "name", "sizes", "start"]
     specs = collect_specs(load_project(sink))
@@ -264,7 +269,7 @@ def test_validate_gives_the_clis_message_for_each_bad_or_missing_value(sink: Pat
 
 def test_validate_checks_the_settings_as_exec_does(sink: Path) -> None:
     submitted = {**UNTOUCHED, "name": ["x"], "start": ["2026-01-01"], "concurrency": ["0"]}
-    assignments, errors = validate(sink, None, submitted)
+    assignments, errors, _ = validate(sink, None, submitted)
 
     assert errors == {"concurrency": "concurrency must be a whole number greater than 0, got 0."}
     assert assignments == ["name=x", "start=2026-01-01", "concurrency=0"]
@@ -364,7 +369,7 @@ def test_validated_assignments_run_with_exec(make_project: Callable[..., Path], 
     job = make_project(CONFIGS) / "job"
     submitted = {"config": ["config_prod"], "count": ["5"], "shards": ["2"], "region": ["eu west"], "journal": []}
 
-    assignments, errors = validate(job, "config_prod", submitted)
+    assignments, errors, _ = validate(job, "config_prod", submitted)
     assert errors == {}
     assert assignments == ["region=eu west", "shards=2", "count=5", "journal=false"]
 
@@ -460,3 +465,114 @@ def test_a_project_that_blocks_at_import_is_stopped(make_project: Callable[..., 
         time.sleep(0.05)
     assert not _alive(child)
     assert not _alive(grandchild)
+
+
+# ------------------------------------------------------------------------------------------ secrets
+
+SECRETS = {
+    "job.py": """
+        from batchframe import BatchframeParam, Secret, Service, Source
+
+        class Numbers(Source[int]):
+            def __init__(
+                self,
+                spare: BatchframeParam[Secret] = "fallback-spare-0000",
+                maybe: BatchframeParam[Secret | None] = None,
+                count: BatchframeParam[int] = 2,
+                *,
+                key: BatchframeParam[Secret],
+            ):
+                self.count = count
+
+            def __iter__(self):
+                yield from range(self.count)
+
+        class Echo(Service[int]):
+            def process(self, item):
+                pass
+    """,
+    "config/config_dev.py": """
+        from dataclasses import dataclass
+        from batchframe import BatchframeParam, Configuration, Secret
+
+        @dataclass
+        class Dev(Configuration):
+            api_token: BatchframeParam[Secret] = None
+
+            def __post_init__(self):
+                if self.api_token is None:
+                    return
+                if self.api_token.get_secret_value().startswith("revoked-"):
+                    raise ValueError(f"the token {self.api_token.get_secret_value()} is revoked")
+    """,
+}
+
+
+@pytest.fixture
+def secret_job(make_project: Callable[..., Path]) -> Path:
+    return make_project(SECRETS) / "job.py"
+
+
+@pytest.fixture
+def child_argv(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The command line of every child that ``describe`` and ``validate`` start."""
+    seen: list[list[str]] = []
+    real = _forms.subprocess.Popen
+
+    def recording(args: list[str], *rest: Any, **options: Any) -> Any:
+        seen.append([str(arg) for arg in args])
+        return real(args, *rest, **options)
+
+    monkeypatch.setattr(_forms.subprocess, "Popen", recording)
+    return seen
+
+
+def test_a_secret_is_a_password_field_whose_default_is_never_described(secret_job: Path) -> None:
+    form = describe(secret_job, None)
+
+    fields = {field.name: field for field in form.fields}
+    assert (fields["spare"].widget, fields["spare"].required, fields["spare"].default) == ("secret", False, None)
+    assert (fields["maybe"].widget, fields["maybe"].optional) == ("secret", True)
+    assert (fields["key"].widget, fields["key"].required, fields["key"].type_name) == ("secret", True, "Secret")
+    assert fields["api_token"].widget == "secret"
+    assert "fallback-spare-0000" not in repr(form)
+
+
+def test_a_secret_comes_back_as_an_environment_variable_never_as_p(
+    secret_job: Path, child_argv: list[list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token, key = "tok-5e5fa1d2-only-in-the-form", "key with spaces, commas = and more"
+    submitted = {"key": [key], "api_token": [token], "spare": [""], "maybe": ["  "], "count": ["3"], "journal": ["on"]}
+
+    assignments, errors, environment = validate(secret_job, None, submitted)
+
+    assert errors == {}
+    assert assignments == ["count=3"]  # an empty secret is not given: its default applies
+    assert environment == {"BATCHFRAME_PARAM_KEY": key, "BATCHFRAME_PARAM_API_TOKEN": token}
+    assert child_argv and not any(token in arg or key in arg for argv in child_argv for arg in argv)
+
+    monkeypatch.setenv("BATCHFRAME_PARAM_KEY", "from-the-server")  # the launched run inherits it
+    assert validate(secret_job, None, {"key": [""], "journal": ["on"]}) == ([], {}, {})
+
+
+def test_a_secret_never_comes_back_in_an_error(
+    secret_job: Path, child_argv: list[list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assignments, errors, environment = validate(secret_job, None, {"key": ["  "], "maybe": ["none"], "journal": ["on"]})
+    assert errors == {"key": "Missing required parameter:\n  - key (Secret, Numbers)"}  # blank: not given
+    assert environment == {} and assignments == ["maybe=none"]  # None is no secret: -p is fine
+
+    revoked = "revoked-77f0c3a9b1"
+    with pytest.raises(FormError) as raised:
+        validate(secret_job, None, {"key": ["k"], "api_token": [revoked], "journal": ["on"]})
+
+    error = raised.value
+    shown = f"{error.message}\n{error.hint}\n{error.user_traceback}"
+    assert "is revoked" in shown and "**********" in shown  # the user's own message, the value blanked
+    assert revoked not in shown
+    assert not any(revoked in arg for argv in child_argv for arg in argv)
+
+    monkeypatch.setenv("BATCHFRAME_PARAM_API_TOKEN", revoked)  # left empty: the server's is checked, masked
+    with pytest.raises(FormError, match="is revoked") as raised:
+        validate(secret_job, None, {"key": ["k"], "api_token": [""], "journal": ["on"]})
+    assert revoked not in f"{raised.value.message}\n{raised.value.user_traceback}"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import html
+import json
 import os
 import re
 import signal
@@ -14,11 +16,14 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from helpers import batchframe_cli, only_run_dir
 
+from batchframe._live import LAUNCH_ID_ENV, RunStatus
+from batchframe.ui import _launch
 from batchframe.ui._security import CONTENT_SECURITY_POLICY
 from batchframe.ui.app import UISettings, create_app
 
@@ -241,7 +246,7 @@ class _BrowserForm(HTMLParser):
         if not self._in_form:
             return
         if tag == "input" and (a.get("type") != "checkbox" or "checked" in a):
-            self.add(a["name"], a.get("value", "on"))
+            self.add(a["name"], a.get("value", "on" if a.get("type") == "checkbox" else ""))
         elif tag == "select":
             self._select, self._options = a["name"], []
         elif tag == "option" and self._select is not None:
@@ -573,6 +578,171 @@ def test_run_names_that_leave_the_output_folder_are_not_found(
         assert client.get(f"/runs/{name}").status_code == 404, name
         assert client.get(f"/runs/{name}/events").status_code == 404, name
         assert post(client, f"/runs/{name}/stop", {}, page).status_code == 404, name
+
+
+# ---------------------------------------------------------------------------------------- secrets
+
+SECRET_JOB = """
+import logging
+from pathlib import Path
+from batchframe import BatchframeParam, Secret, Service, Source, inject
+
+
+@inject
+class Items(Source[int]):
+    def __init__(self, source_ok: BatchframeParam[Path], work_ok: BatchframeParam[Path], count: BatchframeParam[int] = 6):
+        self.source_ok, self.work_ok, self.count = source_ok, work_ok, count
+
+    def __len__(self):
+        return self.count
+
+    def __iter__(self):
+        for item in range(self.count):
+            if item == 3 and not self.source_ok.exists():
+                raise RuntimeError("the source broke")
+            yield item
+
+
+@inject
+class Work(Service[int]):
+    def __init__(self, source: Source[int], token: BatchframeParam[Secret], spare: BatchframeParam[Secret] = "tok-default-spare"):
+        self.source, self.token = source, token
+
+    def process(self, item):
+        if not self.token.get_secret_value().startswith("tok-"):
+            raise ValueError("not a token")
+        logging.getLogger(__name__).warning("item %s with %s", item, self.token)
+        if item == 4 and not self.source.work_ok.exists():
+            raise ValueError(f"item 4 refused")
+"""
+
+
+@pytest.fixture
+def launched(monkeypatch: pytest.MonkeyPatch) -> list[tuple[list[str], dict[str, str]]]:
+    """The command line and environment of every process the UI launches."""
+    seen: list[tuple[list[str], dict[str, str]]] = []
+    real = _launch.subprocess.Popen
+
+    def recording(args: list[str], *rest: object, **options: Any) -> Any:
+        env = dict(options.get("env") or {})
+        if LAUNCH_ID_ENV in env:  # subprocess.Popen is patched for all: the form's own children are not runs
+            seen.append(([str(arg) for arg in args], env))
+        return real(args, *rest, **options)
+
+    monkeypatch.setattr(_launch.subprocess, "Popen", recording)
+    return seen
+
+
+def assert_nowhere(secret: str, *texts: str, folder: Path | None = None) -> None:
+    """``secret`` is in none of ``texts`` and in no file under ``folder``."""
+    for text in texts:
+        assert secret not in text
+    for path in folder.rglob("*") if folder is not None else ():
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
+
+
+def test_a_secret_is_a_password_field_that_never_comes_back(open_ui, make_project, output_dir: Path) -> None:
+    client = open_ui(make_project({"job.py": SECRET_JOB}) / "job.py")
+    page = client.get("/start").text
+    field = re.search(r'<input id="f-token"[^>]*>', page)
+    assert field, page
+    assert 'type="password"' in field.group(0) and 'autocomplete="off"' in field.group(0)
+    assert "value=" not in field.group(0) and 'aria-required="true"' in field.group(0)
+    spare = re.search(r'<input id="f-spare"[^>]*>', page)
+    assert spare and "value=" not in spare.group(0) and 'placeholder="empty: not given"' in spare.group(0)
+    assert_nowhere("tok-default-spare", page)  # not even a secret's default
+
+    token = "tok-9d1f7e-typed-once"
+    form = {**browser_form(page), "token": [token], "spare": ["tok-spare-4411"], "count": ["abc"], "source_ok": ["x"]}
+    response = client.post("/start", data=form, headers={"origin": BASE})
+    assert response.status_code == 422  # count is wrong: the form comes back...
+    assert "expects int" in text_of(response.text, "f-count-error")
+    field = re.search(r'<input id="f-token"[^>]*>', response.text)
+    assert field and "value=" not in field.group(0)  # ...without the secrets typed into it
+    assert_nowhere(token, response.text)
+    assert_nowhere("tok-spare-4411", response.text)
+    assert not output_dir.exists()
+
+
+@pytest.mark.timeout(90)
+def test_secrets_reach_runs_by_environment_and_resume_and_retry_ask_again(
+    open_ui, make_project, output_dir: Path, tmp_path: Path, launched
+) -> None:
+    project = make_project({"job.py": SECRET_JOB})
+    client = open_ui(project / "job.py")
+    token, source_ok, work_ok = "tok-3c0ffee-from-the-form", tmp_path / "source-ok", tmp_path / "work-ok"
+    url = start_run(client, token=token, source_ok=str(source_ok), work_ok=str(work_ok), max_retries="0")
+    (argv, env), *_ = launched
+    assert argv[argv.index("exec") :][:2] == ["exec", str(project / "job.py")]
+    assert not any(token in arg for arg in argv) and env["BATCHFRAME_PARAM_TOKEN"] == token
+    assert "BATCHFRAME_PARAM_SPARE" not in env  # left empty: not given
+    page = wait_for_state(client, url, lambda state: state.startswith("finished"))
+    assert text_of(page, "run-state") == "finished: failed"  # the source broke, after the token worked
+    folder = output_dir / url.rsplit("/", 1)[1]
+    assert "the source broke" in page and "<dt>secrets</dt><dd><code>spare</code>, <code>token</code>" in page
+
+    # Resume asks for the secrets again: a password field per secret, next to the button, always empty.
+    form = re.search(r'<form method="post" action="[^"]*/resume-run" class="with-secrets">.*?</form>', page, re.S)
+    assert form, page
+    for name in ("spare", "token"):
+        field = re.search(rf'<input id="resume-run-secret-{name}" name="secret-{name}"[^>]*>', form.group(0))
+        assert field and 'type="password"' in field.group(0) and 'autocomplete="off"' in field.group(0)
+        assert "value=" not in field.group(0)
+    missing = post(client, f"{url}/resume-run", {"secret-token": "  "}, page)
+    assert missing.status_code == 422  # the CLI's own error
+    assert "needs its secret parameter token again" in missing.text and "BATCHFRAME_PARAM_TOKEN" in missing.text
+    assert 'role="alert"' in missing.text and 'id="resume-run-secret-token"' in missing.text
+
+    source_ok.touch()
+    resumed = post(client, f"{url}/resume-run", {"secret-token": token}, page)
+    assert resumed.status_code == 303 and resumed.headers["location"] == url, resumed.text
+    argv, env = launched[-1]
+    assert "resume" in argv and not any(token in arg for arg in argv) and env["BATCHFRAME_PARAM_TOKEN"] == token
+    page = wait_for_state(client, url, lambda state: state.startswith("finished"))
+    assert text_of(page, "run-state") == "finished: completed with failures"  # item 4 refused
+    assert ">Retry failed items</button>" in page and 'id="retry-secret-token"' in page
+
+    work_ok.touch()
+    retried = post(client, f"{url}/retry", {"secret-token": token, "secret-spare": "tok-spare-77"}, page)
+    assert retried.status_code == 303, retried.text
+    argv, env = launched[-1]
+    assert "retry" in argv and not any(token in arg or "tok-spare-77" in arg for arg in argv)
+    assert (env["BATCHFRAME_PARAM_TOKEN"], env["BATCHFRAME_PARAM_SPARE"]) == (token, "tok-spare-77")
+    retry_page = wait_for_state(client, retried.headers["location"], lambda state: state.startswith("finished"))
+    assert text_of(retry_page, "run-state") == "finished: completed" and text_of(retry_page, "run-count") == "1 / 1"
+
+    events = client.get(f"{url}/events").text
+    runs = client.get("/runs").text
+    assert_nowhere(token, page, retry_page, events, runs, folder=output_dir)
+    assert_nowhere("tok-spare-77", retry_page, events, runs, folder=output_dir)
+    assert "item 0 with **********" in (folder / "logs.txt").read_text()
+
+
+# -------------------------------------------------------------------------------------- cool-down
+
+
+def test_the_progress_shows_a_rate_limit_cooldown_counting_down(open_ui, output_dir: Path) -> None:
+    folder = output_dir / "2026-01-01T00-00-00"
+    folder.mkdir(parents=True)
+
+    def status(cooldown_s: float, age_s: float, state: str = "running") -> None:
+        written = RunStatus(
+            state=state, pid=os.getpid(), total=10, succeeded=4, cooldown_s=cooldown_s, updated_at=time.time() - age_s
+        )
+        (folder / "status.json").write_text(json.dumps(dataclasses.asdict(written)))
+
+    client = open_ui()
+    status(12.0, 0.0)
+    page = client.get(f"/runs/{folder.name}").text
+    assert text_of(page, "run-cooldown") == "cooling down 12 s"
+    assert text_of(page, "run-state") == "running"
+    status(12.0, 4.5)  # written 4.5 s ago: 7.5 s are left now
+    assert text_of(client.get(f"/runs/{folder.name}").text, "run-cooldown") == "cooling down 8 s"
+    status(0.0, 0.0)
+    assert 'id="run-cooldown"' not in client.get(f"/runs/{folder.name}").text
+    status(12.0, 0.0, state="finished")
+    assert 'id="run-cooldown"' not in client.get(f"/runs/{folder.name}").text  # only a live run cools down
 
 
 # ------------------------------------------------------------------------------------- the command

@@ -8,8 +8,13 @@ on stdin::
 
 One JSON answer on stdout::
 
-    {"ok": true, "form": {ProjectForm}, "assignments": ["NAME=VALUE", ...], "errors": {name: message}}
+    {"ok": true, "form": {ProjectForm}, "assignments": ["NAME=VALUE", ...], "errors": {name: message},
+     "environment": {"BATCHFRAME_PARAM_<NAME>": value}}
     {"ok": false, "message": str, "hint": str, "title": str, "user_traceback": str | null}
+
+A ``Secret`` parameter's value comes in the request (stdin, never the command line) and goes back
+in ``environment``, never in ``assignments``; every text of the answer has the submitted secrets
+blanked out, in case the user's code put one in an error message.
 
 Nothing else reaches stdout: the user's modules may print while they are imported, so file
 descriptor 1 is pointed at stderr and the answer goes to a private copy of the real stdout. The
@@ -38,6 +43,7 @@ from batchframe.errors import BatchframeError, ParamError
 from batchframe.params import ParamSpec, missing_params_error, resolve_values, split_assignments
 from batchframe.project import Project, load_project, user_frames
 from batchframe.run import _make_config, collect_specs, param_text, settings_from_config
+from batchframe.secret import Secret, redact, remember_secret
 from batchframe.ui._forms import UNSET_SUFFIX, FieldSpec, ProjectForm, widget_for
 
 logger = logging.getLogger(__name__)
@@ -56,7 +62,7 @@ def main() -> None:
     except BaseException as exc:  # the user's code may raise anything, SystemExit included: report it
         answer = _failure(_unexpected(exc))
     with os.fdopen(answer_fd, "w", encoding="utf-8") as out:
-        json.dump(answer, out)
+        json.dump(_redacted(answer), out)
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
     # Not sys.exit: a non-daemon thread the user's code started at import would keep us alive.
@@ -78,6 +84,21 @@ def _read_request() -> dict[str, Any]:
             "The request is not a JSON object with a 'path'.", hint="See batchframe/ui/_describe.py for the protocol."
         )
     return request
+
+
+_NOT_REDACTED = frozenset({"environment", "assignments"})
+"""The values the run is launched with: blanking one out would change what it gets."""
+
+
+def _redacted(answer: Any) -> Any:
+    """The answer with every remembered secret blanked out of the texts the page may show."""
+    if isinstance(answer, str):
+        return redact(answer)
+    if isinstance(answer, list):
+        return [_redacted(value) for value in answer]
+    if isinstance(answer, dict):
+        return {key: value if key in _NOT_REDACTED else _redacted(value) for key, value in answer.items()}
+    return answer
 
 
 def _failure(error: BatchframeError) -> dict[str, Any]:
@@ -109,10 +130,16 @@ def answer_request(request: Mapping[str, Any]) -> dict[str, Any]:
     project, configs = load_for_form(path, request.get("config") or None)
     specs = collect_specs(project)
     form = ProjectForm(path=path, config=project.config_name, configs=configs, fields=form_fields(specs))
-    answer: dict[str, Any] = {"ok": True, "form": dataclasses.asdict(form), "assignments": [], "errors": {}}
+    answer: dict[str, Any] = {
+        "ok": True,
+        "form": dataclasses.asdict(form),
+        "assignments": [],
+        "errors": {},
+        "environment": {},
+    }
     if request.get("form") is not None:
-        assignments, errors = check_form(project, specs, form.fields, request["form"])
-        answer.update(assignments=assignments, errors=errors)
+        assignments, environment, errors = check_form(project, specs, form.fields, request["form"])
+        answer.update(assignments=assignments, errors=errors, environment=environment)
     return answer
 
 
@@ -191,7 +218,8 @@ def field_of(spec: ParamSpec) -> FieldSpec:
         widget=widget,
         choices=choices,
         optional=optional,
-        default=None if spec.required else default_text(spec.default),
+        # A secret's default is never shown: the form would send it back to every browser.
+        default=None if spec.required or spec.secret else default_text(spec.default),
         group="runtime" if spec.name in _RUNTIME_NAMES else "project",
         owner=spec.owner.__qualname__,
     )
@@ -213,27 +241,45 @@ def default_text(value: Any) -> str | None:
 
 def check_form(
     project: Project, specs: Mapping[str, ParamSpec], fields: Iterable[FieldSpec], form: Mapping[str, list[str]]
-) -> tuple[list[str], dict[str, str]]:
-    """The ``-p`` assignments a submitted form makes, and the CLI's message for each field that is wrong.
+) -> tuple[list[str], dict[str, str], dict[str, str]]:
+    """The ``-p`` assignments a submitted form makes, its secrets, and the CLI's message for each field that is wrong.
+
+    Returns:
+        ``NAME=VALUE`` texts (no secret among them), ``BATCHFRAME_PARAM_<NAME>`` -> value for each
+        secret given, and field name -> message.
 
     Raises:
         BatchframeError: the configuration cannot be built with these values for a reason that is not
             one field's (the user's own code raised, as ``batchframe exec`` reports it).
     """
     assignments: list[str] = []
+    secrets: list[str] = []
+    environment: dict[str, str] = {}
     errors: dict[str, str] = {}
     for field in fields:
+        spec = specs[field.name]
         try:
-            mine = [f"{field.name}={text}" for text in submitted_texts(field, specs[field.name], form)]
+            texts = submitted_texts(field, spec, form)
+            mine = [f"{field.name}={text}" for text in texts]
             # The CLI's own path: split the NAME=VALUE text, parse it, word any error.
-            resolve_values(specs, split_assignments(mine))
+            values = resolve_values(specs, split_assignments(mine))
         except ParamError as error:
             errors[field.name] = error.message
             continue
-        assignments += mine
+        value = values.get(field.name) if texts else None
+        if isinstance(value, Secret):  # not "none" from the unset box: that one is no secret
+            remember_secret(value)  # blanked out of every text of the answer
+            secrets += mine
+            environment[spec.env_variable] = texts[-1]
+        elif spec.secret and not texts and spec.env_variable in os.environ:
+            # Left empty, set where the server runs: the launched run inherits it; check with it too.
+            remember_secret(Secret(os.environ[spec.env_variable]))
+            secrets.append(f"{field.name}={os.environ[spec.env_variable]}")
+        else:
+            assignments += mine
     if not errors:
-        errors = _settings_errors(project, specs, assignments)
-    return assignments, errors
+        errors = _settings_errors(project, specs, [*assignments, *secrets])
+    return assignments, environment, errors
 
 
 def _settings_errors(project: Project, specs: Mapping[str, ParamSpec], assignments: list[str]) -> dict[str, str]:
@@ -251,12 +297,16 @@ def _settings_errors(project: Project, specs: Mapping[str, ParamSpec], assignmen
 def submitted_texts(field: FieldSpec, spec: ParamSpec, form: Mapping[str, list[str]]) -> list[str]:
     """The ``-p`` values (zero, one, or one per list item) a field's submitted values stand for.
 
+    A secret left empty is not given; a required one may then come from the server's own
+    ``BATCHFRAME_PARAM_<NAME>`` (this process inherits its environment, as the launched run does).
+
     Raises:
         ParamError: a required field left empty (the CLI's message for that parameter), or a list
             item the command line cannot carry.
     """
     if field.optional and field.name + UNSET_SUFFIX in form:
-        return [] if field.default is None and not field.required else ["none"]
+        # spec.default, not field.default: a secret's field never carries its default.
+        return [] if not spec.required and spec.default is None else ["none"]
     values = [str(value) for value in form.get(field.name, [])]
     if field.widget == "bool":
         # A checkbox: the browser sends it only when it is ticked.
@@ -265,7 +315,7 @@ def submitted_texts(field: FieldSpec, spec: ParamSpec, form: Mapping[str, list[s
         texts = _list_items(field, values)
     else:
         texts = [value for value in values if value.strip()]
-    if not texts and field.required:
+    if not texts and field.required and not (spec.secret and spec.env_variable in os.environ):
         raise missing_params_error([spec])
     return [] if "\n".join(texts) == field.default else texts
 

@@ -3,10 +3,12 @@
 The web server never imports the user's project (its code may block, crash or print): ``describe``
 and ``validate`` ask a child process, ``batchframe.ui._describe``, which loads the project the way
 ``batchframe params`` does, parses the values with the project's real types and answers in JSON. The
-child is killed when it takes longer than ``timeout_s``.
+child is killed when it takes longer than ``timeout_s``. The form travels on the child's stdin, never
+on its command line: a ``Secret`` parameter's value would be visible there to every user of the machine.
 
 Everything here is framework-free: the web app turns a ``ProjectForm`` into HTML and a submitted
-form into ``batchframe exec PATH -c CONFIG -p NAME=VALUE ...``.
+form into ``batchframe exec PATH -c CONFIG -p NAME=VALUE ...``, plus ``BATCHFRAME_PARAM_<NAME>``
+environment variables for the secrets.
 """
 
 from __future__ import annotations
@@ -25,12 +27,14 @@ import typing
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from batchframe.errors import BatchframeError
+from batchframe.secret import Secret
 
 __all__ = [
     "UNSET_SUFFIX",
+    "Checked",
     "FieldSpec",
     "FormError",
     "ProjectForm",
@@ -40,7 +44,7 @@ __all__ = [
     "widget_for",
 ]
 
-Widget = Literal["text", "int", "float", "bool", "date", "datetime", "select", "path", "list"]
+Widget = Literal["text", "int", "float", "bool", "date", "datetime", "select", "path", "list", "secret"]
 Group = Literal["project", "runtime"]
 
 UNSET_SUFFIX = "__unset"
@@ -79,7 +83,7 @@ class FieldSpec:
             "true"/"false" for a bool without a bool default).
         optional: the type accepts None: the form offers an "unset" checkbox named ``f"{name}__unset"``.
         default: the default as text the CLI accepts (a list: one value per line); None when the
-            parameter is required or its default is None.
+            parameter is required or its default is None, and always for a secret (never shown).
         group: "runtime" for batchframe's own Configuration fields, "project" for the project's.
         owner: the qualified name of the class that declares it.
     """
@@ -166,6 +170,7 @@ def widget_for(annotation: Any, default: Any) -> tuple[Widget, tuple[str, ...], 
     ``Literal[...]``                       select, choices: the values as text
     ``pathlib.Path``                       path
     ``list/tuple/set/frozenset[...]``      list (one value per line)
+    ``Secret`` (``Secret[str]``)           secret (a password input; left empty: not given)
     ``X | None``                           X's widget, optional=True (``X | Y | None``: text)
     anything else                          text
     ====================================== =====================================================
@@ -184,6 +189,8 @@ def widget_for(annotation: Any, default: Any) -> tuple[Widget, tuple[str, ...], 
         return inner, choices, optional
     if origin is Literal:
         return "select", tuple(str(value) for value in typing.get_args(annotation)), False
+    if annotation is Secret or origin is Secret:
+        return "secret", (), False
     if origin in _COLLECTIONS:
         return "list", (), False
     widget = _class_widget(annotation)
@@ -220,9 +227,25 @@ def describe(path: Path | str, config: str | None, *, timeout_s: float = 60.0) -
     return _form_from_json(answer["form"])
 
 
+class Checked(NamedTuple):
+    """A submitted form, checked: what to launch ``batchframe exec`` with, or what is wrong.
+
+    Attributes:
+        assignments: ``NAME=VALUE`` strings for ``batchframe exec -p`` (only the values that differ
+            from the defaults; a list gives one per item). Never a secret.
+        errors: field name -> the CLI's message for that value (empty: the form is good).
+        environment: ``BATCHFRAME_PARAM_<NAME>`` -> value for each secret given: the launched process
+            gets them in its environment, so they never reach a command line.
+    """
+
+    assignments: list[str]
+    errors: dict[str, str]
+    environment: dict[str, str]
+
+
 def validate(
     path: Path | str, config: str | None, form: Mapping[str, Sequence[str]], *, timeout_s: float = 60.0
-) -> tuple[list[str], dict[str, str]]:
+) -> Checked:
     """Check a submitted form against the project's real types; return its ``-p`` assignments and errors.
 
     Args:
@@ -233,14 +256,15 @@ def validate(
         timeout_s: how long the child may take.
 
     Returns:
-        ``NAME=VALUE`` strings for ``batchframe exec -p`` (only the values that differ from the
-        defaults; a list gives one per item), and field name -> the CLI's message for that value.
+        The ``-p`` assignments, the errors by field, and the secrets as environment variables
+        (see ``Checked``). A secret field left empty is not given (its default, or the environment
+        of the launched process, applies).
 
     Raises:
         FormError: as for ``describe``.
     """
     answer = _ask(path, config, _as_lists(form), timeout_s=timeout_s)
-    return list(answer["assignments"]), dict(answer["errors"])
+    return Checked(list(answer["assignments"]), dict(answer["errors"]), dict(answer.get("environment") or {}))
 
 
 def _as_lists(form: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:

@@ -6,7 +6,8 @@ file in the server's private scratch folder (a pipe nobody reads could fill up a
 process carries a random ``BATCHFRAME_LAUNCH_ID``, which the run writes into its ``status.json``:
 that is how its run folder is found. If the process ends before a status names it (a bad project, a
 run that has nothing to resume), its output is the error to show. A thread waits on each process, so
-none is left a zombie.
+none is left a zombie. Secret parameters go in the process's environment (``BATCHFRAME_PARAM_<NAME>``),
+never on its command line, which every user of the machine can read (``ps``, ``/proc/PID/cmdline``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 
@@ -69,9 +70,17 @@ class Launcher:
         self.find_timeout_s = find_timeout_s
 
     async def exec_run(
-        self, project: Path, *, config: str | None, params: Sequence[str], output_dir: Path
+        self,
+        project: Path,
+        *,
+        config: str | None,
+        params: Sequence[str],
+        output_dir: Path,
+        environment: Mapping[str, str] | None = None,
     ) -> Path | None:
         """``batchframe exec PROJECT -c CONFIG -d OUTPUT_DIR --no-input -p ...``: its new run folder.
+
+        ``environment``: variables added to the process's (the secrets, as ``BATCHFRAME_PARAM_<NAME>``).
 
         Returns:
             The run folder, or None when the process is still preparing after ``find_timeout_s``.
@@ -85,21 +94,32 @@ class Launcher:
         for assignment in params:
             args += ["-p", assignment]
         known = await anyio.to_thread.run_sync(folder_names, output_dir)
-        return await self._launch(args, partial(_find_new, output_dir, known))
+        return await self._launch(args, partial(_find_new, output_dir, known), environment)
 
-    async def resume_run(self, run_dir: Path) -> Path | None:
-        """``batchframe resume RUN_DIR --no-input``: the same folder, once the new process runs it."""
-        return await self._launch(["resume", str(run_dir), "--no-input"], partial(_find_same, run_dir))
+    async def resume_run(self, run_dir: Path, *, environment: Mapping[str, str] | None = None) -> Path | None:
+        """``batchframe resume RUN_DIR --no-input``: the same folder, once the new process runs it.
 
-    async def retry_run(self, run_dir: Path, output_dir: Path) -> Path | None:
-        """``batchframe retry RUN_DIR --no-input``: the new run folder it creates in ``output_dir``."""
+        ``environment``: the run's secrets again, as for ``exec_run`` (the journal does not keep them).
+        """
+        return await self._launch(["resume", str(run_dir), "--no-input"], partial(_find_same, run_dir), environment)
+
+    async def retry_run(
+        self, run_dir: Path, output_dir: Path, *, environment: Mapping[str, str] | None = None
+    ) -> Path | None:
+        """``batchframe retry RUN_DIR --no-input``: the new run folder it creates in ``output_dir``.
+
+        ``environment``: the run's secrets again, as for ``exec_run``.
+        """
         known = await anyio.to_thread.run_sync(folder_names, output_dir)
-        return await self._launch(["retry", str(run_dir), "--no-input"], partial(_find_new, output_dir, known))
+        args = ["retry", str(run_dir), "--no-input"]
+        return await self._launch(args, partial(_find_new, output_dir, known), environment)
 
-    async def _launch(self, args: list[str], find: Callable[[str], Path | None]) -> Path | None:
+    async def _launch(
+        self, args: list[str], find: Callable[[str], Path | None], environment: Mapping[str, str] | None
+    ) -> Path | None:
         """Start ``batchframe ARGS`` and poll (off the event loop) until ``find(launch_id)`` names its folder."""
         launch_id = uuid.uuid4().hex
-        process, output = await anyio.to_thread.run_sync(self._start, args, launch_id)
+        process, output = await anyio.to_thread.run_sync(self._start, args, launch_id, dict(environment or {}))
         deadline = time.monotonic() + self.find_timeout_s
         while True:
             ended = process.returncode is not None  # set by the reaper thread; read before looking
@@ -115,7 +135,9 @@ class Launcher:
                 return None
             await anyio.sleep(FIND_EVERY_S)
 
-    def _start(self, args: list[str], launch_id: str) -> tuple[subprocess.Popen[bytes], Path]:
+    def _start(
+        self, args: list[str], launch_id: str, environment: Mapping[str, str]
+    ) -> tuple[subprocess.Popen[bytes], Path]:
         fd, name = tempfile.mkstemp(dir=self.scratch, prefix=f"{args[0]}-", suffix=".txt")
         with os.fdopen(fd, "wb") as output:
             process = subprocess.Popen(
@@ -124,7 +146,7 @@ class Launcher:
                 stdin=subprocess.DEVNULL,
                 stdout=output,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, LAUNCH_ID_ENV: launch_id, "NO_COLOR": "1", "COLUMNS": "120"},
+                env={**os.environ, **environment, LAUNCH_ID_ENV: launch_id, "NO_COLOR": "1", "COLUMNS": "120"},
                 start_new_session=True,  # the run outlives the server and ignores its Ctrl-C
             )
         threading.Thread(target=process.wait, name=f"batchframe-ui-reap-{process.pid}", daemon=True).start()

@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from batchframe._execution import FAILED_TO_START
 from batchframe._live import STATUS_NAME, RunStatus, read_status
 from batchframe.history import RunInfo, list_runs, read_run
 from batchframe.journal import JOURNAL_NAME, JournalError
+from batchframe.progress import cooldown_text
 from batchframe.summary import SUMMARY_NAME, read_json
 
 LOG_NAME = "logs.txt"
@@ -107,6 +109,7 @@ class Progress:
         live: the run's process is there and it has not finished.
         completed: the N of "N / TOTAL".
         total: the number of items, when the Source has a length.
+        cooldown_s: seconds left of a run-wide ``RateLimited`` cool-down (0: none).
     """
 
     state: str
@@ -122,6 +125,12 @@ class Progress:
     eta_s: float | None = None
     elapsed_s: float | None = None
     raw_state: str = ""
+    cooldown_s: float = 0.0
+
+    @property
+    def cooldown(self) -> str:
+        """``cooling down 12 s`` while a live run holds every new start for a rate limit, else ``""``."""
+        return cooldown_text(self.cooldown_s) if self.live else ""
 
     @property
     def count(self) -> str:
@@ -175,7 +184,15 @@ def _from_status(status: RunStatus) -> Progress:
         eta_s=status.eta_s,
         elapsed_s=status.elapsed_s,
         raw_state=status.state,
+        cooldown_s=_cooldown_left(status),
     )
+
+
+def _cooldown_left(status: RunStatus) -> float:
+    """The cool-down's seconds left now: counted down from when the status was written (twice a second)."""
+    if not status.cooldown_s:
+        return 0.0
+    return max(status.cooldown_s - max(time.time() - status.updated_at, 0.0), 0.0)
 
 
 # --------------------------------------------------------------------------------------- a run page

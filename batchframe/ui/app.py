@@ -9,11 +9,14 @@ Routes (every one behind ``_security.SecurityMiddleware``)::
     GET  /fragments/runs?since=SIG  the table's rows, or 204 when nothing changed (polled every 2 s)
     GET  /runs/NAME                 a run: progress, actions, failures, log tail
     GET  /runs/NAME/events          the same, live, as server-sent events
-    POST /runs/NAME/ACTION          pause, resume, stop (a live run); resume-run, retry (a run that ended)
+    POST /runs/NAME/ACTION          pause, resume, stop (a live run); resume-run, retry (a run that ended,
+                                    with its secrets given again in fields named SECRET_PREFIX + NAME)
     GET  /static/...                htmx, its SSE extension, the stylesheet
 
 Everything shown is read from the run folders on each request; a project is only ever loaded by the
-child processes of ``_forms`` and ``_launch``.
+child processes of ``_forms`` and ``_launch``. A ``Secret`` parameter's value is never rendered (its
+field is a password input that always comes back empty) and never put on a command line: the
+launched process gets it as ``BATCHFRAME_PARAM_<NAME>`` in its environment.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from starlette.templating import Jinja2Templates
 
 from batchframe._live import Command, send_control
 from batchframe.errors import BatchframeError
+from batchframe.params import env_variable
 from batchframe.ui._forms import UNSET_SUFFIX, FieldSpec, FormError, ProjectForm, describe, validate
 from batchframe.ui._launch import Launcher, LaunchError
 from batchframe.ui._runs_view import (
@@ -49,6 +53,7 @@ from batchframe.ui._runs_view import (
     failure_groups,
     listing_signature,
     log_tail,
+    read_info,
     read_live,
     read_page,
     run_folder,
@@ -60,6 +65,8 @@ HERE = Path(__file__).parent
 EVENT_EVERY_S = 0.5
 _CONTROLS: dict[str, Command] = {"pause": "pause", "resume": "resume", "stop": "stop"}
 _FORM_KEYS = (CSRF_FIELD, "config")
+SECRET_PREFIX = "secret-"
+"""The run page's field for secret ``NAME`` (Resume, Retry): ``SECRET_PREFIX + NAME``, never a parameter's name."""
 
 
 @dataclass(frozen=True)
@@ -195,7 +202,8 @@ def field_views(
             value, unset = spec.default or "", False
             checked = value.strip().lower() in ("true", "1", "yes", "on")
         else:
-            value = next(iter(submitted.get(spec.name, ())), "")
+            # A secret is never sent back, not even to the browser that typed it (a 422 re-render).
+            value = "" if spec.widget == "secret" else next(iter(submitted.get(spec.name, ())), "")
             checked = spec.name in submitted
             unset = spec.name + UNSET_SUFFIX in submitted
         if spec.widget == "datetime":
@@ -297,11 +305,14 @@ class _Views:
         errors: dict[str, str] = {}
         problem = None
         try:
-            params, errors = await run_in_threadpool(validate, project, config, submitted)
+            params, errors, environment = await run_in_threadpool(validate, project, config, submitted)
             if not errors:
                 launcher: Launcher = request.state.launcher
                 output_dir = self.settings.output_dir
-                return _to_run(await launcher.exec_run(project, config=config, params=params, output_dir=output_dir))
+                folder = await launcher.exec_run(
+                    project, config=config, params=params, output_dir=output_dir, environment=environment
+                )
+                return _to_run(folder)
         except (FormError, LaunchError) as exc:
             problem = Problem.of(exc)
         return await self.start_page(
@@ -351,6 +362,7 @@ class _Views:
             "logs": log_tail(folder),
             "groups": failure_groups(folder, page.failures_by_type),
             "parent": self.parent_run(page.meta.get("retry_of")),
+            "secrets": secret_names(page.meta),
         }
 
     def parent_run(self, retry_of: object) -> str | None:
@@ -399,6 +411,7 @@ class _Views:
         else:
             prog, counts = live
             context = {"name": folder.name, "progress": prog, "actions": actions(prog, None), "error": None}
+            context["secrets"] = []  # asked for by Resume and Retry only, which a live run does not offer
             context["logs"] = log_tail(folder)
             if counts != last_counts:  # failed.jsonl is read only when there are new failures
                 context["groups"] = failure_groups(folder, counts)
@@ -425,13 +438,31 @@ class _Views:
                 return _to_run(folder)
             launcher: Launcher = request.state.launcher
             if action == "resume-run":
-                return _to_run(await launcher.resume_run(folder))
+                environment = await self.secrets_given(request, folder)
+                return _to_run(await launcher.resume_run(folder, environment=environment))
             if action == "retry":
-                return _to_run(await launcher.retry_run(folder, self.settings.output_dir))
+                environment = await self.secrets_given(request, folder)
+                return _to_run(await launcher.retry_run(folder, self.settings.output_dir, environment=environment))
         except BatchframeError as exc:
             status = 422 if isinstance(exc, LaunchError) else 409
             return await self.show_run(request, folder, problem=Problem.of(exc), status_code=status)
         raise HTTPException(404, f"No action {action!r}")
+
+    async def secrets_given(self, request: Request, folder: Path) -> dict[str, str]:
+        """The secrets typed on the run's page, as ``BATCHFRAME_PARAM_<NAME>`` variables; an empty field: not given."""
+        info = await run_in_threadpool(read_info, folder)
+        meta = info.meta if info is not None else {}
+        data = await request.form()
+        given = {name: str(data.get(SECRET_PREFIX + name) or "") for name in secret_names(meta)}
+        return {env_variable(name): value for name, value in given.items() if value.strip()}
+
+
+def secret_names(meta: Mapping[str, Any]) -> list[str]:
+    """The names of a run's secret parameters (its journal keeps where each came from, never the value)."""
+    secrets = meta.get("secrets")
+    if not isinstance(secrets, Mapping):
+        return []
+    return sorted(name for name in secrets if isinstance(name, str) and name.isidentifier())
 
 
 def _to_run(folder: Path | None) -> Response:
