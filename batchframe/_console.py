@@ -1,8 +1,8 @@
 """All rich rendering of the CLI: error panels, tables, lines that are never cut. rich is imported here, lazily.
 
 Two rules hold at any width, on a terminal and off it: an identifier (a run folder, a parameter's
-name, a path) is never cut or broken, and off a terminal (a file, a pipe, CI) nothing is padded to
-the console's width. Tables give up their other columns first (cut with an ellipsis, or dropped);
+name, a path) is never cut or broken, and off a terminal (a file, a pipe, CI) nothing is padded or
+wrapped to the console's width. Tables give up their other columns first (cut with an ellipsis, or dropped);
 paths go on lines of their own, printed with ``soft_wrap`` so that only the terminal folds them.
 """
 
@@ -36,6 +36,8 @@ def console(*, stderr: bool = False) -> Console:
     existing = _consoles.get(key)
     if existing is None or existing.file is not stream:
         existing = _consoles[key] = _quiet_on_broken_pipe(Console)(file=stream, stderr=stderr)
+        # Off a terminal, a message printed as it is stays one line (rich would wrap it at 80 columns).
+        existing.soft_wrap = not existing.is_terminal
     return existing
 
 
@@ -66,10 +68,36 @@ def print_line(text: str | Text, *, stderr: bool = False, style: str = "", prose
 
     line = text if isinstance(text, Text) else Text(text, style=style)
     out = console(stderr=stderr)
-    if prose and out.is_terminal:
-        out.print(line, overflow="fold")  # a word longer than the terminal is folded, never cut
-    else:
-        out.print(line, soft_wrap=True)
+    for part in wrap_words(line, out.width) if prose and out.is_terminal else [line]:
+        out.print(part, soft_wrap=True)
+
+
+def wrap_words(text: Text, width: int) -> list[Text]:
+    """``text`` wrapped to ``width`` between words only, with no space left at the end of a line.
+
+    A word longer than ``width`` (a path) gets a line of its own, whole: the terminal folds it, and
+    a copy of it from the screen is still the path. (rich would fold it with line breaks of its
+    own, inside the word.)
+    """
+    import re
+
+    from rich.cells import cell_len
+
+    lines: list[Text] = []
+    for source_line in text.split("\n", allow_blank=True):
+        plain = source_line.plain
+        breaks: list[int] = []
+        column, words_on_line = len(plain) - len(plain.lstrip()), 0  # an indented line keeps its indent
+        for word in re.finditer(r"\S+\s*", plain):
+            if words_on_line and column + cell_len(word.group().rstrip()) > width:
+                breaks.append(word.start())
+                column, words_on_line = 0, 0
+            column += cell_len(word.group())
+            words_on_line += 1
+        for part in source_line.divide(breaks):
+            part.rstrip()
+            lines.append(part)
+    return lines
 
 
 # ------------------------------------------------------------------------------------------- tables
@@ -219,18 +247,21 @@ def print_error(error: BatchframeError, *, show_traceback: bool) -> None:
     """What went wrong and what to do, then the user's frames when there are some; on stderr.
 
     On a terminal: a panel, then the frames as plain lines under it (a path in a panel would be
-    broken at its edge). Off a terminal: plain lines only, no box padded to the console's width.
+    broken at its edge); plain lines wrapped between words when a word of the message is too long
+    for a panel. Off a terminal: plain lines only, no box padded to the console's width.
     """
     from batchframe.secret import has_secrets, redact
 
     error.message, error.user_traceback = redact(error.message), redact(error.user_traceback or "") or None
     out = console(stderr=True)
-    if out.is_terminal:
+    if out.is_terminal and _fits_a_panel(error, out.width):
         out.print(_panel(error))
-    else:
-        print_line(f"{error.title}: {error.message}", stderr=True)
+    else:  # off a terminal; or on one, a word (a path) too long for a panel, which would break it
+        from rich.text import Text
+
+        print_line(Text.assemble((f"{error.title}: ", "bold red"), error.message), stderr=True, prose=True)
         if error.hint:
-            print_line(error.hint, stderr=True)
+            print_line(error.hint, stderr=True, style="bold", prose=True)
     if error.user_traceback:
         for line in error.user_traceback.rstrip("\n").splitlines():
             print_line(line, stderr=True, style="dim")
@@ -241,6 +272,13 @@ def print_error(error: BatchframeError, *, show_traceback: bool) -> None:
             import traceback
 
             print_line(redact(traceback.format_exc().rstrip("\n")), stderr=True)
+
+
+def _fits_a_panel(error: BatchframeError, width: int) -> bool:
+    """Whether every word of the message and hint fits inside a panel ``width`` wide (borders and padding: 4)."""
+    from rich.cells import cell_len
+
+    return all(cell_len(word) <= width - 4 for word in f"{error.message} {error.hint or ''}".split())
 
 
 def _panel(error: BatchframeError) -> Panel:

@@ -12,6 +12,7 @@ import io
 import logging
 import os
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.logging import RichHandler
 
 FILE_FORMAT = "%(asctime)s %(levelname)-8s %(name)s: %(message)s"
 FILE_ONLY = {"file_only": True}
@@ -169,9 +171,39 @@ def _console_handler(console: Console, verbosity: int) -> logging.Handler:
         plain = _PlainHandler(console)
         plain.setFormatter(logging.Formatter(FILE_FORMAT))
         return plain
-    from rich.logging import RichHandler
+    return _whole_words_handler()(console=console, show_path=verbosity >= 2, rich_tracebacks=verbosity >= 2)
 
-    return RichHandler(console=console, show_path=verbosity >= 2, rich_tracebacks=verbosity >= 2)
+
+_LOG_COLUMNS = 29
+"""Cells before a message in rich's log lines: ``[11/26/26 10:30:00] WARNING  ``."""
+
+
+def _whole_words_handler() -> type[RichHandler]:
+    from rich.cells import cell_len
+    from rich.logging import RichHandler
+    from rich.text import Text
+
+    class WholeWordsRichHandler(RichHandler):
+        """rich's handler, but a message with a word too long for its column (a path) is one line, not broken.
+
+        rich would fold the word inside the message column: ``Run folder: /a/long/pa`` then
+        ``th/2026-...`` on the next line. The line is printed whole instead, for the terminal to fold.
+        """
+
+        def emit(self, record: logging.LogRecord) -> None:
+            message = self.format(record)
+            longest = max((cell_len(word) for word in message.split()), default=0)
+            if record.exc_info or longest <= self.console.width - _LOG_COLUMNS:
+                super().emit(record)
+                return
+            when = time.strftime("[%x %X]", time.localtime(record.created))
+            level = (record.levelname.ljust(8), f"logging.level.{record.levelname.lower()}")
+            try:
+                self.console.print(Text.assemble((when, "log.time"), " ", level, " ", message), soft_wrap=True)
+            except Exception:
+                self.handleError(record)
+
+    return WholeWordsRichHandler
 
 
 def console_level(verbosity: int) -> int:

@@ -50,11 +50,15 @@ class RunInfo:
 
     @property
     def state(self) -> str:
-        """The exit code, "failed to start", or "running/killed" for a run that has not ended."""
+        """The exit code, "failed to start", or "running or killed" for a run that has not ended.
+
+        Words apart, not "running/killed": at 80 columns the table's exit column wraps them rather
+        than take the room of another column.
+        """
         if self.meta.get("outcome") == FAILED_TO_START:
             return "failed to start"
         code = self.meta.get("exit_code")
-        return "running/killed" if code is None else str(code)
+        return "running or killed" if code is None else str(code)
 
 
 def read_run(folder: Path) -> RunInfo:
@@ -180,7 +184,7 @@ def _run_fields(run: RunInfo) -> list[list[str]]:
         ["started", _time(meta.get("started_at"))],
         ["ended", _time(ended)],
         ["resumed", ", ".join(_time(t) for t in meta.get("resumed_at") or []) or "-"],
-        ["outcome", _text(meta.get("outcome"))],
+        ["outcome", _text(meta.get("outcome")).replace("_", " ")],  # failed_to_start: "failed to start"
         ["exit code", run.state],
         ["done", f"{counts['done']:,}"],
         ["failed", f"{counts['failed']:,}"],

@@ -71,6 +71,18 @@ class JournalError(UsageError):
     title = "Journal error"
 
 
+def _missing_run_dir_hint(run_dir: Path) -> str:
+    """What to give instead of a run folder that does not exist.
+
+    A run folder's name alone, as the table of ``batchframe runs`` shows it, is looked for in the
+    default output folder (``run.DEFAULT_OUTPUT_DIR``, not imported: run imports this module).
+    """
+    in_outputs = Path("batchframe_outputs") / run_dir
+    if len(run_dir.parts) == 1 and in_outputs.is_dir():
+        return f"Did you mean {in_outputs}? (batchframe runs lists the runs in {in_outputs.parent} by name.)"
+    return "Give a run folder, e.g. batchframe_outputs/<time>."
+
+
 def ranges_of(indices: list[int]) -> list[tuple[int, int]]:
     """Sorted, coalesced half-open ranges covering ``indices`` (distinct positions)."""
     if not indices:
@@ -146,7 +158,7 @@ class Journal:
         """
         path = run_dir / JOURNAL_NAME
         if not run_dir.is_dir():
-            raise JournalError(f"{run_dir} does not exist.", hint="Give a run folder, e.g. batchframe_outputs/<time>.")
+            raise JournalError(f"{run_dir} does not exist.", hint=_missing_run_dir_hint(run_dir))
         if not path.is_file():
             raise JournalError(
                 f"{run_dir} is not a batchframe run folder (it has no {JOURNAL_NAME}).",

@@ -105,9 +105,12 @@ class Stats:
 
     @property
     def rate_per_s(self) -> float:
-        """Finished items per second so far."""
+        """Items processed (succeeded or failed) per second so far.
+
+        Not the items a stop left unprocessed: they are counted all at once when the run stops.
+        """
         elapsed = self.elapsed_s
-        return self.done / elapsed if elapsed > 0 else 0.0
+        return (self.succeeded + self.failed) / elapsed if elapsed > 0 else 0.0
 
     @property
     def eta_s(self) -> float | None:

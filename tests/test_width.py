@@ -388,3 +388,116 @@ def test_dasks_own_log_lines_stay_out_of_the_console(make_project, tmp_path: Pat
     assert "distributed" not in result.stderr and "garbage collections" not in result.stderr
     logs = (only_run_dir(tmp_path / "out") / "logs.txt").read_text()
     assert "distributed.scheduler" in logs and "distributed.gc: full garbage collections" in logs
+
+
+# ---------------------------------------------------------------------------- found from outside
+
+KILLED_PROJECT = """
+import os
+import signal
+from batchframe import Service, Source
+
+class Numbers(Source[int]):
+    def __len__(self):
+        return 4
+
+    def __iter__(self):
+        return iter(range(4))
+
+class Dies(Service[int]):
+    async def process(self, item):
+        os.kill(os.getpid(), signal.SIGKILL)  # the run never ends: its journal has no exit code
+"""
+
+
+def test_at_80_columns_a_killed_run_does_not_push_pending_out_of_the_runs_table(make_project) -> None:
+    broken = KINK_PROJECT.format(source="1 / 0", service="pass")
+    root = make_project({"a_job_that_dies.py": KILLED_PROJECT, "broken.py": broken})
+    assert batchframe_cli("exec", "a_job_that_dies.py", cwd=root).returncode == -9
+    assert batchframe_cli("exec", "broken.py", cwd=root).returncode == 1
+    result = batchframe_cli("runs", cwd=root, **terminal(80))
+    assert result.returncode == 0, result.stderr
+    assert_fits(result.stdout, 80)
+    header = next(line for line in screen_lines(result.stdout) if "run folder" in line)
+    assert "pending" in header, result.stdout  # the exit column wraps "running or killed" instead
+    assert "killed" in result.stdout and "failed" in result.stdout
+    failed_to_start = max((root / "batchframe_outputs").iterdir())
+    detail = batchframe_cli("runs", failed_to_start, cwd=root, **terminal(80)).stdout
+    assert any(re.fullmatch(r"│ outcome\s+│ failed to start\s+│", line) for line in screen_lines(detail)), detail
+    assert "failed_to_start" not in detail
+
+
+def test_a_run_folders_name_alone_gets_a_hint_with_its_whole_path(make_project) -> None:
+    root = make_project({"job.py": MODES_PROJECT})
+    assert batchframe_cli("exec", "job.py", "-p", "count=2", cwd=root).returncode == 0
+    name = only_run_dir(root / "batchframe_outputs").name  # what the table of `batchframe runs` shows
+    for command in ("runs", "resume", "retry"):
+        result = batchframe_cli(command, name, cwd=root)
+        assert result.returncode == 2, result.stderr
+        assert f"Did you mean batchframe_outputs/{name}?" in result.stderr
+
+
+def test_the_rate_counts_the_items_processed_not_those_a_stop_left() -> None:
+    stats = Stats(succeeded=30, failed=10, not_processed=960, started_at=100.0, finished_at=110.0)
+    assert stats.rate_per_s == 4.0
+    assert "rate='4.0 items/s'" in repr(stats)
+
+
+ABSTRACT_CONFIG = """
+from dataclasses import dataclass
+from batchframe import Configuration
+
+@dataclass
+class JobConfig(Configuration):
+    pass
+"""
+
+
+def test_off_a_terminal_a_message_is_one_line_whatever_its_length(make_project) -> None:
+    root = make_project({"job/__init__.py": "", "job/config/__init__.py": ABSTRACT_CONFIG})
+    name = "an_environment_whose_name_is_long_enough_to_pass_eighty_columns"
+    result = batchframe_cli("new-config", name, cwd=root, COLUMNS="80")
+    assert result.returncode == 0, result.stderr
+    (line,) = result.stdout.splitlines()  # not wrapped at the console's 80 columns
+    assert line.endswith(f"Use it with: batchframe exec job -c config_{name}")
+
+
+LONG_PATH = "/" + "/".join(["a_folder_with_a_rather_long_name"] * 4) + "/job.py"
+
+
+def test_on_a_terminal_an_error_with_a_path_wider_than_a_panel_is_plain_lines(tmp_path: Path) -> None:
+    result = batchframe_cli("exec", LONG_PATH, cwd=tmp_path, **terminal(80))
+    assert result.returncode == 2, result.stderr
+    lines = screen_lines(result.stderr)
+    assert any(f"'{LONG_PATH}'" in line for line in lines), lines  # never broken inside the path
+    assert "╭" not in result.stderr  # a box would cut it at its edge
+    assert lines[0].startswith("Project error: ")
+    assert [line for line in lines if line != line.rstrip()] == []
+    short = batchframe_cli("exec", "missing.py", cwd=tmp_path, **terminal(80))
+    assert "╭─ Project error" in short.stderr  # a message whose words all fit keeps its panel
+
+
+def test_on_a_terminal_prose_wraps_between_words_only(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    from batchframe._console import print_line
+
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")
+    monkeypatch.setenv("COLUMNS", "40")
+    monkeypatch.setenv("NO_COLOR", "1")
+    print_line(f"Warning: the items were not read from {LONG_PATH}; batchframe resume reads them.", prose=True)
+    lines = capsys.readouterr().out.splitlines()
+    assert LONG_PATH + ";" in lines  # a word longer than the line: on a line of its own, whole
+    assert lines[0] == "Warning: the items were not read from"
+    assert all(len(line) <= 40 for line in lines if line != LONG_PATH + ";")
+    assert [line for line in lines if line != line.rstrip()] == []  # no space left where a line broke
+
+
+def test_on_a_terminal_a_log_line_keeps_a_long_path_whole(make_project, tmp_path: Path) -> None:
+    root = make_project({"job.py": MODES_PROJECT})
+    output = tmp_path.joinpath(*["a_deep_folder_for_the_runs"] * 3)
+    result = batchframe_cli("exec", "job.py", "-p", "count=2", "-d", output, cwd=root, **terminal(80))
+    assert result.returncode == 0, result.stderr
+    logged = [line for line in screen_lines(result.stderr) if "INFO" in line and "Run folder:" in line]
+    assert logged and logged[0].endswith(f"Run folder: {only_run_dir(output)}"), result.stderr  # not folded by rich
+    short = batchframe_cli("exec", "job.py", "-p", "count=2", "-d", "out", cwd=root, **terminal(80))
+    pattern = r"\[.+\] INFO     Run folder: out/\S+ *"  # a short one: rich's own line, as before
+    assert any(re.fullmatch(pattern, line) for line in screen_lines(short.stderr)), short.stderr
