@@ -355,11 +355,17 @@ _PARAM_COLUMNS = (
 
 def _param_row(spec: ParamSpec, values: Mapping[str, Any], source: str | None, *, owner: bool) -> list[str]:
     """name, type, value (with where it came from unless it is the default), description[, owner]."""
+    import enum
+
+    from batchframe._parsing import shown_value
+
     if spec.name not in values:
         value = "required"
     else:
-        value = repr(values[spec.name])  # a Secret's repr is its mask
+        value = shown_value(values[spec.name])  # a Secret shows its mask
         if source is not None:
             value += " (-p)" if source == "-p" else " (env)"
-    row = [spec.name, spec.type_name, value, spec.description]
+    members = [m.name for m in spec.type] if isinstance(spec.type, type) and issubclass(spec.type, enum.Enum) else []
+    kind = f"{spec.type_name}: {', '.join(members)}" if members else spec.type_name  # the names -p takes
+    row = [spec.name, kind, value, spec.description]
     return [*row, spec.owner.__qualname__] if owner else row

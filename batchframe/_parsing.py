@@ -33,6 +33,18 @@ def type_name(annotation: Any) -> str:
     return getattr(annotation, "__name__", str(annotation))
 
 
+def shown_value(value: Any) -> str:
+    """A value for tables and prompts: an Enum member by the name ``-p`` takes, anything else by its repr.
+
+    A Secret's repr is its mask.
+    """
+    if isinstance(value, enum.Enum):
+        return value.name
+    if isinstance(value, (list, tuple, set, frozenset)) and any(isinstance(v, enum.Enum) for v in value):
+        return ", ".join(shown_value(v) for v in value)
+    return repr(value)
+
+
 def parse_value(annotation: Any, raw: str | Sequence[str]) -> Any:
     """Turn command-line text into a value of ``annotation``.
 

@@ -340,17 +340,18 @@ def init(
 
 def _print_next_steps(target: Path) -> None:
     from batchframe._configs import list_configs
-    from batchframe._console import console
+    from batchframe._console import print_line
     from batchframe.scaffold import find_config_dir, package_name_for
 
     package = package_name_for(target.name)
     configs = list_configs(find_config_dir(target))
     config = f" -c {configs[0]}" if configs else ""
-    console().print(
-        f"[green]Created {target}[/green] (package {package}, configs: {', '.join(configs) or 'none'}).\n"
-        f"Next:\n  cd {target}\n  batchframe exec {package}{config}\n"
-        f"  batchframe params {package}{config}\n  python -m pytest"
-    )
+    print_line(f"Created {target} (package {package}, configs: {', '.join(configs) or 'none'}).", style="green")
+    # Commands, one per line and never wrapped: each is copied as it is.
+    for line in ("Next:", f"  cd {target}", f"  batchframe exec {package}{config}",
+                 f"  batchframe params {package}{config}",
+                 "  python -m pip install pytest    # the project's tests need it", "  python -m pytest"):  # fmt: skip
+        print_line(line)
 
 
 @app.command("new-config", cls=Command)
@@ -372,11 +373,11 @@ def new_config(
     """
     with _errors_as_exit_codes(verbose):
         from batchframe import scaffold
-        from batchframe._console import console
+        from batchframe._console import print_line
 
         path = scaffold.new_config(name, project=project)
-        stem = path.stem
-        console().print(f"[green]Created {path}[/green]. Use it with: batchframe exec {path.parent.parent} -c {stem}")
+        print_line(f"Created {path}. Use it with:", style="green")
+        print_line(f"  batchframe exec {path.parent.parent} -c {path.stem}")
 
 
 @app.command("update", cls=Command)
@@ -398,25 +399,20 @@ def update(
     For a project made with batchframe init: your answers and your edits are kept.
     """
     with _errors_as_exit_codes(verbose):
-        from rich.markup import escape
-
         from batchframe import scaffold
-        from batchframe._console import console
+        from batchframe._console import print_line
 
         report = scaffold.update_project(project, force=force)
-        out = console()
         if report.merged:
-            out.print(f"[green]Updated {escape(str(project))} to the templates {report.ref} (three-way merge).[/green]")
+            print_line(f"Updated {project} to the templates {report.ref} (three-way merge).", style="green", prose=True)
         else:
             review = (
                 f"diff -r {report.backup} {project}" if report.backup is not None else "git diff"
             )  # without git, the backup is what there is to compare with
-            out.print(
-                f"[yellow]Re-rendered {escape(str(project))} (recopy: {escape(report.reason)}). "
-                f"Review your edits with: {escape(review)}[/yellow]"
-            )
+            print_line(f"Re-rendered {project} (recopy: {report.reason}).", style="yellow", prose=True)
+            print_line(f"Review your edits with: {review}", style="yellow")
         for path in report.conflicts:
-            out.print(f"[red]Conflict[/red] in {path}: resolve the <<<<<<< markers.")
+            print_line(f"Conflict in {path}: resolve the <<<<<<< markers.", style="red")
         if report.conflicts:
             raise typer.Exit(1)
 
@@ -489,7 +485,9 @@ def _from_run_dir(function: str, run_dir: Path, verbose: int, no_input: bool) ->
                 ask_missing=_prompts() if interactive else None,  # secrets are asked for again
             )
         except run.AlreadyFinished as done:
-            typer.echo(str(done))
+            from batchframe._console import print_line
+
+            print_line(str(done), prose=True)
             raise typer.Exit(0) from None
     _exit(result.exit_code)
 

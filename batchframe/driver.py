@@ -471,8 +471,8 @@ class Driver:
         if self._stopping:
             self._not_processed(work, f"{self._stop_reason} ({how})" if how else None)
         else:
-            if how:
-                logger.info("Item %d was %s and goes back to pending.", work.index, how)
+            if how:  # one line per item only with -v: the supervisor said it once for all
+                logger.debug("Item %d was %s and goes back to pending.", work.index, how)
             self._ready_retries.append(work)
 
     # ------------------------------------------------------------------------------ error handling

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from batchframe._parsing import shown_value
 from batchframe.params import ParamSpec, parse_value
 
 
@@ -114,7 +115,7 @@ def _message(spec: ParamSpec) -> str:
     if spec.description:
         parts.append(f"- {spec.description}")
     if not spec.required:
-        parts.append(f"[default: {spec.default!r}]")  # a Secret's repr is its mask
+        parts.append(f"[default: {shown_value(spec.default)}]")  # a Secret shows its mask
     if typing.get_origin(_strip_optional(spec.type)) in (list, tuple, set, frozenset):
         parts.append("(comma-separated)")
     return " ".join(parts)

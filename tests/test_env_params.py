@@ -135,3 +135,32 @@ def test_resume_keeps_the_value_the_environment_gave_the_run(project: Path, tmp_
     assert [seen["label"] for seen in _seen(tmp_path)] == ["env", "env"]
     shown = batchframe_cli("runs", run_dir, cwd=tmp_path)
     assert "count=6" in shown.stdout and "label=env" in shown.stdout
+
+
+@pytest.mark.timeout(60)
+def test_params_shows_an_enum_by_the_names_p_takes(make_project: Callable[..., Path], tmp_path: Path) -> None:
+    job = make_project(
+        {
+            "job.py": """
+            import enum
+            from batchframe import BatchframeParam, Service, Source
+
+            class Color(enum.Enum):
+                RED = "red"
+                GREEN = "green"
+
+            class Numbers(Source[int]):
+                def __iter__(self):
+                    return iter(range(2))
+
+            class Job(Service[int]):
+                def __init__(self, color: BatchframeParam[Color] = Color.GREEN) -> None: ...
+
+                def process(self, item: int) -> None: ...
+            """
+        },
+        name="enum_job",
+    )
+    shown = batchframe_cli("params", job / "job.py", cwd=tmp_path, BATCHFRAME_PARAM_COLOR="red", COLUMNS="100")
+    (row,) = [line for line in shown.stdout.splitlines() if line.startswith("│ color")]
+    assert [cell.strip() for cell in row.split("│")[1:4]] == ["color", "Color: RED, GREEN", "RED (env)"]

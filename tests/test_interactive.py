@@ -136,7 +136,7 @@ def test_second_ctrl_c_cancels_in_flight_items_back_to_pending(spawn, tmp_path: 
     child.sendintr()
     child.expect("Pausing")
     child.sendintr()  # item 0 (30 s) is still in flight: cancel it
-    child.expect("goes back to pending")
+    child.expect("Cancelling the items in flight; they go back to pending")
     stop_from_the_shell(child)
     run_dir = only_run_dir(tmp_path / "out")
     records = read_jsonl(run_dir / "failed.jsonl")

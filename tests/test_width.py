@@ -458,8 +458,9 @@ def test_off_a_terminal_a_message_is_one_line_whatever_its_length(make_project) 
     name = "an_environment_whose_name_is_long_enough_to_pass_eighty_columns"
     result = batchframe_cli("new-config", name, cwd=root, COLUMNS="80")
     assert result.returncode == 0, result.stderr
-    (line,) = result.stdout.splitlines()  # not wrapped at the console's 80 columns
-    assert line.endswith(f"Use it with: batchframe exec job -c config_{name}")
+    created, command = result.stdout.splitlines()  # neither wrapped at the console's 80 columns
+    assert created.startswith("Created ") and created.endswith(f"config_{name}.py. Use it with:")
+    assert command == f"  batchframe exec job -c config_{name}"
 
 
 LONG_PATH = "/" + "/".join(["a_folder_with_a_rather_long_name"] * 4) + "/job.py"
