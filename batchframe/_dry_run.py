@@ -218,27 +218,3 @@ def _notes(report: DryRun) -> list[str]:
     else:
         return []
     return [f"The Source's __len__ says {length:,}, but it yielded {yielded}: a run's progress total would be wrong."]
-
-
-def run_dry(
-    path: str | Path,
-    *,
-    config: str | None = None,
-    params: Sequence[str] = (),
-    ask_missing: AskMissing | None = None,
-    output_dir: Path,
-    limit: int | None = None,
-    verbosity: int = 0,
-) -> int:
-    """``batchframe exec --dry-run``: count, show, and return the exit code (0, or 130 if interrupted)."""
-    report = dry_run(
-        path,
-        config=config,
-        params=params,
-        ask_missing=ask_missing,
-        output_dir=output_dir,
-        limit=limit,
-        verbosity=verbosity,
-    )
-    show(report)
-    return report.exit_code

@@ -194,9 +194,9 @@ def exec_(
         interactive = _interactive(no_input)
         ask_missing = _prompts() if interactive else None
         if dry_run:
-            from batchframe._dry_run import run_dry
+            from batchframe import _dry_run
 
-            code = run_dry(
+            report = _dry_run.dry_run(
                 path,
                 config=config,
                 params=param or [],
@@ -205,6 +205,8 @@ def exec_(
                 limit=limit,
                 verbosity=_verbosity(verbose),
             )
+            _dry_run.show(report)
+            code = report.exit_code
         else:
             code = run_project(
                 path,
