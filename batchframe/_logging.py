@@ -132,7 +132,11 @@ class _RedactSecrets(logging.Filter):
 
         if not has_secrets():
             return True
-        record.msg, record.args = redact(record.getMessage()), None
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format or a raising __str__: the handler reports it as logging does
+            return True
+        record.msg, record.args = redact(message), None
         if record.exc_info:
             record.exc_text = record.exc_text or logging.Formatter().formatException(record.exc_info)
             record.exc_info = None  # the formatted, redacted text is written instead

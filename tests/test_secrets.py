@@ -219,3 +219,17 @@ def test_prompted_values_are_recorded_for_resume_but_not_secrets(make_project: C
     assert prepared.recorded_params() == ["fail_at=6", "stop_at=4"]
     again = prepare(job, params=prepared.recorded_params(), environ={"BATCHFRAME_PARAM_API_TOKEN": VALUE})
     assert again.values == prepared.values
+
+
+@pytest.mark.timeout(60)
+def test_a_bad_log_call_in_a_run_with_a_secret_does_not_fail_the_item(
+    make_project: Callable[..., Path], tmp_path: Path
+) -> None:
+    bad_log = PROJECT.replace(
+        'log.info("item %d with %s", item, self.api_token)', 'log.info("item %d with %d", item, "not a number")'
+    )
+    job = make_project({"job.py": bad_log}, name="bad_log") / "job.py"
+    done = batchframe_cli("exec", job, "-p", "fail_at=-1", cwd=tmp_path, BATCHFRAME_PARAM_API_TOKEN=VALUE)
+    assert done.returncode == 0, done.stderr  # logging reports the bad call; the items succeed
+    summary = json.loads((only_run_dir(tmp_path / "batchframe_outputs") / "summary.json").read_text())
+    assert summary["succeeded"] == 8
