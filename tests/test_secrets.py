@@ -233,3 +233,18 @@ def test_a_bad_log_call_in_a_run_with_a_secret_does_not_fail_the_item(
     assert done.returncode == 0, done.stderr  # logging reports the bad call; the items succeed
     summary = json.loads((only_run_dir(tmp_path / "batchframe_outputs") / "summary.json").read_text())
     assert summary["succeeded"] == 8
+
+
+def test_users_tests_give_a_secret_as_text_or_as_a_secret(project: Path) -> None:
+    import importlib.util
+
+    from batchframe.testing import run_service
+
+    spec = importlib.util.spec_from_file_location("secret_job", project)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for given in ("test-token", Secret("test-token")):
+        result = run_service(module.Job, [0, 1], params={"api_token": given})
+        assert isinstance(result.service.api_token, Secret)
+        assert result.service.api_token.get_secret_value() == "test-token"
