@@ -172,6 +172,9 @@ def _count_rows(report: Mapping[str, Any]) -> list[list[str | Text]]:
         rows.append(["done before (resumed)", f"{part['skipped']:,}"])
     if report["unread"]:
         rows.append(["not read", f"{report['unread']:,}"])
+    limit = (report.get("run") or {}).get("limit")
+    if limit:
+        rows.append(["limit", f"the first {limit:,} items"])
     rows += [
         ["duration", f"{report['duration_s']:.2f} s"],
         ["rate", f"{report['rate_per_s']:,.1f} items/s"],
