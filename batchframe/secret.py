@@ -76,7 +76,7 @@ class Secret(Generic[_T]):
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Secret):
             return NotImplemented
-        return hmac.compare_digest(str(self._value).encode(), str(other._value).encode())
+        return hmac.compare_digest(_bytes(self._value), _bytes(other._value))
 
     def __hash__(self) -> int:
         return hash(self._value)
@@ -93,6 +93,11 @@ class Secret(Generic[_T]):
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
         """IPython's pause shell shows the mask too."""
         printer.text(repr(self))
+
+
+def _bytes(value: object) -> bytes:
+    # An environment variable that is not UTF-8 arrives with lone surrogates: encode them too, never fail.
+    return str(value).encode("utf-8", "surrogatepass")
 
 
 def is_secret_type(annotation: Any) -> bool:
@@ -124,7 +129,7 @@ def secret_argument_problem(annotation: Any) -> str | None:
 def fingerprint_secret(value: Secret[Any], *, salt: bytes | None = None) -> dict[str, str]:
     """A salted hash of the value (PBKDF2-SHA256), for the journal: enough to tell that it changed."""
     salt = os.urandom(16) if salt is None else salt
-    digest = hashlib.pbkdf2_hmac("sha256", str(value.get_secret_value()).encode(), salt, _HASH_ITERATIONS)
+    digest = hashlib.pbkdf2_hmac("sha256", _bytes(value.get_secret_value()), salt, _HASH_ITERATIONS)
     return {"salt": salt.hex(), "hash": digest.hex()}
 
 

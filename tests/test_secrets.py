@@ -80,6 +80,12 @@ def test_the_journal_keeps_a_salted_hash_that_tells_a_change() -> None:
     assert secret_changed(first, Secret(VALUE + "x"))
 
 
+def test_a_value_with_lone_surrogates_hashes_and_compares() -> None:
+    odd = Secret("caf\udce9-token")  # what os.environ gives for bytes that are not UTF-8
+    assert not secret_changed(fingerprint_secret(odd), odd)
+    assert odd == Secret("caf\udce9-token") and odd != Secret("cafe-token")
+
+
 def test_redact_blanks_remembered_values_only() -> None:
     remember_secret(Secret("s3cr3t-value"))
     assert redact("header: Bearer s3cr3t-value; again s3cr3t-value") == "header: Bearer **********; again **********"
