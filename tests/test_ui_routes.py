@@ -461,6 +461,28 @@ def test_start_run_launches_a_real_run_and_shows_it(open_ui, make_project, outpu
 
 
 @pytest.mark.timeout(60)
+def test_the_form_starts_a_limited_run_and_refuses_a_limit_below_one(
+    open_ui, make_project, output_dir: Path, launched
+) -> None:
+    client = open_ui(make_project({"job.py": WIDGETS}) / "job.py")
+    page = client.get("/start").text
+    assert re.search(r'<input id="f-run-limit" name="run-limit" type="number" min="1"', page)
+    form = {**browser_form(page), "who": ["me"], "count": ["7"], "run-limit": ["0"]}
+    refused = client.post("/start", data=form, headers={"origin": BASE})
+    assert refused.status_code == 422
+    assert "--limit expects a whole number, 1 or more, but got 0." in text_of(refused.text, "f-run-limit-error")
+    assert re.search(r'<input id="f-run-limit" name="run-limit" type="number" min="1" step="1" value="0"', refused.text)
+    assert not output_dir.exists() and not launched
+    url = start_run(client, who="me", count="7", **{"run-limit": "3"})
+    (argv, _), *_ = launched
+    assert argv[argv.index("--limit") + 1] == "3"
+    page = wait_for_state(client, url, lambda state: state.startswith("finished"))
+    assert text_of(page, "run-state") == "finished: completed"
+    assert text_of(page, "run-count") == "3 / 3"
+    assert "the first 3 items" in page
+
+
+@pytest.mark.timeout(60)
 def test_failures_are_grouped_and_retry_makes_a_new_run(open_ui, make_project, output_dir: Path) -> None:
     client = open_ui(make_project({"job.py": WIDGETS}) / "job.py")
     url = start_run(client, who="me", fail_on="3")

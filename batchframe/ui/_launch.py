@@ -77,8 +77,9 @@ class Launcher:
         params: Sequence[str],
         output_dir: Path,
         environment: Mapping[str, str] | None = None,
+        limit: int | None = None,
     ) -> Path | None:
-        """``batchframe exec PROJECT -c CONFIG -d OUTPUT_DIR --no-input -p ...``: its new run folder.
+        """``batchframe exec PROJECT -c CONFIG -d OUTPUT_DIR --no-input [--limit N] -p ...``: its new run folder.
 
         ``environment``: variables added to the process's (the secrets, as ``BATCHFRAME_PARAM_<NAME>``).
 
@@ -91,6 +92,8 @@ class Launcher:
         args = ["exec", str(project), "-d", str(output_dir), "--no-input"]
         if config:
             args += ["-c", config]
+        if limit is not None:
+            args += ["--limit", str(limit)]
         for assignment in params:
             args += ["-p", assignment]
         known = await anyio.to_thread.run_sync(folder_names, output_dir)

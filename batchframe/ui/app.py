@@ -64,7 +64,9 @@ from batchframe.ui._security import CSRF_FIELD, SecurityMiddleware, allowed_host
 HERE = Path(__file__).parent
 EVENT_EVERY_S = 0.5
 _CONTROLS: dict[str, Command] = {"pause": "pause", "resume": "resume", "stop": "stop"}
-_FORM_KEYS = (CSRF_FIELD, "config")
+LIMIT_FIELD = "run-limit"
+"""The form's ``exec --limit N`` field (a name no parameter can have)."""
+_FORM_KEYS = (CSRF_FIELD, "config", LIMIT_FIELD)
 SECRET_PREFIX = "secret-"
 """The run page's field for secret ``NAME`` (Resume, Retry): ``SECRET_PREFIX + NAME``, never a parameter's name."""
 
@@ -273,6 +275,7 @@ class _Views:
         errors: Mapping[str, str] | None = None,
         problem: Problem | None = None,
         status_code: int = 200,
+        limit: str = "",
     ) -> Response:
         """Describe the project (in a child process) and render its form."""
         errors = errors or {}
@@ -288,8 +291,14 @@ class _Views:
             "form": form,
             "fields": [view for view in fields if view.spec.group != "runtime"],
             "runtime": [view for view in fields if view.spec.group == "runtime"],
-            "runtime_open": any(view.error for view in fields if view.spec.group == "runtime"),
-            "other_errors": sorted(f"{name}: {text}" for name, text in errors.items() if name not in known),
+            "runtime_open": any(view.error for view in fields if view.spec.group == "runtime")
+            or LIMIT_FIELD in errors
+            or bool(limit),
+            "limit": limit,
+            "limit_error": errors.get(LIMIT_FIELD),
+            "other_errors": sorted(
+                f"{name}: {text}" for name, text in errors.items() if name not in known and name != LIMIT_FIELD
+            ),
             "problem": problem,
         }
         return self.render(request, "start.html", context, status_code=status_code)
@@ -302,21 +311,32 @@ class _Views:
         data = await request.form()
         config = str(data.get("config") or "") or None
         submitted = {key: [str(value) for value in data.getlist(key)] for key in data if key not in _FORM_KEYS}
+        limit_text = str(data.get(LIMIT_FIELD) or "").strip()
+        limit, limit_error = _limit_of(limit_text)
         errors: dict[str, str] = {}
         problem = None
         try:
             params, errors, environment = await run_in_threadpool(validate, project, config, submitted)
+            if limit_error:
+                errors[LIMIT_FIELD] = limit_error
             if not errors:
                 launcher: Launcher = request.state.launcher
                 output_dir = self.settings.output_dir
                 folder = await launcher.exec_run(
-                    project, config=config, params=params, output_dir=output_dir, environment=environment
+                    project, config=config, params=params, output_dir=output_dir, environment=environment, limit=limit
                 )
                 return _to_run(folder)
         except (FormError, LaunchError) as exc:
             problem = Problem.of(exc)
         return await self.start_page(
-            request, project, config=config, submitted=submitted, errors=errors, problem=problem, status_code=422
+            request,
+            project,
+            config=config,
+            submitted=submitted,
+            errors=errors,
+            problem=problem,
+            status_code=422,
+            limit=limit_text,
         )
 
     async def runs(self, request: Request) -> Response:
@@ -463,6 +483,19 @@ def secret_names(meta: Mapping[str, Any]) -> list[str]:
     if not isinstance(secrets, Mapping):
         return []
     return sorted(name for name in secrets if isinstance(name, str) and name.isidentifier())
+
+
+def _limit_of(text: str) -> tuple[int | None, str | None]:
+    """The form's limit: empty is none; else a whole number of at least 1, as ``exec --limit`` takes."""
+    if not text:
+        return None, None
+    try:
+        limit = int(text)
+    except ValueError:
+        return None, f"--limit expects a whole number, 1 or more, but got {text!r}."
+    if limit < 1:
+        return None, f"--limit expects a whole number, 1 or more, but got {limit}."
+    return limit, None
 
 
 def _to_run(folder: Path | None) -> Response:
