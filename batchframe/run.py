@@ -200,8 +200,8 @@ def resolve_with_sources(
     return values, {**dict.fromkeys(given, "-p"), **variables}
 
 
-def _log_hook_warnings(prepared: PreparedRun) -> None:
-    """Misspelt hooks, in logs.txt too (the console showed them when the project was loaded); notices."""
+def _log_warnings(prepared: PreparedRun) -> None:
+    """Misspelt hooks, in logs.txt too (the console showed them when the project was loaded), and notices."""
     for warning in prepared.project.hook_warnings:
         logger.warning("%s", warning, extra=FILE_ONLY)
     for notice in prepared.notices:
@@ -350,7 +350,7 @@ def run_project(
 def _execute_new(prepared: PreparedRun, plan: RunPlan, *, verbosity: int) -> RunResult:
     """The one way a new run folder (``exec``, ``retry``) is filled: logs, journal, lock, execute."""
     with run_logging(plan.run_dir / "logs.txt", verbosity=verbosity):
-        _log_hook_warnings(prepared)
+        _log_warnings(prepared)
         journal = _new_journal(prepared, plan.run_dir, plan.meta)
         with _holding(journal):
             return execute(prepared, plan, journal)
@@ -459,7 +459,7 @@ def resume_run(
         resumes = [*meta.get("resumed_at", []), started.isoformat(timespec="seconds")]
         journal.set_meta(resumed_at=resumes, exit_code=None, outcome="resumed")
         with run_logging(run_dir / "logs.txt", verbosity=verbosity):
-            _log_hook_warnings(prepared)
+            _log_warnings(prepared)
             logger.info(
                 "Resuming %s: %d items finished before are skipped.", run_dir, counts["done"] + counts["failed"]
             )
