@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -9,6 +11,18 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from helpers import build_file_tree
+
+# pytest started in the background by a non-interactive shell (`pytest &`, some CI runners) inherits
+# SIGINT ignored, and so would every process the tests start: a Ctrl-C sent to one would be lost and the
+# test would hang. Each xdist worker imports this file, so each one restores Python's own handler.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto`` (pyproject.toml): 1.5 workers per core, since the tests wait on their subprocesses much of the time."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(2, cores * 3 // 2)
 
 
 @pytest.fixture(autouse=True)

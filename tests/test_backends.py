@@ -50,7 +50,8 @@ class Work(Service[object]):
         (self.state_dir / f"worker-{os.getpid()}").touch()
 
     def process(self, item):
-        time.sleep(self.sleep)
+        if not (self.state_dir / "fast").exists():  # a test creates it to speed up what is left (a resume)
+            time.sleep(self.sleep)
         first_try = self.state_dir / f"tried-{item}"
         if item % 10 == 3 and not first_try.exists():
             first_try.touch()
@@ -121,6 +122,7 @@ def test_stop_persists_everything_and_resume_finishes(job: Path, backend: str) -
     failed = sorted(r["item"] for r in records if r["error_type"] == "ValueError")
     read = json.loads((run_dir / "summary.json").read_text())["this_part"]["read"]
     assert sorted(done(job) + not_done + failed) == list(range(read))  # the unread rest waits for resume
+    (job / "state" / "fast").touch()  # the items were slow so that the stop came mid-run; the rest need not be
     resumed = batchframe_cli("resume", run_dir, cwd=job, timeout=120)
     assert resumed.returncode == 3, resumed.stderr
     assert done(job) == [i for i in range(200) if i % 10 != 7]
@@ -166,7 +168,7 @@ def test_an_unknown_executor_set_in_a_config_class(job: Path) -> None:
 def test_a_scheduler_that_does_not_answer(job: Path) -> None:
     started = time.monotonic()
     result = batchframe_cli(
-        *exec_args(job, "dask", "-p", "scheduler=tcp://127.0.0.1:9", "-p", "scheduler_timeout_sec=2"),
+        *exec_args(job, "dask", "-p", "scheduler=tcp://127.0.0.1:9", "-p", "scheduler_timeout_sec=0.5"),
         cwd=job,
         timeout=60,
     )

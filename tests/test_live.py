@@ -104,12 +104,10 @@ def test_pause_resume_and_stop_reach_a_running_run(make_project: Callable[..., P
         send_control(run_dir, "pause")
         paused = _wait_for(_state(run_dir, "paused"), "paused")
         assert paused.in_flight == 0
-        time.sleep(0.8)  # paused: no item starts, so the count stays still
-        still = read_status(run_dir)
-        assert still is not None
+        # Paused: no item starts, so the count stays still, over a status written (it still is) 0.8 s later or more.
+        still = _wait_for(_where(run_dir, lambda s: s.updated_at >= paused.updated_at + 0.8), "a later status")
         assert still.state == "paused"
         assert still.completed == paused.completed
-        assert still.updated_at > paused.updated_at  # the status is still being written while paused
 
         send_control(run_dir, "resume")
         _wait_for(

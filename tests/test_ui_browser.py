@@ -11,7 +11,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -77,12 +76,6 @@ class Work(Service[int]):
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
@@ -102,7 +95,7 @@ class UI:
         self.project, self.out = project, out
         command = [sys.executable, "-m", "batchframe", "ui", str(project), "-d", str(out), "--no-browser"]
         self.process = subprocess.Popen(
-            [*command, "--port", str(_free_port())],
+            [*command, "--port", "0"],  # the server binds a free port and prints it: no race with other tests
             cwd=project,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
