@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,40 @@ def batchframe_cli(
         env=full_env,
         stdin=subprocess.DEVNULL,
     )
+
+
+def signal_when_ready(
+    *args: str, cwd: Path, ready: Callable[[], bool], signum: int, timeout: float = 30
+) -> tuple[int | None, str, str]:
+    """Start ``batchframe ARGS`` (no terminal), send it ``signum`` once ``ready()`` holds, and wait for its end.
+
+    Returns:
+        Its exit code, stdout and stderr. The test fails when the process ends before ``ready()``
+        holds, or ``ready()`` does not hold within ``timeout`` seconds.
+    """
+    executable = Path(sys.executable).parent / "batchframe"
+    process = subprocess.Popen(
+        [str(executable), *args],
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    try:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            assert time.monotonic() < deadline, f"batchframe {' '.join(args)} never got ready"
+            assert process.poll() is None, process.communicate()
+            time.sleep(0.005)
+        process.send_signal(signum)
+        stdout, stderr = process.communicate(timeout=timeout)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    return process.returncode, stdout, stderr
 
 
 def service_factory(path: str | os.PathLike[str], *params: str, statics: dict[str, Any] | None = None) -> Any:
@@ -89,4 +125,26 @@ class Echo(Service[int]):
     async def process(self, item):
         logging.getLogger("user.code").info("processing %s", item)
         self.seen.append(item)
+"""
+
+
+def cooling_job(items: int, refused: int, retry_after_s: float) -> str:
+    """A project of ``items`` numbers whose item ``refused`` gets ``RateLimited(retry_after_s)`` once (a 429)."""
+    return f"""
+import asyncio
+from batchframe import RateLimited, Service, Source
+
+class Numbers(Source[int]):
+    def __len__(self):
+        return {items}
+    def __iter__(self):
+        return iter(range({items}))
+
+class Api(Service[int]):
+    refused = False
+    async def process(self, item):
+        await asyncio.sleep(0.01)
+        if item == {refused} and not Api.refused:
+            Api.refused = True
+            raise RateLimited({retry_after_s})
 """

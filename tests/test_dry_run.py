@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
-import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import batchframe_cli, only_run_dir, read_jsonl
+from helpers import batchframe_cli, only_run_dir, read_jsonl, signal_when_ready
 
 # A Source that writes down every position it reads (read.txt) and a Service that writes down every
 # item it processes (processed.txt): what the tests check "was not read / processed" against.
@@ -156,29 +152,11 @@ def test_dry_run_bad_parameter_value_is_a_usage_error(sync_job: Path) -> None:
 
 @pytest.mark.timeout(60)
 def test_ctrl_c_while_counting_says_how_far_it_got(job: Path) -> None:
-    executable = Path(sys.executable).parent / "batchframe"
-    process = subprocess.Popen(
-        [str(executable), "exec", "job.py", "--dry-run", "-p", "count=100000", "-p", "read_sleep=0.01"],
-        cwd=job,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "COLUMNS": "200"},
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while len(numbers(job, "read.txt")) < 5:
-            assert time.monotonic() < deadline, "the dry run read nothing"
-            assert process.poll() is None, process.communicate()
-            time.sleep(0.01)
-        process.send_signal(signal.SIGINT)
-        stdout, stderr = process.communicate(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-    assert process.returncode == 130, stderr
+    code, stdout, stderr = signal_when_ready(
+        "exec", "job.py", "--dry-run", "-p", "count=100000", "-p", "read_sleep=0.01",
+        cwd=job, ready=lambda: len(numbers(job, "read.txt")) >= 5, signum=signal.SIGINT,
+    )  # fmt: skip
+    assert code == 130, stderr
     assert "counted before the interrupt" in stdout
     counted = int(stdout.split(" items counted")[0].split()[-1].replace(",", ""))
     assert 5 <= counted < 100000
@@ -273,30 +251,11 @@ def test_limit_below_one_is_a_usage_error(sync_job: Path, value: str) -> None:
 
 @pytest.mark.timeout(90)
 def test_resume_of_a_stopped_limited_run_finishes_only_the_first_n(job: Path) -> None:
-    executable = Path(sys.executable).parent / "batchframe"
     args = ["exec", "job.py", "--limit", "40", "-p", "count=100000", "-p", "sleep=0.05", "-p", "concurrency=2"]
-    process = subprocess.Popen(
-        [str(executable), *args],
-        cwd=job,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "COLUMNS": "200"},
+    code, _, stderr = signal_when_ready(
+        *args, cwd=job, ready=lambda: len(numbers(job, "processed.txt")) >= 4, signum=signal.SIGTERM
     )
-    try:
-        deadline = time.monotonic() + 30
-        while len(numbers(job, "processed.txt")) < 4:
-            assert time.monotonic() < deadline, "the run made no progress"
-            assert process.poll() is None, process.communicate()
-            time.sleep(0.005)
-        process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-    assert process.returncode == 143, stderr
+    assert code == 143, stderr
     first_part = numbers(job, "processed.txt")
     assert 4 <= len(first_part) < 40
     # The stop hands the unread rest to persist_failed (the Source has __len__): only up to the limit.

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import batchframe_cli, only_run_dir
+from helpers import batchframe_cli, cooling_job, only_run_dir
 
 from batchframe._live import CONTROL_NAME, STATUS_NAME, RunNotLiveError, RunStatus, read_status, send_control
 from batchframe.errors import UsageError
@@ -211,24 +211,7 @@ def test_status_files_are_owner_only_and_unreadable_ones_are_ignored(
         send_control(run_dir, "explode")  # type: ignore[arg-type]
 
 
-COOLING_JOB = """
-import asyncio
-from batchframe import RateLimited, Service, Source
-
-class Numbers(Source[int]):
-    def __len__(self):
-        return 10
-    def __iter__(self):
-        return iter(range(10))
-
-class Api(Service[int]):
-    refused = False
-    async def process(self, item):
-        await asyncio.sleep(0.01)
-        if item == 3 and not Api.refused:
-            Api.refused = True
-            raise RateLimited(2)
-"""
+COOLING_JOB = cooling_job(10, 3, 2)
 
 
 @pytest.mark.timeout(60)

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import batchframe_cli, only_run_dir, read_jsonl
+from helpers import batchframe_cli, cooling_job, only_run_dir, read_jsonl
 
 from batchframe import RateLimited, Service, Source
 from batchframe.retry import parse_retry_after
@@ -136,24 +136,7 @@ def test_the_cooldown_through_the_cli(make_project: Callable[..., Path], tmp_pat
     assert not (run_dir / "failed.jsonl").exists() or read_jsonl(run_dir / "failed.jsonl") == []
 
 
-COOLING_JOB = """
-import asyncio
-from batchframe import RateLimited, Service, Source
-
-class Numbers(Source[int]):
-    def __len__(self):
-        return 6
-    def __iter__(self):
-        return iter(range(6))
-
-class Api(Service[int]):
-    refused = False
-    async def process(self, item):
-        await asyncio.sleep(0.01)
-        if item == 2 and not Api.refused:
-            Api.refused = True
-            raise RateLimited(1)
-"""
+COOLING_JOB = cooling_job(6, 2, 1)
 
 
 @pytest.mark.timeout(60)
