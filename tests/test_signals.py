@@ -3,48 +3,28 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-from helpers import build_file_tree, only_run_dir, read_jsonl
+from helpers import build_file_tree, only_run_dir, read_jsonl, signal_when_ready
 from test_interactive import SLOW_PROJECT, done_items
 
 
-def wait_for_progress(output_dir: Path, timeout_s: float = 20) -> Path:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        runs = list(output_dir.glob("*/done.txt")) if output_dir.exists() else []
-        if runs and runs[0].read_text().count("\n") >= 10:
-            return runs[0].parent
-        time.sleep(0.02)
-    raise AssertionError("the run made no progress")
+def made_progress(output_dir: Path) -> bool:
+    """At least 10 items are done in the run under ``output_dir``."""
+    runs = list(output_dir.glob("*/done.txt")) if output_dir.exists() else []
+    return bool(runs) and runs[0].read_text().count("\n") >= 10
 
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_signal_stops_gracefully_and_loses_nothing(tmp_path: Path, signum: int, code: int) -> None:
     build_file_tree(tmp_path, {"job.py": SLOW_PROJECT})
-    executable = Path(sys.executable).parent / "batchframe"
-    process = subprocess.Popen(
-        [str(executable), "exec", "job.py", "-p", "count=400", "-p", "concurrency=4", "-d", "out"],
-        cwd=tmp_path,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "COLUMNS": "200"},
-    )
-    try:
-        wait_for_progress(tmp_path / "out")
-        process.send_signal(signum)
-        _, stderr = process.communicate(timeout=30)
-    finally:
-        process.kill()
-    assert process.returncode == code, stderr
+    returncode, _, stderr = signal_when_ready(
+        "exec", "job.py", "-p", "count=400", "-p", "concurrency=4", "-d", "out",
+        cwd=tmp_path, ready=lambda: made_progress(tmp_path / "out"), signum=signum,
+    )  # fmt: skip
+    assert returncode == code, stderr
     assert "Traceback" not in stderr
     run_dir = only_run_dir(tmp_path / "out")
     records = read_jsonl(run_dir / "failed.jsonl")
