@@ -25,7 +25,13 @@ from batchframe.failures import safe_repr, safe_str, storable_text
 from batchframe.project import user_frames
 from batchframe.run import prepare
 from batchframe.service import retryable_exceptions
-from batchframe.source import is_async_source, iter_async_source, iter_sync_source, source_length
+from batchframe.source import (
+    first_async_items,
+    is_async_source,
+    iter_async_source,
+    iter_sync_source,
+    source_length,
+)
 
 if TYPE_CHECKING:
     from rich.text import Text
@@ -148,13 +154,9 @@ def _count(source: Any, report: DryRun) -> None:
 
 
 async def _count_async(source: Any, report: DryRun) -> None:
-    limit = report.limit
-    if limit is not None and limit <= 0:
-        return
-    async for item in iter_async_source(source):
+    items = iter_async_source(source)
+    async for item in items if report.limit is None else first_async_items(items, report.limit):
         report.add(item)
-        if limit is not None and report.counted >= limit:
-            return  # the next item is never asked for
 
 
 def one_line(item: Any) -> str:

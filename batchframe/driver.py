@@ -32,7 +32,13 @@ from batchframe.failures import NOT_PROCESSED, FailedItem, error_type_of, safe_s
 from batchframe.limits import ExecutorSettings, with_limits
 from batchframe.retry import RateLimited, RetryPolicy
 from batchframe.service import retryable_exceptions
-from batchframe.source import is_async_source, iter_async_source, iter_sync_source, source_length
+from batchframe.source import (
+    first_async_items,
+    is_async_source,
+    iter_async_source,
+    iter_sync_source,
+    source_length,
+)
 from batchframe.stats import Outcome, Stats
 
 __all__ = ["Driver", "ExecutorSettings", "Outcome", "Stats"]
@@ -313,7 +319,7 @@ class Driver:
         limit = self.limit
         if is_async_source(self.source):
             items = iter_async_source(self.source)
-            return items if limit is None else _first(items, limit)
+            return items if limit is None else first_async_items(items, limit)
         iterator = iter_sync_source(self.source)
         if limit is not None:
             iterator = itertools.islice(iterator, limit)
@@ -590,18 +596,6 @@ class Driver:
 def _limited(total: int | None, limit: int | None) -> int | None:
     """The run's total: the source's length, capped by the limit; unknown when the length is."""
     return total if total is None or limit is None else min(total, limit)
-
-
-async def _first(items: AsyncIterator[Any], limit: int) -> AsyncIterator[Any]:
-    """The first ``limit`` items of an async source; the next one is never asked for."""
-    if limit <= 0:
-        return
-    taken = 0
-    async for item in items:
-        yield item
-        taken += 1
-        if taken >= limit:
-            return
 
 
 def _current_task() -> asyncio.Task[Any] | None:

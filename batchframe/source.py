@@ -142,3 +142,15 @@ def _call_next(source: Source[Any]) -> Iterator[Any]:
 def iter_async_source(source: object) -> AsyncIterator[Any]:
     """Iterate an ``__aiter__``-style source."""
     return source.__aiter__()  # type: ignore[attr-defined,no-any-return]
+
+
+async def first_async_items(items: AsyncIterator[Any], limit: int) -> AsyncIterator[Any]:
+    """The first ``limit`` items of an async source (``--limit``); the next one is never asked for."""
+    if limit <= 0:
+        return
+    taken = 0
+    async for item in items:
+        yield item
+        taken += 1
+        if taken >= limit:
+            return
