@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Annotated, Any, TypeVar
 
 from batchframe._parsing import parse_value, type_name
-from batchframe.errors import ParamError
+from batchframe.errors import ConfigError, ParamError
 from batchframe.secret import MASK, Secret, is_secret_type, secret_argument_problem
 
 __all__ = [
@@ -178,7 +178,6 @@ def _config_params(cls: type) -> list[ParamSpec]:
     Configurations are dataclasses, but a subclass may override a default with a plain class
     attribute (``concurrency = 2``) or add annotated attributes without ``@dataclass``: both count.
     """
-    fields = {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
     names = dict.fromkeys(name for klass in reversed(cls.__mro__) for name in getattr(klass, "__annotations__", {}))
     documented = {k: v for klass in reversed(cls.__mro__) for k, v in docstring_descriptions(klass).items()}
     specs = []
@@ -187,7 +186,7 @@ def _config_params(cls: type) -> list[ParamSpec]:
         if annotation is None or owner is None:
             continue
         bare, description = _split_annotation(annotation)
-        default = class_default(cls, name, fields.get(name))
+        default = class_default(cls, name)
         specs.append(ParamSpec(name, bare, default, owner, description or documented.get(name, "")))
     return specs
 
@@ -202,13 +201,54 @@ def _param_annotation_in_mro(cls: type, name: str) -> tuple[Any, type | None]:
     return annotation, owner
 
 
-def class_default(cls: type, name: str, field: dataclasses.Field[Any] | None = None) -> Any:
-    """The default of attribute ``name`` as seen on ``cls``: a plain class attribute in a subclass wins."""
-    if any(name in vars(klass) for klass in cls.__mro__):
-        return getattr(cls, name)
-    if field is not None and field.default_factory is not dataclasses.MISSING:
-        return field.default_factory()
+def class_default(cls: type, name: str) -> Any:
+    """The default of attribute ``name`` as seen on ``cls``: the most derived class that sets it wins.
+
+    Each class of the MRO, most derived first, may set the default three ways: a plain class attribute
+    (``concurrency = 2``; a dataclass field ``= value`` leaves one too), a dataclass field with
+    ``field(default_factory=...)`` (the dataclass removes that class attribute, so a parent's must not
+    show through), or a ``field(...)`` assigned in a class that is not a dataclass. A factory is
+    called here, once per call.
+
+    Returns:
+        The default, or ``dataclasses.MISSING`` when no class gives one.
+
+    Raises:
+        ConfigError: a ``default_factory`` raised.
+    """
+    for klass in cls.__mro__:
+        own = vars(klass)
+        if name in own:
+            value = own[name]
+            return _field_default(klass, name, value) if isinstance(value, dataclasses.Field) else value
+        declared = own.get("__dataclass_fields__", {}).get(name)
+        if declared is not None and declared.default_factory is not dataclasses.MISSING:
+            return _field_default(klass, name, declared)
     return _NOTHING
+
+
+def _field_default(owner: type, name: str, field: dataclasses.Field[Any]) -> Any:
+    """The default a ``field(...)`` gives: its ``default``, or what its ``default_factory`` returns.
+
+    Raises:
+        ConfigError: the factory raised.
+    """
+    if field.default_factory is dataclasses.MISSING:
+        return field.default
+    try:
+        return field.default_factory()
+    except Exception as exc:
+        raise ConfigError(
+            f"The default_factory of {owner.__qualname__}.{name} raised {type(exc).__name__}: {_safe_str(exc)}",
+            hint=f"Fix that factory, or give {name} a plain default.",
+        ) from exc
+
+
+def _safe_str(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:
+        return "(its message could not be shown)"
 
 
 # ------------------------------------------------------------------------------------- the CLI's -p

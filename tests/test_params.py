@@ -10,6 +10,7 @@ from typing import Annotated, Literal, Optional
 import pytest
 
 from batchframe import BatchframeParam, Configuration, ParamError
+from batchframe.errors import ConfigError
 from batchframe.params import (
     merge_specs,
     missing_params,
@@ -282,3 +283,101 @@ def test_parse_errors_say_what_was_expected() -> None:
         parse_value(int, "abc")
     with pytest.raises(ValueError, match="ISO date"):
         parse_value(dt.date, "tomorrow")
+
+
+# ------------------------------------------------------------------------- defaults from default_factory
+
+
+def test_a_default_factory_beats_the_parents_plain_default_at_every_level() -> None:
+    @dataclasses.dataclass
+    class Base(Configuration):
+        sizes: BatchframeParam[list[int] | None] = None
+
+    @dataclasses.dataclass
+    class Dev(Base):
+        retry_delays_sec: list[float] | None = dataclasses.field(default_factory=lambda: [0.01, 0.02])
+        sizes: BatchframeParam[list[int] | None] = dataclasses.field(default_factory=lambda: [4, 5])
+
+    class Plain(Dev):  # no @dataclass: field(...) stays a class attribute
+        max_retries = 7
+        tags: BatchframeParam[list[str]] = dataclasses.field(default_factory=lambda: ["a"])
+
+    class Later(Plain):  # a plain attribute below a factory wins
+        sizes = [9]
+
+    specs = {s.name: s for s in params_of_class(Plain)}
+    assert specs["retry_delays_sec"].default == [0.01, 0.02]
+    assert specs["sizes"].default == [4, 5]
+    assert specs["tags"].default == ["a"] and not specs["tags"].required
+    assert specs["max_retries"].default == 7
+    assert {s.name: s for s in params_of_class(Later)}["sizes"].default == [9]
+    assert {s.name: s for s in params_of_class(Base)}["sizes"].default is None
+
+
+def test_a_default_factory_that_raises_is_a_config_error_naming_the_field() -> None:
+    def broken() -> list[int]:
+        raise RuntimeError("no network")
+
+    @dataclasses.dataclass
+    class Broken(Configuration):
+        sizes: BatchframeParam[list[int]] = dataclasses.field(default_factory=broken)
+
+    with pytest.raises(ConfigError, match=r"default_factory of .*Broken\.sizes raised RuntimeError: no network"):
+        params_of_class(Broken)
+
+
+FACTORY_JOB = """
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from batchframe import BatchframeParam, Configuration, Service, Source
+
+@dataclass
+class Settings(Configuration):
+    retry_backoff_sec: float = 3600.0  # what a retry waits if the factory's delays are ignored
+    {delays}: list[float] = field(default_factory=lambda: [0.01, 0.01])
+    sizes: BatchframeParam[list[int]] = field(default_factory=lambda: [1, 2, 3])
+
+class One(Source[int]):
+    def __len__(self):
+        return 1
+    def __iter__(self):
+        return iter([0])
+
+class Flaky(Service[int]):
+    starts = []
+    def __init__(self, config: Settings):
+        self.config = config
+    def process(self, item):
+        Flaky.starts.append(time.monotonic())
+        if len(Flaky.starts) <= 2:
+            raise ConnectionError("flaky")
+        gaps = [b - a for a, b in zip(Flaky.starts, Flaky.starts[1:])]
+        seen = {{"sizes": self.config.sizes, "delays": self.config.retry_delays_sec, "gaps": gaps}}
+        Path("seen.json").write_text(json.dumps(seen))
+"""
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("name", ["retry_delays_sec", "executor_backoff_times_sec"])
+def test_default_factories_are_shown_and_used_by_the_cli(make_project, name: str) -> None:
+    import json
+
+    from helpers import batchframe_cli, only_run_dir
+
+    project = make_project({"job.py": FACTORY_JOB.format(delays=name)})
+    listed = batchframe_cli("params", "job.py", cwd=project, COLUMNS="250")
+    assert listed.returncode == 0, listed.stderr
+    rows = {line.split("│")[1].strip(): line for line in listed.stdout.splitlines() if line.count("│") > 3}
+    assert "[0.01, 0.01]" in rows["retry_delays_sec"]
+    assert "[1, 2, 3]" in rows["sizes"]
+
+    # Ignoring the factory, a retry waits up to an hour (retry_backoff_sec): the timeout fails the test.
+    result = batchframe_cli("exec", "job.py", "-d", "out", cwd=project, timeout=60)
+    assert result.returncode == 0, result.stderr
+    seen = json.loads((project / "seen.json").read_text())
+    assert seen["sizes"] == [1, 2, 3] and seen["delays"] == [0.01, 0.01]
+    assert len(seen["gaps"]) == 2 and all(gap >= 0.009 for gap in seen["gaps"])  # the delays were waited
+    fingerprint = json.loads((only_run_dir(project / "out") / "summary.json").read_text())["run"]["fingerprint"]
+    assert fingerprint["retry_delays_sec"] == "[0.01, 0.01]"
