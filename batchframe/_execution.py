@@ -4,6 +4,10 @@
 test; this module runs each of them the same way and reports: the journal, ``failed.jsonl``,
 ``persist_failed``, ``finish``, ``summary.json`` (all written before anything is printed), the
 summary on the console.
+
+The run's event loop outlives the driver: an ``async def`` ``finish`` or ``persist_failed`` runs on
+the loop where ``process`` ran (the driver's own loop, or the ``threads`` back end's ``ServiceLoop``),
+so it can close the client ``process`` used, before that loop closes.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from batchframe._logging import FILE_ONLY
 from batchframe._types import Finishes, PersistsFailed
 from batchframe.backends import WORKER_BACKENDS, Backend, make_backend
 from batchframe.backends._batches import MAX_BATCH
+from batchframe.backends._loop import ServiceLoop, run_on
 from batchframe.driver import Driver
 from batchframe.errors import BatchframeError
 from batchframe.failures import FailedItem, safe_str
@@ -153,34 +158,74 @@ def execute(prepared: Buildable, plan: RunPlan, journal: Journal | None) -> RunR
         "_current_run_output_dir": plan.run_dir.resolve(),
     }
     records = RunRecords(None if plan.quiet else plan.run_dir, journal, keep=plan.keep)
-    try:
-        wired = prepared.build(statics)
-        executor = _executor(prepared, plan, wired, records, statics)
-    except BatchframeError as error:
-        _failed_to_start(plan, journal, error)
-        raise
-    if not plan.quiet:
-        logger.info("Run folder: %s", plan.run_dir)
-    supervisor = Supervisor(
-        executor,
-        progress=_progress(executor.stats, plan),
-        interactive=plan.interactive,
-        namespace={"source": wired.source, "service": wired.service, "config": wired.config},
-        link=None if plan.quiet else _linker(plan.run_dir),
-    )
-    records.on_error = executor.records_failed
-    try:
-        _supervise(supervisor, plan, journal)
-    finally:
-        _close_records(records, executor)
-    try:
-        return _end(wired, executor, supervisor, plan, journal, records)
-    finally:
-        records.discard()
+    with _RunLoops(prepared.config.executor) as loops:
+        try:
+            wired = prepared.build(statics)
+            executor = _executor(prepared, plan, wired, records, statics, loops)
+        except BatchframeError as error:
+            _failed_to_start(plan, journal, error)
+            raise
+        if not plan.quiet:
+            logger.info("Run folder: %s", plan.run_dir)
+        supervisor = Supervisor(
+            executor,
+            progress=_progress(executor.stats, plan),
+            interactive=plan.interactive,
+            namespace={"source": wired.source, "service": wired.service, "config": wired.config},
+            link=None if plan.quiet else _linker(plan.run_dir),
+            loop=loops.driver,
+        )
+        records.on_error = executor.records_failed
+        try:
+            _supervise(supervisor, plan, journal)
+        finally:
+            _close_records(records, executor)
+        try:
+            return _end(wired, executor, supervisor, plan, journal, records, loops)
+        finally:
+            records.discard()
+
+
+class _RunLoops:
+    """The run's event loops: the driver's, and the ``threads`` back end's ``ServiceLoop`` (None otherwise).
+
+    Both stay open until the end-of-run hooks have run on the one where ``process`` ran.
+    """
+
+    def __init__(self, executor: str) -> None:
+        self.driver = asyncio.new_event_loop()
+        self.service = ServiceLoop("batchframe-service") if executor == "threads" else None
+
+    def __enter__(self) -> _RunLoops:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.service is not None:
+            self.service.close()
+        loop = self.driver
+        try:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            loop.close()
+
+    def call(self, function: Callable[..., Any], *args: Any) -> None:
+        """Call a user hook; an ``async def`` one runs on the loop where ``process`` ran, to its end."""
+        result = function(*args)
+        if not inspect.isawaitable(result):
+            return
+        if self.service is not None:
+            self.service.run(result)
+        else:
+            run_on(self.driver, result)
 
 
 def _executor(
-    prepared: Buildable, plan: RunPlan, wired: Wired, records: RunRecords, statics: Mapping[str, Any]
+    prepared: Buildable,
+    plan: RunPlan,
+    wired: Wired,
+    records: RunRecords,
+    statics: Mapping[str, Any],
+    loops: _RunLoops,
 ) -> Driver:
     source = wired.source if plan.replay is None else _Replay(plan.replay)
     executor = Driver(
@@ -190,7 +235,7 @@ def _executor(
         on_success=records.on_success,
         on_failure=records.on_failure,
         skip=plan.skip,
-        backend=_backend(prepared, wired.service, statics),
+        backend=_backend(prepared, wired.service, statics, loops.service),
         limit=plan.limit if plan.replay is None else None,
     )
     if records.journal is not None:
@@ -251,7 +296,9 @@ class _NoProgress:
         """Nothing to redraw."""
 
 
-def _backend(prepared: Buildable, service: Any, statics: Mapping[str, Any]) -> Backend:
+def _backend(
+    prepared: Buildable, service: Any, statics: Mapping[str, Any], service_loop: ServiceLoop | None
+) -> Backend:
     config = prepared.config
     return make_backend(
         config.executor,
@@ -261,6 +308,7 @@ def _backend(prepared: Buildable, service: Any, statics: Mapping[str, Any]) -> B
         scheduler=config.scheduler,
         connect_timeout_s=config.scheduler_timeout_sec,
         item_timeout_s=prepared.settings.item_timeout_s,
+        service_loop=service_loop,
     )
 
 
@@ -289,11 +337,12 @@ def _end(
     plan: RunPlan,
     journal: Journal | None,
     records: RunRecords,
+    loops: _RunLoops,
 ) -> RunResult:
     limit = int(getattr(wired.config, "persist_unread_max", 100_000))
     with _signals_while_ending(supervisor):
         notes = _hand_over_unread(executor, records, limit, wanted=_wants_failed(wired.source))
-        raised = [*_call_finish(wired.service), *_persist_failed(wired.source, records)]
+        raised = [*_call_finish(wired.service, loops), *_persist_failed(wired.source, records, loops)]
     problems = [problem for problem, _ in raised]
     if raised and executor.outcome is not Outcome.FATAL:
         executor.outcome = Outcome.FATAL
@@ -422,20 +471,10 @@ def _signals_while_ending(supervisor: Supervisor) -> Iterator[None]:
 Raised = list[tuple[str, BaseException]]
 
 
-def _call_finish(service: Any) -> Raised:
+def _call_finish(service: Any, loops: _RunLoops) -> Raised:
     if not isinstance(service, Finishes):
         return []
-    return _guarded(f"{type(service).__qualname__}.finish()", _run_maybe_async, service.finish)
-
-
-def _run_maybe_async(function: Any, *args: Any) -> None:
-    result = function(*args)
-    if inspect.isawaitable(result):
-        asyncio.run(_await(result))
-
-
-async def _await(awaitable: Any) -> Any:
-    return await awaitable
+    return _guarded(f"{type(service).__qualname__}.finish()", loops.call, service.finish)
 
 
 def _wants_failed(source: Any) -> bool:
@@ -443,12 +482,12 @@ def _wants_failed(source: Any) -> bool:
     return isinstance(source, PersistsFailed) and defines_hook(type(source), "persist_failed")
 
 
-def _persist_failed(source: Any, records: RunRecords) -> Raised:
+def _persist_failed(source: Any, records: RunRecords, loops: _RunLoops) -> Raised:
     if not len(records.failed_items) or not _wants_failed(source):
         return []  # skip Source's no-op (and reading the failed items back)
     return _guarded(
         f"{type(source).__qualname__}.persist_failed()",
-        _run_maybe_async,
+        loops.call,
         source.persist_failed,
         records.failed_items,
         after="; every failed item is still in failed.jsonl",

@@ -16,8 +16,11 @@ HOOK_MATCH_CUTOFF = 0.8
 class PersistsFailed(Protocol):
     """A Source that wants the failed items at the end of a run."""
 
-    def persist_failed(self, failed: Sequence[Any]) -> None:
-        """Store the items that failed (called once, at the end of the run; ``list(failed)`` makes a list)."""
+    def persist_failed(self, failed: Sequence[Any]) -> object:
+        """Store the items that failed (called once, at the end of the run; ``list(failed)`` makes a list).
+
+        May be ``async def``.
+        """
 
 
 @runtime_checkable

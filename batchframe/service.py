@@ -21,7 +21,8 @@ class Service(ABC, Generic[ItemT]):
     of ``exceptions_to_retry_for`` (a class attribute or a property; default TimeoutError and
     ConnectionError) are retried with backoff first. ``finish()`` is called once at the end;
     ``on_worker_start()`` / ``on_worker_stop()`` once per worker (once per run with the ``asyncio``
-    and ``threads`` executors). A public method whose name is close to a hook's (``on_worker_strat``)
+    and ``threads`` executors). Every hook may be ``async def``: it runs on the event loop that
+    ``process`` runs on, so a client opened in one hook (or in ``__init__``) can be closed in another. A public method whose name is close to a hook's (``on_worker_strat``)
     is reported with a warning when the project is loaded.
     """
 
@@ -31,24 +32,28 @@ class Service(ABC, Generic[ItemT]):
     def process(self, item: ItemT) -> Awaitable[None] | None:
         """Process one item; raise to fail it."""
 
-    def finish(self) -> None:
+    def finish(self) -> Awaitable[None] | None:
         """Called once after the last item (success or not). Override to clean up; may be ``async def``.
 
-        If it raises, the run's exit code is 1. The base implementation does nothing.
+        In the run's own process (not in worker processes), on the event loop where ``process`` ran
+        with the ``asyncio`` and ``threads`` executors. If it raises, the run's exit code is 1. The
+        base implementation does nothing.
         """
 
-    def on_worker_start(self) -> None:
+    def on_worker_start(self) -> Awaitable[None] | None:
         """Called in each worker before its first item, e.g. to open one connection per worker process.
 
         Once per worker process with the ``processes`` and ``dask`` executors (the Service is built
-        in each worker), once per run with ``asyncio`` and ``threads``. If it raises, the worker
-        cannot start and the run fails. The base implementation does nothing.
+        in each worker), once per run with ``asyncio`` and ``threads``. May be ``async def``: it runs
+        on the loop ``process`` runs on. If it raises, the worker cannot start and the run fails.
+        The base implementation does nothing.
         """
 
-    def on_worker_stop(self) -> None:
+    def on_worker_stop(self) -> Awaitable[None] | None:
         """Called in each worker when it stops (after its last item), e.g. to close a connection.
 
-        The base implementation does nothing.
+        May be ``async def`` (on the loop ``process`` ran on). If it raises, the error is logged. The
+        base implementation does nothing.
         """
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import operator
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any, Generic
 
 from batchframe import _types
@@ -39,7 +39,7 @@ class Source(Generic[ItemT]):
             f"{type(self).__qualname__} must define next(), __iter__() or __aiter__() to produce items"
         )
 
-    def persist_failed(self, failed: Sequence[ItemT]) -> None:
+    def persist_failed(self, failed: Sequence[ItemT]) -> Awaitable[None] | None:
         """Optional: store the items that did not succeed, e.g. to re-send them later.
 
         Called once at the end of the run when some items failed (not called when none did, nor when

@@ -37,6 +37,8 @@ class Supervisor:
         namespace: the names the shell gets besides ``executor``/``self`` and ``stats``.
         open_shell: opens a shell with a namespace and a banner (the IPython one by default).
         link: the run folder's status.json and control.json (pause, resume, stop from outside).
+        loop: the event loop to run on, left open afterwards for the end of the run (the Service's
+            async ``finish`` runs on it); None: a loop of its own, closed at the end of ``run``.
     """
 
     def __init__(
@@ -48,6 +50,7 @@ class Supervisor:
         namespace: Mapping[str, Any] | None = None,
         open_shell: OpenShell | None = None,
         link: Callable[[Supervisor], RunLink] | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self.executor = executor
         self.progress = progress
@@ -56,13 +59,14 @@ class Supervisor:
         self.open_shell = open_shell or _ipython_shell
         self.stopped_by: signal.Signals | None = None
         self._pause_ready: asyncio.Future[None] | None = None
+        self._given_loop = loop
         self._loop: asyncio.AbstractEventLoop | None = None
         self._idle_watch: asyncio.Future[None] | None = None
         self.link = link(self) if link is not None else None
 
     def run(self) -> None:
         """Run the executor until it finishes, pausing for the shell as the user asks."""
-        loop = self._loop = asyncio.new_event_loop()
+        loop = self._loop = self._given_loop or asyncio.new_event_loop()
         try:
             self._install_signal_handlers()
             task = loop.create_task(self.executor.run())
@@ -81,8 +85,9 @@ class Supervisor:
             if self.link is not None:
                 self.link.close()
             self._remove_signal_handlers()
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
+            if self._given_loop is None:
+                loop.run_until_complete(loop.shutdown_asyncgens())
+                loop.close()
             self._loop = None
 
     def _finish_after_error(self, task: asyncio.Task[Any]) -> None:
@@ -148,7 +153,7 @@ class Supervisor:
             executor.resume()
         elif command == "stop":
             executor.stats.resume_clock()
-            executor.stop("asked to stop through control.json")
+            executor.stop("stopped from the web UI")
 
     async def _when_idle(self) -> None:
         await self.executor.wait_idle()

@@ -128,7 +128,7 @@ def test_pause_resume_and_stop_reach_a_running_run(make_project: Callable[..., P
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["outcome"] == "stopped"
     assert summary["succeeded"] == final.succeeded < 2000
-    assert "asked to stop through control.json" in (run_dir / "logs.txt").read_text()
+    assert "stopped from the web UI" in (run_dir / "logs.txt").read_text()
     with pytest.raises(RunNotLiveError, match="is finished"):
         send_control(run_dir, "pause")
 

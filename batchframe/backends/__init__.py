@@ -5,8 +5,8 @@ the rate limit, progress, the journal, failed items, pause and stop), so every b
 same; a back end only turns ``item`` into an awaitable call of the Service's ``process``:
 
 - ``asyncio`` (default): ``async def process`` on the event loop, a plain ``def`` in a thread pool.
-- ``threads``: every call in a thread pool of ``concurrency`` threads (an async ``process`` runs on
-  a per-thread event loop).
+- ``threads``: every call in a thread pool of ``concurrency`` threads (an async ``process`` and
+  async hooks run on one event loop of the run's, ``_loop.ServiceLoop``).
 - ``processes``: a pool of worker processes (as many as ``concurrency``, at most one per core); the
   Service is built in each worker from the run's ``ServiceFactory`` (the project, config and resolved
   parameter values), so it need not be picklable; items and exceptions must be.
@@ -23,6 +23,7 @@ from batchframe.errors import ParamError, RunError
 
 if TYPE_CHECKING:
     from batchframe.backends._factory import ServiceFactory
+    from batchframe.backends._loop import ServiceLoop
 
 BACKENDS = ("asyncio", "threads", "processes", "dask")
 WORKER_BACKENDS = ("processes", "dask")
@@ -84,8 +85,12 @@ def make_backend(
     scheduler: str | None = None,
     connect_timeout_s: float = 10.0,
     item_timeout_s: float | None = None,
+    service_loop: ServiceLoop | None = None,
 ) -> Backend:
     """The back end called ``name``.
+
+    ``service_loop`` is where ``threads`` runs the Service's async code (the caller closes it after
+    ``finish``, which runs there too).
 
     A back end enforces ``item_timeout_s`` itself: it measures an item's own running time (never
     time spent waiting for a free worker) and fails the attempt with ``item_timed_out(...)``.
@@ -104,7 +109,11 @@ def make_backend(
         from batchframe.backends.local import LocalBackend
 
         return LocalBackend(
-            service, concurrency=concurrency, all_in_threads=name == "threads", item_timeout_s=item_timeout_s
+            service,
+            concurrency=concurrency,
+            all_in_threads=name == "threads",
+            item_timeout_s=item_timeout_s,
+            service_loop=service_loop,
         )
     if factory is None:
         raise ParamError(

@@ -14,8 +14,9 @@ comes back as ``RemoteError`` with its type name, message and traceback, and whe
 retries it (``exceptions_to_retry_for`` is checked here, where the real class is). Either way the
 worker goes on with the next item, and the driver can always record why an item failed.
 
-An async ``process`` runs on an event loop of the thread that runs the item: one loop per thread,
-kept for its next items (a dask worker runs items on several threads at once).
+Every async call of a run's Service (``process``, ``on_worker_start``, ``on_worker_stop``) runs on
+the run's own ``ServiceLoop`` in this process, so a client opened in one hook serves ``process`` and
+closes in the other (a dask worker runs items on several threads at once: they share that loop).
 
 ``run_batch`` is the dask task. With ``item_timeout_s`` it runs each item on a helper thread and
 waits at most that long from when the item starts; an item that takes longer fails with
@@ -42,6 +43,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from batchframe.backends import NOT_STARTED, item_timed_out
 from batchframe.backends._factory import build, remove_workdir
+from batchframe.backends._loop import ServiceLoop, hook_result
 from batchframe.backends._pickling import RunModules, dumps, loads
 from batchframe.backends._worker_logs import LogSink, forward_logs, route_logs, unroute_logs, working_for
 from batchframe.retry import Retry
@@ -110,19 +112,20 @@ class _Run:
     modules: RunModules
     retry_on: tuple[type[BaseException], ...]
     workdir: Path | None
+    loop: ServiceLoop
 
 
 _runs: dict[str, _Run] = {}
 _starting = threading.Lock()
 _start_locks: dict[str, threading.Lock] = {}  # one per run: starting it twice at once builds it once
-_here = threading.local()  # per thread: .loop (for async process calls), .runner (for timeouts)
+_here = threading.local()  # per thread: .runner (for timeouts)
 
 
-def call_hook(service: Any, name: str) -> None:
-    """Call the Service's optional ``on_worker_start`` / ``on_worker_stop`` hook."""
-    hook = getattr(service, name, None)
-    if callable(hook):
-        hook()
+def call_hook(service: Any, name: str, loop: ServiceLoop) -> None:
+    """Call the Service's optional ``on_worker_start`` / ``on_worker_stop`` hook; an ``async def`` one on ``loop``."""
+    result = hook_result(service, name)
+    if inspect.isawaitable(result):
+        loop.run(result)
 
 
 def pickled(item: Any) -> bytes:
@@ -186,16 +189,18 @@ def start_service(
         try:
             with working_for(key):
                 built = build(factory, local_dir=local_dir, isolate=isolate)
+                loop = ServiceLoop(f"batchframe-{key}", context=lambda: working_for(key))
                 try:
-                    call_hook(built.service, "on_worker_start")
+                    call_hook(built.service, "on_worker_start", loop)
                 except BaseException as exc:
                     _keep_traceback(exc)  # while the extracted project's files still show its lines
+                    loop.close()
                     remove_workdir(built.workdir)
                     raise
         except BaseException:
             unroute_logs(key)
             raise
-        _runs[key] = _Run(key, built.service, built.modules, _retryable_types(built.service), built.workdir)
+        _runs[key] = _Run(key, built.service, built.modules, _retryable_types(built.service), built.workdir, loop)
     return key
 
 
@@ -209,9 +214,10 @@ def stop_service(key: str) -> None:
         return
     with working_for(key):
         try:
-            call_hook(run.service, "on_worker_stop")
+            call_hook(run.service, "on_worker_stop", run.loop)
         except BaseException as exc:
             logger.error("on_worker_stop raised %s\n%s", describe(exc), traceback_text(exc))
+        run.loop.close()
     unroute_logs(key)
     remove_workdir(run.workdir)
 
@@ -237,7 +243,7 @@ def run_one(key: str, item: Any) -> Outcome:
         return RemoteError(type(exc).__name__, str(exc), "", retryable=True)
     try:
         with working_for(key):
-            _process(run.service, item)
+            _process(run, item)
     except BaseException as exc:  # KeyboardInterrupt, SystemExit... from user code: this item fails, the worker goes on
         return transportable(exc, key)
     return None
@@ -293,33 +299,10 @@ def _retryable_types(service: Any) -> tuple[type[BaseException], ...]:
         return ()
 
 
-def _process(service: Any, item: Any) -> None:
-    result = service.process(item)
+def _process(run: _Run, item: Any) -> None:
+    result = run.service.process(item)
     if inspect.isawaitable(result):
-        _thread_loop().run_until_complete(_await(result))
-
-
-def _thread_loop() -> asyncio.AbstractEventLoop:
-    """This thread's event loop for async ``process`` calls (created on first use, kept while the thread lives)."""
-    holder: _ThreadLoop | None = getattr(_here, "loop", None)
-    if holder is None:
-        holder = _here.loop = _ThreadLoop()
-    return holder.loop
-
-
-class _ThreadLoop:
-    """A thread's event loop, closed when the thread ends (its thread-local values are released then)."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-
-    def __del__(self) -> None:
-        with contextlib.suppress(Exception):  # at interpreter exit, say
-            self.loop.close()
-
-
-async def _await(awaitable: Any) -> Any:
-    return await awaitable
+        run.loop.run(result)
 
 
 class _Runner:
@@ -341,15 +324,10 @@ class _Runner:
         return False, None
 
     def _serve(self) -> None:
-        try:
-            while (job := self._jobs.get()) is not None:
-                key, item, box, done = job
-                box.append(run_one(key, item))
-                done.set()
-        finally:
-            holder = getattr(_here, "loop", None)
-            if holder is not None:
-                holder.loop.close()
+        while (job := self._jobs.get()) is not None:
+            key, item, box, done = job
+            box.append(run_one(key, item))
+            done.set()
 
 
 def _runner() -> _Runner:

@@ -5,18 +5,25 @@ A timeout on a thread cannot stop the thread: the attempt is abandoned (it fails
 driver starts the item's retry only after the abandoned attempt has returned: two attempts of one
 item never overlap. The timeout counts from the moment a thread starts the item, not from when the
 item joined the pool's queue (behind a stuck thread, say).
+
+Async code of the Service (``process`` and the hooks) runs on one loop: the driver's with
+``asyncio``; with ``threads``, the run's ``ServiceLoop``, which the pool's threads wait on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-import threading
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from batchframe.backends import ItemCall, item_timed_out
-from batchframe.backends._worker import call_hook
+from batchframe._logging import FILE_ONLY
+from batchframe.backends import BackendError, ItemCall, item_timed_out
+from batchframe.backends._loop import Carried, ServiceLoop, carrying, hook_result, uncarried
+from batchframe.backends._worker import describe, traceback_text
+
+logger = logging.getLogger(__name__)
 
 
 class LocalBackend:
@@ -25,12 +32,21 @@ class LocalBackend:
     Args:
         service: the Service instance.
         concurrency: the thread pool's size.
-        all_in_threads: run async ``process`` in the threads too, each thread with its own event loop.
+        all_in_threads: run every call in the threads (an async ``process`` and async hooks then run
+            on ``service_loop``).
         item_timeout_s: time limit of one attempt, or None.
+        service_loop: where the Service's async code runs with ``all_in_threads`` (its owner closes it,
+            after ``finish``); None: a loop of this back end's own, closed with it.
     """
 
     def __init__(
-        self, service: Any, *, concurrency: int, all_in_threads: bool = False, item_timeout_s: float | None = None
+        self,
+        service: Any,
+        *,
+        concurrency: int,
+        all_in_threads: bool = False,
+        item_timeout_s: float | None = None,
+        service_loop: ServiceLoop | None = None,
     ) -> None:
         self.service = service
         self.concurrency = concurrency
@@ -38,16 +54,31 @@ class LocalBackend:
         self.item_timeout_s = item_timeout_s
         self.slots = concurrency
         self._pool: ThreadPoolExecutor | None = None
+        self._own_loop = service_loop is None and all_in_threads
+        self.service_loop = (service_loop or ServiceLoop("batchframe-service")) if all_in_threads else None
 
     async def start(self) -> ItemCall:
-        """Call the Service's worker hook once and return the per-item call."""
-        call_hook(self.service, "on_worker_start")
+        """Call the Service's worker hook once and return the per-item call.
+
+        Raises:
+            BackendError: ``on_worker_start`` raised (the message says what; its traceback is in logs.txt).
+        """
+        try:
+            await self._hook("on_worker_start")
+        except Exception as exc:
+            raise BackendError(
+                f"{type(self.service).__qualname__}.on_worker_start() raised {describe(exc)}",
+                hint="Fix on_worker_start (its traceback follows); no item was processed.",
+                user_traceback=traceback_text(exc),
+            ) from None
         process = self.service.process
         timeout_s = self.item_timeout_s
         if inspect.iscoroutinefunction(process) and not self.all_in_threads:
             return process if timeout_s is None else _on_loop_with_timeout(process, timeout_s)
         self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="batchframe")
-        target = _carrying(_on_thread_loop(process) if inspect.iscoroutinefunction(process) else process)
+        if inspect.iscoroutinefunction(process) and self.service_loop is not None:
+            process = _on_service_loop(process, self.service_loop)
+        target = _carrying(process)
         if timeout_s is None:
             return _in_thread(target, self._pool)
         return _in_thread_with_timeout(target, self._pool, timeout_s)
@@ -62,7 +93,24 @@ class LocalBackend:
         """Stop the thread pool (without waiting for abandoned calls) and call the stop hook."""
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
-        call_hook(self.service, "on_worker_stop")
+        try:
+            await self._hook("on_worker_stop")
+        except Exception as exc:  # as on a worker process: reported, and the run's records stand
+            logger.error("%s.on_worker_stop() raised %s", type(self.service).__qualname__, describe(exc))
+            logger.error("on_worker_stop traceback:\n%s", traceback_text(exc), extra=FILE_ONLY)
+        finally:
+            if self._own_loop and self.service_loop is not None:
+                self.service_loop.close()
+
+    async def _hook(self, name: str) -> None:
+        """Call a worker hook; an ``async def`` one on the loop where ``process`` runs."""
+        result = hook_result(self.service, name)
+        if not inspect.isawaitable(result):
+            return
+        if self.service_loop is not None:
+            await self.service_loop.run_async(result)
+        else:
+            uncarried(await carrying(result))
 
 
 def _on_loop_with_timeout(process: Any, timeout_s: float) -> ItemCall:
@@ -88,31 +136,20 @@ async def _awaited(result: Any) -> Any:
 
     A plain ``def process`` may return an awaitable (a partial of an async function).
     """
-    if isinstance(result, _Carried):
-        raise result.error
+    result = uncarried(result)
     return await result if inspect.isawaitable(result) else result
 
 
-class _Carried:
-    """A BaseException (GeneratorExit, SystemExit...) raised in a thread, returned rather than raised.
-
-    asyncio would *throw* it into the awaiting coroutine, and a coroutine that goes on after a thrown
-    GeneratorExit dies of "coroutine ignored GeneratorExit"; raised from our own frame it is an
-    ordinary failure of its item.
-    """
-
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
-
-
 def _carrying(process: Any) -> Any:
+    """``process`` for a pool thread: a BaseException (GeneratorExit, SystemExit...) comes back ``Carried``."""
+
     def run(item: Any) -> Any:
         try:
             return process(item)
         except Exception:
             raise
         except BaseException as exc:
-            return _Carried(exc)
+            return Carried(exc)
 
     return run
 
@@ -152,14 +189,10 @@ def _set_done(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-def _on_thread_loop(process: Any) -> Any:
-    """Run an async ``process`` on an event loop owned by the calling worker thread."""
-    local = threading.local()
+def _on_service_loop(process: Any, loop: ServiceLoop) -> Any:
+    """An async ``process`` for a pool thread: the thread waits while ``loop`` runs the call."""
 
     def run(item: Any) -> Any:
-        loop = getattr(local, "loop", None)
-        if loop is None:
-            loop = local.loop = asyncio.new_event_loop()
-        return loop.run_until_complete(process(item))
+        return loop.run(process(item))
 
     return run
