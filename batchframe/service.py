@@ -22,8 +22,9 @@ class Service(ABC, Generic[ItemT]):
     ConnectionError) are retried with backoff first. ``finish()`` is called once at the end;
     ``on_worker_start()`` / ``on_worker_stop()`` once per worker (once per run with the ``asyncio``
     and ``threads`` executors). Every hook may be ``async def``: it runs on the event loop that
-    ``process`` runs on, so a client opened in one hook (or in ``__init__``) can be closed in another. A public method whose name is close to a hook's (``on_worker_strat``)
-    is reported with a warning when the project is loaded.
+    ``process`` runs on, so a client opened in one hook (or in ``__init__``) can be closed in
+    another. A public method whose name is close to a hook's (``on_worker_strat``) is reported with
+    a warning when the project is loaded.
     """
 
     exceptions_to_retry_for: Collection[type[BaseException]] = DEFAULT_RETRYABLE
