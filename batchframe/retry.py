@@ -6,6 +6,7 @@ import datetime as dt
 import email.utils
 import math
 import random
+import sys
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +18,8 @@ class Retry(Exception):  # noqa: N818 - named for what the user asks for, like a
     """Raise from ``Service.process`` to retry the item explicitly, whatever its exception type.
 
     Args:
-        delay_s: wait this long before the retry (default: the policy's backoff).
+        delay_s: wait this long before the retry (default: the policy's backoff; so is a value that is
+            not a finite number of seconds, such as ``inf``). A negative delay means no wait.
         reason: why, for the logs and failed.jsonl if the retries run out.
     """
 
@@ -139,13 +141,64 @@ class RetryPolicy:
         return isinstance(exc, (Retry, *self.retry_on)) or getattr(exc, "retryable", False) is True
 
     def delay_s(self, attempts: int, exc: BaseException | None = None) -> float:
-        """Seconds to wait after the ``attempts``-th failed attempt."""
-        if isinstance(exc, Retry) and exc.delay_s is not None:
-            return max(exc.delay_s, 0.0)
+        """Seconds to wait after the ``attempts``-th failed attempt: finite, zero or more, for any input.
+
+        A ``Retry`` whose ``delay_s`` is not a finite number (``inf``, ``nan``, text) gets the policy's
+        delay instead; so does an explicit ``delay_s`` of None.
+        """
+        requested = _requested_delay(exc)
+        if requested is not None:
+            return requested
+        attempts = max(attempts, 1)
         if self.delays_s:
             return float(self.delays_s[min(attempts, len(self.delays_s)) - 1])
-        ceiling = min(self.cap_s, self.base_s * 2 ** (attempts - 1))
-        return self.jitter(0.0, ceiling)
+        return _finite(self.jitter(0.0, backoff_ceiling(self.base_s, self.cap_s, attempts)))
+
+
+def backoff_ceiling(base_s: float, cap_s: float, attempts: int) -> float:
+    """``min(cap_s, base_s * 2**(attempts - 1))``, computed without ever overflowing or raising.
+
+    The number of doublings is compared with the doublings that reach the cap (in log space) before
+    anything is scaled, so attempt 1025 or 10**9 simply gets ``cap_s``. ``inf`` and ``nan`` (a policy
+    built around its validation) give a finite answer: a ``nan`` is 0, an infinite cap the largest float.
+    """
+    cap = 0.0 if math.isnan(cap_s) else min(cap_s, sys.float_info.max)
+    base = 0.0 if math.isnan(base_s) else base_s
+    if base <= 0 or cap <= 0:
+        return 0.0
+    base = min(base, cap)
+    doublings = max(attempts - 1, 0)
+    if doublings >= math.log2(cap) - math.log2(base):
+        return cap
+    try:
+        # ldexp scales by a power of two without computing 2**n on its own; below the cap it cannot
+        # overflow, but rounding in the logs above must not become an exception.
+        return min(cap, math.ldexp(base, doublings))
+    except OverflowError:
+        return cap
+
+
+def _requested_delay(exc: BaseException | None) -> float | None:
+    """The delay a ``Retry`` asks for, when it is a usable number of seconds (never negative)."""
+    if not isinstance(exc, Retry):
+        return None
+    try:
+        requested = exc.delay_s
+        if requested is None:
+            return None
+        seconds = float(requested)
+    except Exception:  # text that is no number, or a user's property that raises
+        return None
+    return max(seconds, 0.0) if math.isfinite(seconds) else None
+
+
+def _finite(seconds: float) -> float:
+    """``seconds`` when it is a finite number, zero or more; else 0 (what a broken jitter function gave)."""
+    try:
+        value = float(seconds)
+    except Exception:
+        return 0.0
+    return value if math.isfinite(value) and value >= 0 else 0.0
 
 
 def _check_non_negative(name: str, value: float, *, within: Sequence[float] | None = None) -> None:
