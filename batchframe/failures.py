@@ -137,9 +137,15 @@ class FailedItem:
         }
         try:
             return json.dumps(record, ensure_ascii=False, allow_nan=False)
-        except (TypeError, ValueError, RecursionError):  # sets, bytes, NaN, deep nesting, odd keys
-            record.update(item=None, item_repr=safe_repr(self.item))
+        except Exception:
+            # Sets, bytes, NaN, deep nesting, odd keys; and anything the item's own methods raise while
+            # the encoder walks it (a dict subclass whose items() raises, a list whose __iter__ does).
+            pass
+        record.update(item=None, item_repr=safe_repr(self.item))
+        try:
             return json.dumps(record, ensure_ascii=False)
+        except Exception:  # the other fields are ours and plain: a last resort all the same
+            return json.dumps({"index": None, "item": None, "item_repr": record["item_repr"]})
 
 
 def _prefixes(*paths: str | Path, folders: bool = True) -> tuple[str, ...]:
