@@ -40,7 +40,7 @@ from batchframe.progress import LOG_INTERVAL_S, ProgressDisplay, make_progress
 from batchframe.project import user_frames
 from batchframe.records import RunRecords
 from batchframe.source import Source, defines_hook
-from batchframe.stats import Outcome, Stats
+from batchframe.stats import EarlierParts, Outcome, Stats
 from batchframe.supervisor import Supervisor
 
 if TYPE_CHECKING:
@@ -112,6 +112,7 @@ class RunPlan:
         keep: keep the failed items with their exceptions in the result (``batchframe.testing``).
         limit: process only the first this many items of the Source (``exec --limit``; a resume
             keeps it); None: all. A retry's replayed items are not limited.
+        earlier: what the earlier parts of a resumed run counted (shown with this part's counts).
     """
 
     run_dir: Path
@@ -126,6 +127,7 @@ class RunPlan:
     quiet: bool = False
     keep: bool = False
     limit: int | None = None
+    earlier: EarlierParts | None = None
 
 
 class _Replay(Source[Any]):
@@ -238,6 +240,8 @@ def _executor(
         backend=_backend(prepared, wired.service, statics, loops.service),
         limit=plan.limit if plan.replay is None else None,
     )
+    if plan.earlier is not None:
+        executor.stats.earlier = plan.earlier
     if records.journal is not None:
         # A batching back end finishes a whole batch in one loop iteration: hand it to the writer in one go.
         batch_items = max(prepared.settings.concurrency, MAX_BATCH)

@@ -49,6 +49,8 @@ class RunStatus:
     Attributes:
         state: running, pausing (in-flight items finishing), paused, stopping, finished or killed.
         pid: the process that runs it.
+        succeeded, failed, failures_by_type, retries, rate_limited, cooldown_total_s: the whole run's
+            (every part of a resumed one), as everywhere a run's counts show.
         completed: succeeded + failed + done before a resume: the N of "N / TOTAL".
         eta_s: seconds left at the current rate, when the total is known.
         cooldown_s: seconds left of a run-wide ``RateLimited`` cool-down when the status was written
@@ -77,6 +79,9 @@ class RunStatus:
     exit_code: int | None = None
     launch_id: str | None = None
     failures_by_type: dict[str, int] = field(default_factory=dict)
+    retries: int = 0
+    rate_limited: int = 0
+    cooldown_total_s: float = 0.0
 
     @property
     def live(self) -> bool:
@@ -205,8 +210,8 @@ class RunLink:
             state=state or self.state(),
             pid=os.getpid(),
             total=stats.total,
-            succeeded=stats.succeeded,
-            failed=stats.failed,
+            succeeded=stats.whole_succeeded,
+            failed=stats.whole_failed,
             not_processed=stats.not_processed,
             skipped=stats.skipped,
             retrying=stats.retrying,
@@ -220,7 +225,10 @@ class RunLink:
             outcome=outcome,
             exit_code=exit_code,
             launch_id=self._launch_id,
-            failures_by_type=dict(stats.failures_by_type),
+            failures_by_type=stats.whole_failures_by_type,
+            retries=stats.whole_retries,
+            rate_limited=stats.whole_rate_limited,
+            cooldown_total_s=round(stats.whole_cooldown_total_s, 2),
         )
         try:
             _write_json(self.run_dir / STATUS_NAME, dataclasses.asdict(status))

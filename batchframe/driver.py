@@ -210,6 +210,7 @@ class Driver:
             self._stopping = True
             self._stop_reason = reason
             self._cooldown_cut.set()
+            self.stats.cooldown_total_s -= self.stats.cooldown_s  # the stop cuts it short
             if self._cooldown_end is not None:
                 self._cooldown_end.cancel()
             if self.outcome is Outcome.COMPLETED:
@@ -484,8 +485,10 @@ class Driver:
     # ------------------------------------------------------------------------------ error handling
 
     def _handle_error(self, work: _Work, exc: BaseException) -> None:
-        if isinstance(exc, RateLimited) and not exc.counts_as_attempt:
-            work.attempts -= 1  # the API refused the call; the item did not fail (see RateLimited)
+        if isinstance(exc, RateLimited):
+            self.stats.rate_limited += 1
+            if not exc.counts_as_attempt:
+                work.attempts -= 1  # the API refused the call; the item did not fail (see RateLimited)
         if not self.policy.should_retry(exc, work.attempts):
             self._record_failure(FailedItem.from_exception(work.index, work.item, exc, work.attempts))
         elif self._stopping:
@@ -502,10 +505,12 @@ class Driver:
 
         The back end is held too, so the items a batching back end sent ahead come back unstarted.
         """
-        until = time.monotonic() + delay_s
+        now = time.monotonic()
+        until = now + delay_s
         stats = self.stats
         if until <= stats.cooldown_until:
             return
+        stats.cooldown_total_s += until - max(now, stats.cooldown_until)  # an overlap counts once
         if stats.cooldown_s == 0:
             logger.warning("Rate limited (%s): no new item starts for %.1f s.", safe_str(exc), delay_s)
             self.backend.hold()
@@ -530,6 +535,7 @@ class Driver:
 
     def _schedule_retry(self, work: _Work, delay_s: float, exc: BaseException) -> None:
         self.stats.retrying += 1
+        self.stats.retries += 1
         still_running = getattr(exc, "still_running", None)
         if isinstance(still_running, asyncio.Future) and not still_running.done():
             # A timed-out attempt still runs on its thread: the retry waits for it, then for its delay.

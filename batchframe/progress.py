@@ -48,10 +48,10 @@ def describe(stats: Stats) -> str:
     eta = _eta(stats)
     cooldown = cooldown_text(stats.cooldown_s)
     return (
-        f"{stats.completed:,}{total} done{percent}: {stats.succeeded:,} succeeded, {stats.failed:,} failed, "
-        f"{stats.retrying:,} retrying, {stats.in_flight:,} in flight; {stats.rate_per_s:,.1f} items/s"
-        + (f", ETA {eta}" if eta else "")
-        + (f"; {cooldown}" if cooldown else "")
+        f"{stats.completed:,}{total} done{percent}: {stats.whole_succeeded:,} succeeded, "
+        f"{stats.whole_failed:,} failed, {stats.retrying:,} retrying, {stats.in_flight:,} in flight, "
+        f"{stats.whole_retries:,} retries; "
+        f"{stats.rate_per_s:,.1f} items/s" + (f", ETA {eta}" if eta else "") + (f"; {cooldown}" if cooldown else "")
     )
 
 
@@ -129,20 +129,40 @@ class _Detail:
     ok: bool = True
     words: bool = True  # "failed", "retrying", "cooling down 12 s"; else "fail", "retry", "cooling 12s"
     counts: bool = True  # failed and retrying: only dropped when nothing else fits (a cool-down, say)
+    retries: bool = True  # "12 retries" (retries so far; never "0 retries")
 
 
 _DETAILS = (
     _Detail(),
     _Detail(bar=20, zeros=False),
     _Detail(bar=20, zeros=False, elapsed=False),
-    _Detail(bar=12, zeros=False, elapsed=False, label=False),
-    _Detail(bar=12, zeros=False, elapsed=False, label=False, in_flight=False),
-    _Detail(bar=8, zeros=False, elapsed=False, label=False, in_flight=False, rate=False),
-    _Detail(bar=0, zeros=False, elapsed=False, label=False, in_flight=False, rate=False),
-    _Detail(bar=0, zeros=False, elapsed=False, label=False, in_flight=False, rate=False, ok=False),
-    _Detail(bar=0, zeros=False, elapsed=False, label=False, in_flight=False, rate=False, ok=False, words=False),
+    _Detail(bar=12, zeros=False, elapsed=False, label=False, retries=False),
+    _Detail(bar=12, zeros=False, elapsed=False, label=False, retries=False, in_flight=False),
+    _Detail(bar=8, zeros=False, elapsed=False, label=False, retries=False, in_flight=False, rate=False),
+    _Detail(bar=0, zeros=False, elapsed=False, label=False, retries=False, in_flight=False, rate=False),
+    _Detail(bar=0, zeros=False, elapsed=False, label=False, retries=False, in_flight=False, rate=False, ok=False),
     _Detail(
-        bar=0, zeros=False, elapsed=False, label=False, in_flight=False, rate=False, ok=False, words=False, counts=False
+        bar=0,
+        zeros=False,
+        elapsed=False,
+        label=False,
+        retries=False,
+        in_flight=False,
+        rate=False,
+        ok=False,
+        words=False,
+    ),
+    _Detail(
+        bar=0,
+        zeros=False,
+        elapsed=False,
+        label=False,
+        retries=False,
+        in_flight=False,
+        rate=False,
+        ok=False,
+        words=False,
+        counts=False,
     ),
 )
 
@@ -196,9 +216,10 @@ def _counts(stats: Stats, detail: _Detail) -> list[Text]:
 
     failed, retrying = ("failed", "retrying") if detail.words else ("fail", "retry")
     counts = [  # (count, word, style, shown, shown when 0)
-        (stats.succeeded, "ok", "green", detail.ok, True),
-        (stats.failed, failed, "red", True, detail.zeros),
+        (stats.whole_succeeded, "ok", "green", detail.ok, True),
+        (stats.whole_failed, failed, "red", True, detail.zeros),
         (stats.retrying, retrying, "yellow", True, detail.zeros),
+        (stats.whole_retries, "retries", "yellow", detail.retries, False),
         (stats.in_flight, "in flight", "", detail.in_flight, False),
     ]
     return [

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from batchframe._compat import fold_alias_assignments, fold_alias_specs, setting, sync_aliases
 from batchframe._execution import RunPlan, RunResult, execute
+from batchframe._live import read_status
 from batchframe._logging import FILE_ONLY, run_logging
 from batchframe.configuration import Configuration
 from batchframe.container import Wired, make_config, wire
@@ -38,6 +39,7 @@ from batchframe.progress import LOG_INTERVAL_S
 from batchframe.project import Project, load_project, user_code_failed
 from batchframe.retry import RetryPolicy
 from batchframe.secret import Secret, fingerprint_secret, remember_secret, secret_changed
+from batchframe.stats import EarlierParts
 
 if TYPE_CHECKING:
     from batchframe.backends._factory import ServiceFactory
@@ -443,6 +445,7 @@ def resume_run(
         replay = _parent_items(meta)
         _keep_final_failures(run_dir / "failed.jsonl", journal.bad_positions())
         journal.forget_unfinished()
+        earlier = _earlier_parts(run_dir, journal, counts)
         started = dt.datetime.now()
         plan = RunPlan(
             run_dir,
@@ -455,15 +458,32 @@ def resume_run(
             replay=replay,
             expected_positions=counts["highest_position"],
             limit=meta.get("limit"),  # a limited run stays limited: only its first N items are finished
+            earlier=earlier,
         )
         resumes = [*meta.get("resumed_at", []), started.isoformat(timespec="seconds")]
-        journal.set_meta(resumed_at=resumes, exit_code=None, outcome="resumed")
+        journal.set_meta(resumed_at=resumes, exit_code=None, outcome="resumed", ended_at=None)
         with run_logging(run_dir / "logs.txt", verbosity=verbosity):
             _log_warnings(prepared)
             logger.info(
                 "Resuming %s: %d items finished before are skipped.", run_dir, counts["done"] + counts["failed"]
             )
             return execute(prepared, plan, journal)
+
+
+def _earlier_parts(run_dir: Path, journal: Journal, counts: Mapping[str, int]) -> EarlierParts:
+    """What the run counted before this resume: items from the journal, retries and refusals from its last status.
+
+    The status is at most half a second old at a ``kill -9``; a run without one counts them from 0.
+    """
+    status = read_status(run_dir)
+    return EarlierParts(
+        succeeded=counts["done"],
+        failed=counts["failed"],
+        failures_by_type=journal.failures_by_type(),
+        retries=status.retries if status is not None else 0,
+        rate_limited=status.rate_limited if status is not None else 0,
+        cooldown_total_s=status.cooldown_total_s if status is not None else 0.0,
+    )
 
 
 def retry_run(

@@ -5,13 +5,38 @@ from __future__ import annotations
 import collections
 import enum
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+
+@dataclass(frozen=True)
+class EarlierParts:
+    """What the earlier parts of a resumed run counted: added to this part's counters wherever a run's counts show.
+
+    Attributes:
+        succeeded: items that succeeded before (from the journal).
+        failed: items that failed for good before (from the journal).
+        failures_by_type: those failures by exception type name (from the journal).
+        retries: retries scheduled before (from the last ``status.json``; 0 when there is none).
+        rate_limited: ``RateLimited`` refusals before.
+        cooldown_total_s: seconds of run-wide cool-down before.
+    """
+
+    succeeded: int = 0
+    failed: int = 0
+    failures_by_type: Mapping[str, int] = field(default_factory=dict)
+    retries: int = 0
+    rate_limited: int = 0
+    cooldown_total_s: float = 0.0
 
 
 @dataclass
 class Stats:
     """Live counters of a run; the progress display and the summary read them.
+
+    The plain counters are this part's (a resumed run's earlier parts are in ``earlier``); every
+    place that shows a run's counts reads the ``whole_*`` properties, which add them up.
 
     Attributes:
         total: the source's length when it has one.
@@ -23,6 +48,10 @@ class Stats:
         retrying: items waiting for a retry.
         in_flight: items being processed right now.
         failures_by_type: failed items counted by exception type name.
+        retries: retries scheduled (an item tried three times counts two).
+        rate_limited: attempts the API refused (``RateLimited`` raised).
+        cooldown_total_s: seconds the run-wide cool-downs lasted (overlapping ones counted once).
+        earlier: what the earlier parts of a resumed run counted.
     """
 
     total: int | None = None
@@ -34,6 +63,10 @@ class Stats:
     retrying: int = 0
     in_flight: int = 0
     failures_by_type: collections.Counter[str] = field(default_factory=collections.Counter)
+    retries: int = 0
+    rate_limited: int = 0
+    cooldown_total_s: float = 0.0
+    earlier: EarlierParts = field(default_factory=EarlierParts)
     started_at: float = field(default_factory=time.monotonic)
     finished_at: float | None = None
     paused_s: float = 0.0
@@ -60,17 +93,54 @@ class Stats:
                 printer.text(f"{name}={value!r}")
 
     def _readable_fields(self) -> list[tuple[str, Any]]:
-        names = ("total", "read", "succeeded", "failed", "not_processed", "skipped", "retrying", "in_flight")
+        names = (
+            "total", "read", "succeeded", "failed", "not_processed", "skipped", "retrying", "in_flight",
+            "retries", "rate_limited",
+        )  # fmt: skip
         now = self.finished_at or time.monotonic()
         started = time.localtime(time.time() - (time.monotonic() - self.started_at))
         return [
             *((name, getattr(self, name)) for name in names),
             ("failures_by_type", dict(self.failures_by_type)),
+            ("cooldown_total", f"{self.cooldown_total_s:,.1f} s"),
+            *([("earlier", self.earlier)] if self.earlier != EarlierParts() else []),
             ("started", time.strftime("%Y-%m-%d %H:%M:%S", started)),
             ("elapsed", _duration(self.elapsed_s)),
             ("paused", _duration(max(now - self.started_at - self.elapsed_s, 0.0))),
             ("rate", f"{self.rate_per_s:,.1f} items/s"),
         ]
+
+    @property
+    def whole_succeeded(self) -> int:
+        """Items that succeeded in the whole run (every part of a resumed one)."""
+        return self.earlier.succeeded + self.succeeded
+
+    @property
+    def whole_failed(self) -> int:
+        """Items that failed for good in the whole run."""
+        return self.earlier.failed + self.failed
+
+    @property
+    def whole_failures_by_type(self) -> dict[str, int]:
+        """The whole run's failures by exception type name, most frequent first (not-processed items too)."""
+        counts = collections.Counter(self.earlier.failures_by_type)
+        counts.update(self.failures_by_type)
+        return dict(counts.most_common())
+
+    @property
+    def whole_retries(self) -> int:
+        """Retries scheduled in the whole run."""
+        return self.earlier.retries + self.retries
+
+    @property
+    def whole_rate_limited(self) -> int:
+        """``RateLimited`` refusals in the whole run."""
+        return self.earlier.rate_limited + self.rate_limited
+
+    @property
+    def whole_cooldown_total_s(self) -> float:
+        """Seconds of run-wide cool-down in the whole run."""
+        return self.earlier.cooldown_total_s + self.cooldown_total_s
 
     @property
     def done(self) -> int:

@@ -38,9 +38,17 @@ def as_dict(
         "not_processed": stats.not_processed,
         "skipped": stats.skipped,
         "failures_by_type": dict(stats.failures_by_type.most_common()),
+        "retries": stats.retries,
+        "rate_limited": stats.rate_limited,
+        "cooldown_total_s": round(stats.cooldown_total_s, 3),
     }
-    whole = this_part
-    if totals is not None:
+    whole = {
+        "succeeded": stats.whole_succeeded,
+        "failed": stats.whole_failed,
+        "not_processed": stats.not_processed,
+        "failures_by_type": stats.whole_failures_by_type,
+    }
+    if totals is not None:  # the journal: exact even when an earlier part was killed
         whole = {
             "succeeded": totals["done"],
             "failed": totals["failed"],
@@ -57,6 +65,9 @@ def as_dict(
         "not_processed": whole["not_processed"],
         "unread": None if totals is None else totals.get("unread"),
         "failures_by_type": whole["failures_by_type"],
+        "retries": stats.whole_retries,
+        "rate_limited": stats.whole_rate_limited,
+        "cooldown_total_s": round(stats.whole_cooldown_total_s, 3),
         "duration_s": round(stats.elapsed_s, 3),
         "rate_per_s": round(stats.rate_per_s, 1),
         "this_part": this_part,
@@ -103,6 +114,7 @@ def end_line(report: Mapping[str, Any]) -> str:
     return (
         f"Run ended: {report['outcome']} (exit code {report['exit_code']}): {report['succeeded']:,} succeeded, "
         f"{report['failed']:,} failed, {report['not_processed']:,} not processed, "
+        f"{report.get('retries', 0):,} retries, {report.get('rate_limited', 0):,} rate limited, "
         f"{report['duration_s']:.1f} s."
     )
 
@@ -170,6 +182,11 @@ def _count_rows(report: Mapping[str, Any]) -> list[list[str | Text]]:
         rows.append(["not processed", Text(f"{report['not_processed']:,}", style="yellow")])
     if part["skipped"]:
         rows.append(["done before (resumed)", f"{part['skipped']:,}"])
+    if report.get("retries"):
+        rows.append(["retries", f"{report['retries']:,}"])
+    if report.get("rate_limited"):
+        cooldown = report.get("cooldown_total_s") or 0
+        rows.append(["rate limited", f"{report['rate_limited']:,} ({cooldown:,.1f} s cooling down)"])
     if report["unread"]:
         rows.append(["not read", f"{report['unread']:,}"])
     limit = (report.get("run") or {}).get("limit")
