@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,25 +13,72 @@ from batchframe._console import Col, print_line, print_table
 from batchframe._execution import FAILED_TO_START
 from batchframe.failures import NOT_PROCESSED
 from batchframe.journal import JOURNAL_NAME, Journal, JournalError
-from batchframe.summary import SUMMARY_NAME, read_json
+from batchframe.summary import SUMMARY_NAME
+
+SUMMARY_UNREADABLE = "summary.json unreadable"
+"""The note on a run whose summary.json cannot be read (truncated, not an object, edited by hand)."""
+
+_META_TYPES: dict[str, type | tuple[type, ...]] = {
+    "started_at": str,
+    "ended_at": str,
+    "outcome": str,
+    "exit_code": int,
+    "total": int,
+    "limit": int,
+    "kind": str,
+    "project": str,
+    "config": str,
+    "retry_of": str,
+    "error": str,
+    "fatal_error": str,
+    "params": list,
+    "resumed_at": list,
+    "secrets": dict,
+}
+"""The type of each run record field that readers use; a value of another type is dropped (unknown)."""
+
+_COUNT_NAMES = {"done": "succeeded", "failed": "failed", "not_processed": "not_processed"}
+"""RunInfo's counts, by the summary.json field each is read from."""
+
+_RUN_FOLDER_NAME = re.compile(r"(\d{4}-\d\d-\d\dT\d\d)-(\d\d)-(\d\d)")
+"""A run folder's name is its start time (``run.RUN_DIR_FORMAT``, with a ``-2`` suffix when taken)."""
 
 
 @dataclass
 class RunInfo:
-    """One past run, as its journal tells it."""
+    """One past run, as its journal (or, without one, its summary.json) tells it.
+
+    Attributes:
+        folder: the run folder.
+        meta: the run's record (start, end, outcome, project...); a field of the wrong type is absent.
+        counts: ``done``, ``failed``, ``not_processed``, ``in_flight``; a count that is not known is absent.
+        failures: failed items by exception type.
+        note: what could not be read, e.g. "summary.json unreadable (...)"; empty when all was read.
+        from_journal: whether the journal was read (else summary.json, or nothing but the folder's name).
+    """
 
     folder: Path
     meta: dict[str, Any]
     counts: dict[str, int]
     failures: dict[str, int]
+    note: str = ""
+    from_journal: bool = True
+
+    def count(self, name: str) -> str:
+        """A count for a table: ``1,234``, or ``?`` when it is not known."""
+        value = self.counts.get(name)
+        return "?" if value is None else f"{value:,}"
 
     @property
     def duration(self) -> str:
-        """Start to end (or "running / killed" when there is no end)."""
+        """Start to end (or "-" when there is no end, or a time is not a valid one)."""
         start, end = self.meta.get("started_at"), self.meta.get("ended_at")
         if not start or not end:
             return "-"
-        seconds = (dt.datetime.fromisoformat(end) - dt.datetime.fromisoformat(start)).total_seconds()
+        try:
+            seconds = (dt.datetime.fromisoformat(end) - dt.datetime.fromisoformat(start)).total_seconds()
+        except (TypeError, ValueError):  # a time edited by hand, or one aware and one naive
+            return "-"
         return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
     @property
@@ -40,6 +89,8 @@ class RunInfo:
             return "-"
         if meta.get("exit_code") in (0, 3) and meta.get("outcome") == "completed":
             return "0"
+        if "done" not in counts or "failed" not in counts:
+            return "unknown"
         total = meta.get("total")
         if isinstance(total, int):
             return f"{max(total - counts['done'] - counts['failed'], 0):,}"
@@ -50,44 +101,145 @@ class RunInfo:
 
     @property
     def state(self) -> str:
-        """The exit code, "failed to start", or "running or killed" for a run that has not ended.
+        """The exit code, "failed to start", "running or killed" for a run that has not ended, or "unknown".
 
         Words apart, not "running/killed": at 80 columns the table's exit column wraps them rather
-        than take the room of another column.
+        than take the room of another column. "unknown": no journal, and its summary.json does not say.
         """
         if self.meta.get("outcome") == FAILED_TO_START:
             return "failed to start"
         code = self.meta.get("exit_code")
-        return "running or killed" if code is None else str(code)
+        if code is None:
+            return "running or killed" if self.from_journal else "unknown"
+        return str(code)
 
 
 def read_run(folder: Path) -> RunInfo:
-    """The journal's view of one run folder.
+    """The journal's view of one run folder; without a journal, its summary.json's.
+
+    A summary.json that cannot be read, or has fields of the wrong type, is noted (``RunInfo.note``)
+    and what can be known is kept: the journal's view, else the summary's fields of the right type,
+    else the start time in the folder's name.
 
     Raises:
         JournalError: not a run folder, or an unreadable journal.
     """
-    if not (folder / JOURNAL_NAME).exists():
-        report = read_json(folder)  # a run with -p journal=false: its summary.json tells
+    report, problem = read_summary(folder)
+    if folder.is_dir() and not (folder / JOURNAL_NAME).exists():  # -p journal=false: summary.json tells
         if report is not None:
             return _from_summary(folder, report)
+        if problem:
+            return RunInfo(folder, _meta_from_name(folder), {}, {}, note=problem, from_journal=False)
     journal = Journal.open(folder, readonly=True)
     try:
-        return RunInfo(folder, journal.meta(), journal.counts(), journal.failures_by_type())
+        meta, counts, failures = journal.meta(), journal.counts(), journal.failures_by_type()
     finally:
         journal.close()
+    clean, wrong = _checked_meta(meta)
+    notes = [problem] if problem else []
+    if report is not None:
+        notes.extend(summary_view(report)[3])
+    if wrong:
+        notes.append(f"journal: wrong type for {', '.join(wrong)}")
+    return RunInfo(folder, clean, _checked_counts(counts), _checked_failures(failures), note="; ".join(notes))
+
+
+def read_summary(folder: Path) -> tuple[dict[str, Any] | None, str]:
+    """A run folder's summary.json, and why it could not be read.
+
+    Returns:
+        ``(report, "")`` for a JSON object; ``(None, "")`` when there is no summary.json;
+        ``(None, "summary.json unreadable (why)")`` when it is cut short, not JSON, not an object,
+        or cannot be opened.
+    """
+    try:
+        text = (folder / SUMMARY_NAME).read_text(encoding="utf-8")
+    except (FileNotFoundError, NotADirectoryError):
+        return None, ""
+    except (OSError, ValueError) as exc:  # no permission, a folder; bytes that are not UTF-8
+        why = getattr(exc, "strerror", None) or "not UTF-8 text"
+        return None, f"{SUMMARY_UNREADABLE} ({str(why).lower()})"
+    try:
+        report = json.loads(text)
+    except (ValueError, RecursionError):
+        return None, f"{SUMMARY_UNREADABLE} (not valid JSON: cut short or edited)"
+    if not isinstance(report, dict):
+        return None, f"{SUMMARY_UNREADABLE} (a JSON {type(report).__name__}, not an object)"
+    return report, ""
 
 
 def _from_summary(folder: Path, report: dict[str, Any]) -> RunInfo:
-    meta = {**report.get("run", {}), "outcome": report.get("outcome"), "exit_code": report.get("exit_code")}
-    meta.setdefault("total", report.get("total"))
-    counts = {
-        "done": int(report.get("succeeded") or 0),
-        "failed": int(report.get("failed") or 0),
-        "not_processed": int(report.get("not_processed") or 0),
-        "in_flight": 0,
-    }
-    return RunInfo(folder, meta, counts, dict(report.get("failures_by_type") or {}))
+    meta, counts, failures, notes = summary_view(report)
+    return RunInfo(folder, meta, {**counts, "in_flight": 0}, failures, note="; ".join(notes), from_journal=False)
+
+
+def summary_view(report: dict[str, Any]) -> tuple[dict[str, Any], dict[str, int], dict[str, int], list[str]]:
+    """A summary.json object read field by field: the record, counts and failures of the right type, and notes.
+
+    Returns:
+        The run's record, its counts (those of the wrong type left out), its failures by type, and
+        a note naming the fields of the wrong type (none when all are right).
+    """
+    run = report.get("run")
+    wrong = [] if run is None or isinstance(run, dict) else ["run"]
+    fields = {**(run if isinstance(run, dict) else {}), "outcome": report.get("outcome")}
+    fields["exit_code"] = report.get("exit_code")
+    fields.setdefault("total", report.get("total"))
+    meta, wrong_meta = _checked_meta(fields)
+    counts = {name: report.get(field) for name, field in _COUNT_NAMES.items()}
+    good_counts = _checked_counts(counts)
+    wrong += wrong_meta + [field for name, field in _COUNT_NAMES.items() if _known_but_wrong(counts[name])]
+    failures = report.get("failures_by_type")
+    good_failures = _checked_failures(failures)
+    if failures is not None and good_failures != failures:
+        wrong.append("failures_by_type")
+    notes = [f"{SUMMARY_UNREADABLE} in part (wrong type for {', '.join(wrong)})"] if wrong else []
+    return meta, good_counts, good_failures, notes
+
+
+def _known_but_wrong(value: object) -> bool:
+    return value is not None and not _is_count(value)
+
+
+def _checked_meta(meta: object) -> tuple[dict[str, Any], list[str]]:
+    """The record without the fields of the wrong type (and without None), and the names of those dropped."""
+    if not isinstance(meta, dict):
+        return {}, ["meta"]
+    clean: dict[str, Any] = {}
+    wrong: list[str] = []
+    for key, value in meta.items():
+        if not isinstance(key, str) or value is None:
+            continue
+        expected = _META_TYPES.get(key)
+        if expected is not None and (not isinstance(value, expected) or isinstance(value, bool)):
+            wrong.append(key)
+            continue
+        clean[key] = value
+    return clean, wrong
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _checked_counts(counts: object) -> dict[str, int]:
+    """The counts that are whole numbers, zero or more; the others are left out (unknown)."""
+    if not isinstance(counts, dict):
+        return {}
+    return {name: value for name, value in counts.items() if isinstance(name, str) and _is_count(value)}
+
+
+def _checked_failures(failures: object) -> dict[str, int]:
+    """Failures by exception type, keeping the entries that are a name and a count."""
+    if not isinstance(failures, dict):
+        return {}
+    return {name: value for name, value in failures.items() if isinstance(name, str) and _is_count(value)}
+
+
+def _meta_from_name(folder: Path) -> dict[str, Any]:
+    """What a run folder's name tells: its start time (``2026-11-25T10-30-00`` is 10:30:00)."""
+    match = _RUN_FOLDER_NAME.match(folder.name)
+    return {"started_at": f"{match[1]}:{match[2]}:{match[3]}"} if match else {}
 
 
 def list_runs(output_dir: Path) -> tuple[list[RunInfo], list[tuple[Path, str]]]:
@@ -129,8 +281,18 @@ def show_runs(output_dir: Path) -> None:
     print_table(f"Runs in {output_dir}", _RUNS_COLUMNS, [_run_row(run) for run in runs])
     if runs:
         print_line(f"One run in detail: batchframe runs {runs[0].folder}", style="dim")
+    for run in runs:
+        if run.note:
+            print_line(f"{run.folder.name}: {run.note}{_shown_from(run)}", style="yellow")
     for folder, why in unreadable:
         print_line(f"{folder.name}: {why}", style="yellow")
+
+
+def _shown_from(run: RunInfo) -> str:
+    """Where a noted run's row comes from, for the line under the table."""
+    if run.from_journal:
+        return "; shown from its journal."
+    return "; shown from the rest of it." if run.counts else "; its folder name is all that is known."
 
 
 def _run_row(run: RunInfo) -> list[str]:
@@ -140,8 +302,8 @@ def _run_row(run: RunInfo) -> list[str]:
         run.duration,
         Path(str(meta.get("project") or "?")).name + (" (retry)" if meta.get("kind") == "retry" else ""),
         str(meta.get("config") or "-"),
-        f"{run.counts['done']:,}",
-        f"{run.counts['failed']:,}",
+        run.count("done"),
+        run.count("failed"),
         run.pending,
         run.state,
     ]
@@ -156,6 +318,12 @@ def show_run(folder: Path) -> None:
     from rich.text import Text
 
     run = read_run(folder)
+    if not run.from_journal and not run.counts:
+        raise JournalError(
+            f"The run in {folder} cannot be shown: {run.note}, and it has no {JOURNAL_NAME} "
+            "(it ran with -p journal=false) to tell instead.",
+            hint="Its logs.txt and failed.jsonl, when there, are still readable; batchframe runs lists the other runs.",
+        )
     meta = run.meta
     paths = [("Run folder", folder), ("Project", meta.get("project")), ("Retry of", meta.get("retry_of"))]
     for label, path in paths:
@@ -167,14 +335,16 @@ def show_run(folder: Path) -> None:
         columns = (Col("exception", cut_to=24, wrap=True), Col("items", justify="right"))
         rows = [[name, f"{count:,}"] for name, count in failures.items()]
         print_table("Failed items, by exception type", columns, rows)
+    if run.note:
+        print_line(f"Note: {run.note}{_shown_from(run)}", style="yellow")
 
 
 def _run_fields(run: RunInfo) -> list[list[str]]:
     meta, counts = run.meta, run.counts
     ended = meta.get("ended_at") or (
-        "-"
-        if meta.get("outcome") == FAILED_TO_START
-        else "- (still running, or killed: batchframe resume can finish it)"
+        "- (still running, or killed: batchframe resume can finish it)"
+        if run.from_journal and meta.get("outcome") != FAILED_TO_START and meta.get("exit_code") is None
+        else "-"
     )
     limit = _limit(meta)
     fields = [
@@ -186,8 +356,8 @@ def _run_fields(run: RunInfo) -> list[list[str]]:
         ["resumed", ", ".join(_time(t) for t in meta.get("resumed_at") or []) or "-"],
         ["outcome", _text(meta.get("outcome")).replace("_", " ")],  # failed_to_start: "failed to start"
         ["exit code", run.state],
-        ["done", f"{counts['done']:,}"],
-        ["failed", f"{counts['failed']:,}"],
+        ["done", run.count("done")],
+        ["failed", run.count("failed")],
     ]
     unfinished = counts.get("not_processed", 0) + counts.get("in_flight", 0)
     if unfinished:

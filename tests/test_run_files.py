@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -148,3 +149,110 @@ def test_items_whose_methods_raise_fail_into_failed_jsonl(make_project: Callable
     assert sorted(r["index"] for r in records) == [0, 1, 2]
     assert all(r["error_type"] == "ValueError" and r["message"] == "cannot take it" for r in records)
     assert {r["index"]: r["item_repr"] for r in records}[0] == "{'a': 1}"
+
+
+# ----------------------------------------- summary.json cut short or edited by hand: runs still lists every run
+
+CORRUPTIONS: dict[str, Callable[[dict[str, Any]], bytes | None]] = {
+    "truncated": lambda report: json.dumps(report).encode()[:60],
+    "not-an-object": lambda report: b"[1, 2, 3]",
+    "not-utf-8": lambda report: b'{"outcome": "\xff\xfe"}',
+    "wrong-types": lambda report: json.dumps(
+        {
+            **report,
+            "succeeded": "two",
+            "outcome": ["completed"],
+            "exit_code": "3",
+            "failures_by_type": [1, 2],
+            "run": {**report["run"], "started_at": 5, "ended_at": "yesterday", "limit": "x", "params": "p"},
+        }
+    ).encode(),
+    "run-not-a-dict": lambda report: json.dumps({**report, "run": [1], "total": True}).encode(),
+    "a-folder": lambda report: None,  # summary.json is a folder: it cannot be read at all
+}
+"""What a hand-edited summary.json can be; each makes the run folder ``2026-01-0NT10-00-00`` in ``corrupt_runs``."""
+
+
+def corrupt_runs(make_project: Callable[..., Path], output_dir: Path) -> tuple[str, dict[str, str]]:
+    """Run a job twice (without and with a journal), and copy the first run once per corruption of its summary.json.
+
+    Returns:
+        The name of the run with a journal (its summary.json is cut short too), and corruption -> run name.
+    """
+    import shutil
+
+    project = make_project({"job.py": JOB})
+    for journal in ("false", "true"):
+        done = batchframe_cli("exec", "job.py", "-d", output_dir, "-p", f"journal={journal}", cwd=project)
+        assert done.returncode == 3, done.stderr
+    plain, journaled = sorted(p for p in output_dir.iterdir() if p.is_dir())
+    report = json.loads((plain / "summary.json").read_text())
+    names = {}
+    for number, (kind, corrupt) in enumerate(CORRUPTIONS.items(), start=1):
+        folder = output_dir / f"2026-01-0{number}T10-00-00"
+        shutil.copytree(plain, folder)
+        data = corrupt(report)
+        if data is None:
+            (folder / "summary.json").unlink()
+            (folder / "summary.json").mkdir()
+        else:
+            (folder / "summary.json").write_bytes(data)
+        names[kind] = folder.name
+    summary = journaled / "summary.json"
+    summary.write_bytes(summary.read_bytes()[:40])
+    return journaled.name, names
+
+
+@pytest.mark.timeout(120)
+def test_runs_lists_every_run_whatever_their_summary_json_holds(
+    make_project: Callable[..., Path], tmp_path: Path
+) -> None:
+    output_dir = tmp_path / "out"
+    journaled, names = corrupt_runs(make_project, output_dir)
+    listed = batchframe_cli("runs", "-d", output_dir, cwd=tmp_path, COLUMNS="250")
+    assert listed.returncode == 0, listed.stderr
+    assert "Traceback" not in listed.stdout + listed.stderr
+    for name in [journaled, *names.values()]:
+        assert name in listed.stdout
+    rows = {line.split("│")[1].strip(): line for line in listed.stdout.splitlines() if line.count("│") > 3}
+    assert rows[journaled].split("│")[-2].strip() == "3"  # the journal knows: exit 3
+    assert f"{journaled}: summary.json unreadable (not valid JSON: cut short or edited); shown from its journal." in (
+        listed.stdout
+    )
+    assert "unreadable (a JSON list, not an object)" in listed.stdout
+    assert "summary.json unreadable in part (wrong type for run, total)" in listed.stdout
+    cells = [cell.strip() for cell in rows[names["wrong-types"]].split("│")[1:-1]]
+    assert cells[-4:] == ["?", "3", "unknown", "unknown"]  # done and exit were of the wrong type; failed was right
+    noted = re.search(
+        rf"{names['wrong-types']}: summary.json unreadable in part \(wrong type for ([^)]*)\)", listed.stdout
+    )
+    assert noted and set(noted[1].split(", ")) == {
+        "started_at", "limit", "params", "outcome", "exit_code", "succeeded", "failures_by_type"
+    }  # fmt: skip
+    assert listed.stdout.count("summary.json unreadable") == len(names) + 1
+
+
+@pytest.mark.timeout(120)
+def test_runs_run_dir_of_a_broken_summary_says_so_in_one_paragraph(
+    make_project: Callable[..., Path], tmp_path: Path
+) -> None:
+    output_dir = tmp_path / "out"
+    journaled, names = corrupt_runs(make_project, output_dir)
+    shown = batchframe_cli("runs", output_dir / journaled, cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert re.search(r"exit code\s*│\s*3\s", shown.stdout)  # the journal's view
+    assert (
+        "Note: summary.json unreadable (not valid JSON: cut short or edited); shown from its journal." in shown.stdout
+    )
+    for kind in ("truncated", "not-an-object", "not-utf-8", "a-folder"):
+        refused = batchframe_cli("runs", output_dir / names[kind], cwd=tmp_path)
+        assert refused.returncode == 2, (kind, refused.stdout, refused.stderr)
+        message = " ".join(refused.stderr.split())
+        assert "cannot be shown: summary.json unreadable (" in message, kind
+        assert "it has no journal.sqlite (it ran with -p journal=false)" in message
+        assert "Traceback" not in message and refused.stdout == ""
+    for kind in ("wrong-types", "run-not-a-dict"):
+        partial = batchframe_cli("runs", output_dir / names[kind], cwd=tmp_path)
+        assert partial.returncode == 0, (kind, partial.stderr)
+        assert "Note: summary.json unreadable in part (wrong type for" in partial.stdout
+        assert "Traceback" not in partial.stdout + partial.stderr

@@ -797,3 +797,25 @@ def test_without_the_ui_extra_the_command_says_what_to_install(tmp_path: Path) -
     assert result.returncode == 2
     assert "The UI needs the ui extra: pip install 'batchframe[ui]'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.timeout(120)
+def test_runs_with_a_broken_summary_json_are_listed_and_shown_with_a_note(
+    open_ui, make_project, output_dir: Path
+) -> None:
+    from test_run_files import corrupt_runs
+
+    journaled, names = corrupt_runs(make_project, output_dir)
+    client = open_ui()
+    response = client.get("/runs")
+    assert response.status_code == 200
+    page = html.unescape(response.text)
+    for name in [journaled, *names.values()]:
+        assert f'href="/runs/{name}"' in page, name
+    assert page.count("summary.json unreadable") == len(names) + 1
+    assert "(summary.json unreadable (a JSON list, not an object))" in page
+    for name in [journaled, *names.values()]:
+        run_page = client.get(f"/runs/{name}")
+        assert run_page.status_code == 200, name
+        assert 'class="note">summary.json unreadable' in run_page.text, name
+    assert text_of(client.get(f"/runs/{journaled}").text, "run-state") == "finished: completed with failures"

@@ -20,10 +20,10 @@ from typing import Any
 
 from batchframe._execution import FAILED_TO_START
 from batchframe._live import STATUS_NAME, RunStatus, read_status
-from batchframe.history import RunInfo, list_runs, read_run
+from batchframe.history import RunInfo, list_runs, read_run, read_summary, summary_view
 from batchframe.journal import JOURNAL_NAME, JournalError
 from batchframe.progress import cooldown_text
-from batchframe.summary import SUMMARY_NAME, read_json
+from batchframe.summary import SUMMARY_NAME
 
 LOG_NAME = "logs.txt"
 FAILED_NAME = "failed.jsonl"
@@ -237,22 +237,27 @@ class RunPage:
     actions: Actions
     error: str | None
     failures_by_type: dict[str, int]
+    note: str = ""
 
 
 def read_page(folder: Path) -> RunPage:
-    """Read one run folder for its page (blocking: call it from a worker thread)."""
+    """Read one run folder for its page (blocking: call it from a worker thread).
+
+    A summary.json that cannot be read (or only in part) is noted on the page, never an error.
+    """
     status = read_status(folder)
-    summary = read_json(folder)
+    summary, _ = read_summary(folder)
     info = read_info(folder)
     prog = progress(status, info)
     return RunPage(
         name=folder.name,
         folder=folder,
-        meta=dict(info.meta) if info is not None else dict((summary or {}).get("run") or {}),
+        meta=dict(info.meta) if info is not None else summary_view(summary)[0] if summary is not None else {},
         progress=prog,
         actions=actions(prog, info),
         error=_error(summary, info),
         failures_by_type=failure_counts(status, info),
+        note=info.note if info is not None else "",
     )
 
 
@@ -278,8 +283,8 @@ def read_live(folder: Path) -> tuple[Progress, dict[str, int]] | None:
 def _error(summary: Mapping[str, Any] | None, info: RunInfo | None) -> str | None:
     for record in (summary or {}, info.meta if info is not None else {}):
         text = record.get("fatal_error") or record.get("error")
-        if text:
-            return str(text)
+        if isinstance(text, str) and text:
+            return text
     return None
 
 
@@ -418,6 +423,7 @@ class RunRow:
     state: str
     exit: str
     live: bool
+    note: str = ""
 
 
 def run_rows(output_dir: Path) -> tuple[list[RunRow], list[tuple[str, str]]]:
@@ -433,7 +439,7 @@ def _row_of(run: RunInfo) -> RunRow:
     meta = run.meta
     status = read_status(run.folder)
     prog = _from_status(status) if status is not None else None
-    done, failed, pending = f"{run.counts['done']:,}", f"{run.counts['failed']:,}", run.pending
+    done, failed, pending = run.count("done"), run.count("failed"), run.pending
     if prog is not None and prog.live:
         state = prog.state
         done, failed = f"{prog.succeeded:,}", f"{prog.failed:,}"
@@ -456,4 +462,5 @@ def _row_of(run: RunInfo) -> RunRow:
         state=state,
         exit="-" if meta.get("exit_code") is None else str(meta.get("exit_code")),
         live=prog is not None and prog.live,
+        note=run.note,
     )
