@@ -123,6 +123,7 @@ class Driver:
         self._tasks: list[asyncio.Task[None]] = []
         self._cooldown_cut = asyncio.Event()
         self._cooldown_end: asyncio.TimerHandle | None = None
+        self._closing: asyncio.Future[None] | None = None
         self.backend = backend or LocalBackend(
             service, concurrency=settings.concurrency, item_timeout_s=settings.item_timeout_s
         )
@@ -146,8 +147,23 @@ class Driver:
             await self._supervise()
         finally:
             self.stats.finished_at = time.monotonic()
-            await self.backend.close()
+            await self._close_backend()
         return self.stats
+
+    async def _close_backend(self) -> None:
+        """Close the back end (its workers' ``on_worker_stop`` run now); a forced stop cuts that short."""
+        closing = self._closing = asyncio.ensure_future(self.backend.close())
+        try:
+            await asyncio.wait({closing})
+        finally:
+            if not closing.done():  # this task was cancelled: the close must not go on alone
+                closing.cancel()
+        if closing.cancelled():
+            logger.warning("Closing the executor (on_worker_stop) was cut short by a second stop.")
+            return
+        error = closing.exception()
+        if error is not None:
+            raise error
 
     def _read_ahead_for(self, slots: int) -> int:
         """The queue's bound: ``queue_size`` if set; else enough to keep ``slots`` items in flight.
@@ -230,6 +246,8 @@ class Driver:
                 self._not_processed(work)
         if force:
             self.cancel_in_flight()
+            if self._closing is not None and not self._closing.done():
+                self._closing.cancel()
         self.resume()
 
     def _drain_queue(self) -> list[_Work]:

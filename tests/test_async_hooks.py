@@ -254,3 +254,46 @@ def test_the_readme_shows_the_example_as_it_is() -> None:
     section = readme.split("\n### Async resources: a client per worker, or per run\n", 1)[1].split("\n## ", 1)[0]
     block = section.split("```python\n", 1)[1].split("```", 1)[0]
     assert block.strip() and block in (EXAMPLES / "http_push.py").read_text(encoding="utf-8")
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("backend", ["asyncio", "threads"])
+def test_a_second_sigterm_cuts_a_blocked_async_on_worker_stop_short(make_project: Any, backend: str) -> None:
+    project = make_project(
+        {
+            "job.py": """
+            import asyncio, pathlib
+            from batchframe import Service, Source
+            class Numbers(Source[int]):
+                def __iter__(self):
+                    return iter(range(3))
+            class Work(Service[int]):
+                async def process(self, item):
+                    pass
+                async def on_worker_stop(self):
+                    pathlib.Path("stopping").touch()
+                    await asyncio.sleep(3600)
+            """
+        }
+    )
+    executable = Path(sys.executable).parent / "batchframe"
+    process = subprocess.Popen(
+        [str(executable), "exec", "job.py", "-p", f"executor={backend}"], cwd=project, stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while not (project / "stopping").exists():
+            assert time.monotonic() < deadline and process.poll() is None, process.communicate()
+            time.sleep(0.01)
+        process.send_signal(signal.SIGTERM)
+        time.sleep(0.3)  # two signals sent at once would be one (signals of a kind do not queue)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 143, stderr
+    assert "cut short by a second stop" in stderr
+    summary = json.loads((_run_dir(project) / "summary.json").read_text())
+    assert summary["succeeded"] == 3  # the items' records stand
