@@ -50,7 +50,8 @@ class RunStatus:
         state: running, pausing (in-flight items finishing), paused, stopping, finished or killed.
         pid: the process that runs it.
         succeeded, failed, failures_by_type, retries, rate_limited, cooldown_total_s: the whole run's
-            (every part of a resumed one), as everywhere a run's counts show.
+            (every part of a resumed one), as everywhere a run's counts show; the last three are None
+            in the status of a run of an older batchframe.
         completed: succeeded + failed + done before a resume: the N of "N / TOTAL".
         eta_s: seconds left at the current rate, when the total is known.
         cooldown_s: seconds left of a run-wide ``RateLimited`` cool-down when the status was written
@@ -79,9 +80,9 @@ class RunStatus:
     exit_code: int | None = None
     launch_id: str | None = None
     failures_by_type: dict[str, int] = field(default_factory=dict)
-    retries: int = 0
-    rate_limited: int = 0
-    cooldown_total_s: float = 0.0
+    retries: int | None = None
+    rate_limited: int | None = None
+    cooldown_total_s: float | None = None
 
     @property
     def live(self) -> bool:

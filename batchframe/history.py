@@ -11,6 +11,7 @@ from typing import Any
 
 from batchframe._console import Col, print_line, print_table
 from batchframe._execution import FAILED_TO_START
+from batchframe._live import read_status
 from batchframe.failures import NOT_PROCESSED
 from batchframe.journal import JOURNAL_NAME, Journal, JournalError
 from batchframe.summary import SUMMARY_NAME
@@ -363,6 +364,18 @@ def _run_fields(run: RunInfo) -> list[list[str]]:
     if unfinished:
         fields.append(["not processed", f"{unfinished:,}"])
     fields.append(["pending", run.pending])
+    return fields + _activity_fields(run.folder)
+
+
+def _activity_fields(folder: Path) -> list[list[str]]:
+    """Retries and rate-limit refusals, from the run's last status (the whole run's, as its counts)."""
+    status = read_status(folder)
+    if status is None or status.retries is None:  # no status, or an older batchframe's: not known
+        return []
+    fields = [["retries", f"{status.retries:,}"]]
+    if status.rate_limited:
+        cooldown_s = status.cooldown_total_s or 0.0
+        fields.append(["rate limited", f"{status.rate_limited:,} ({cooldown_s:,.1f} s cooling down)"])
     return fields
 
 

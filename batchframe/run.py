@@ -480,9 +480,9 @@ def _earlier_parts(run_dir: Path, journal: Journal, counts: Mapping[str, int]) -
         succeeded=counts["done"],
         failed=counts["failed"],
         failures_by_type=journal.failures_by_type(),
-        retries=status.retries if status is not None else 0,
-        rate_limited=status.rate_limited if status is not None else 0,
-        cooldown_total_s=status.cooldown_total_s if status is not None else 0.0,
+        retries=(status and status.retries) or 0,
+        rate_limited=(status and status.rate_limited) or 0,
+        cooldown_total_s=(status and status.cooldown_total_s) or 0.0,
     )
 
 

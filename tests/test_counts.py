@@ -102,6 +102,11 @@ def test_after_a_stop_and_a_resume_every_count_is_the_whole_runs(make_project: A
     assert _row(printed, "retries") == str(retries)
     assert "Run ended: completed (exit code 3): 36 succeeded, 4 failed" in (run_dir / "logs.txt").read_text()
 
+    shown = batchframe_cli("runs", run_dir, cwd=project)
+    assert shown.returncode == 0, shown.stderr
+    assert (_row(shown.stdout, "done"), _row(shown.stdout, "failed")) == ("36", "4")
+    assert _row(shown.stdout, "retries") == str(retries)
+
 
 def _row(printed: str, label: str) -> str:
     """The value of a row of the printed summary table (``│ succeeded │ 36 │``, or plain columns off a terminal)."""
@@ -124,6 +129,9 @@ def test_rate_limit_refusals_and_cool_down_time_are_counted(make_project: Any) -
     status = json.loads((run_dir / "status.json").read_text())
     assert (status["rate_limited"], status["retries"]) == (1, 1)
     assert _row(result.stderr, "rate limited").startswith("1 (0.3 s cooling down)")
+    shown = batchframe_cli("runs", run_dir, cwd=project)
+    assert _row(shown.stdout, "retries") == "1"
+    assert _row(shown.stdout, "rate limited") == "1 (0.3 s cooling down)"
 
 
 def test_the_progress_line_adds_the_earlier_parts() -> None:
