@@ -3,6 +3,10 @@
 On a terminal the console handler is rich's (printed above the live progress display); off a
 terminal (a file, a pipe, cron, CI) it writes the lines of ``logs.txt`` as they are: one line per
 message however long, with its timestamp and level, never padded or wrapped to a width.
+
+Which records each one takes (``_log_levels``): logs.txt every record from INFO (DEBUG with -v); the
+console batchframe's and the project's from INFO, other libraries' from WARNING (all with -v); a
+logger named in ``log_levels`` its own level in both. The decision is made once per logger name.
 """
 
 from __future__ import annotations
@@ -11,12 +15,15 @@ import contextlib
 import io
 import logging
 import os
+import re
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from batchframe._log_levels import EXPECTED, ROOT, LogLevels, RunLogLevel, is_library
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -52,6 +59,41 @@ class _RunFileHandler(logging.FileHandler):
             raise
         except Exception:
             self.handleError(record)
+
+
+_LINE_HEAD = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (?P<level>[A-Z]+|Level \d+) +(?P<name>\S+): ")
+"""The start of a record's first line in logs.txt (``FILE_FORMAT``); the lines of a traceback have none."""
+
+
+def console_lines(lines: Iterable[str]) -> tuple[list[str], int]:
+    """The lines of logs.txt the console shows by default: libraries' records below WARNING left out.
+
+    A record's continuation lines (a traceback, a message with newlines) go with it.
+
+    Returns:
+        The lines kept, and how many records were left out.
+    """
+    thresholds = _Thresholds(LogLevels(), verbosity=0)
+    kept: list[str] = []
+    hidden = 0
+    keep = True
+    for line in lines:
+        head = _LINE_HEAD.match(line)
+        if head is not None:
+            keep = _level_number(head["level"]) >= thresholds.of(head["name"])[1]
+            hidden += not keep
+        if keep:
+            kept.append(line)
+    return kept, hidden
+
+
+def _level_number(text: str) -> int:
+    """The level of a level name in logs.txt: ``INFO``, a custom name, or ``Level 5`` (an unknown one is kept)."""
+    level = logging.getLevelName(text)
+    if isinstance(level, int):
+        return level
+    number = text.removeprefix("Level ")
+    return int(number) if number.isdigit() else logging.CRITICAL
 
 
 def flush_run_logs() -> None:
@@ -101,15 +143,65 @@ def _dask_records_to_the_run() -> Iterator[None]:
             named.propagate = propagate
 
 
-class _ConsoleFilter(logging.Filter):
-    """Keeps out of the console (unless -v): file-only and dask's records, failure lines past the first few."""
+class _Thresholds:
+    """The lowest level logs.txt and the console take from each logger, decided once per logger name.
 
-    def __init__(self, verbosity: int) -> None:
+    A logger named in ``log_levels`` (or below one) has that level in both; any other has the run's
+    level (INFO, DEBUG with -v, or what ``root`` is given) in logs.txt, and on the console too unless
+    it is a library's: those show from WARNING (unless -v).
+    """
+
+    _MOST = 4096  # logger names remembered; a project that makes a logger per item starts again past it
+
+    def __init__(self, levels: LogLevels, verbosity: int) -> None:
+        self.levels = levels
+        self.base = levels.get(ROOT, console_level(verbosity))
+        self.library_console = self.base if verbosity >= 1 else max(self.base, logging.WARNING)
+        self.lowest = min([self.base, *levels.values()])
+        self._known: dict[str, tuple[int, int]] = {}
+
+    def of(self, name: str) -> tuple[int, int]:
+        """``(logs.txt's level, the console's level)`` for logger ``name``."""
+        known = self._known.get(name)
+        if known is None:
+            if len(self._known) >= self._MOST:
+                self._known.clear()
+            known = self._known[name] = self._decide(name)
+        return known
+
+    def _decide(self, name: str) -> tuple[int, int]:
+        named = self.levels.level_of(name)
+        if named is not None:
+            return named, named
+        return self.base, self.library_console if is_library(name) else self.base
+
+
+class _FileFilter(logging.Filter):
+    """logs.txt: each logger's records from its level (see ``_Thresholds``)."""
+
+    def __init__(self, thresholds: _Thresholds) -> None:
+        super().__init__()
+        self.thresholds = thresholds
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= self.thresholds.of(record.name)[0]
+
+
+class _ConsoleFilter(logging.Filter):
+    """The console's filter: libraries' records below WARNING left out (see ``_Thresholds``).
+
+    Unless -v, also file-only and dask's records, and failure lines past the first few.
+    """
+
+    def __init__(self, verbosity: int, thresholds: _Thresholds) -> None:
         super().__init__()
         self.verbose = verbosity >= 1
+        self.thresholds = thresholds
         self.failures = 0
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < self.thresholds.of(record.name)[1]:
+            return False
         if getattr(record, "file_only", False) or is_dask_record(record):
             return self.verbose
         if record.name == FAILURES_LOGGER and not self.verbose:
@@ -215,36 +307,87 @@ def console_level(verbosity: int) -> int:
     return logging.DEBUG if verbosity >= 1 else logging.INFO
 
 
+def run_levels(value: object) -> LogLevels:
+    """The ``log_levels`` setting as LogLevels: from ``-p`` (parsed already), or a config's text or mapping.
+
+    Raises:
+        ParamError: a value that does not parse, naming the parameter, the value and the expected form.
+    """
+    if value is None:
+        return LogLevels()
+    if isinstance(value, LogLevels):
+        return value
+    try:
+        if not isinstance(value, (str, Mapping)):
+            raise ValueError(f"expected {EXPECTED}")
+        return LogLevels(value)
+    except ValueError as exc:
+        from batchframe.errors import ParamError
+
+        raise ParamError(
+            f"Parameter 'log_levels' is {value!r}: {exc}.",
+            hint="Fix log_levels in your configuration, or give it with -p log_levels=httpx:WARNING.",
+            param="log_levels",
+        ) from None
+
+
 @contextmanager
-def run_logging(log_file: Path | None, *, verbosity: int = 0, console: Console | None = None) -> Iterator[None]:
+def _named_levels(levels: LogLevels) -> Iterator[None]:
+    """The loggers named in ``levels`` get their level (their records are made, or not, where they log)."""
+    named = [(logging.getLogger(name), level) for name, level in levels.items() if name != ROOT]
+    saved = [(logger, logger.level) for logger, _ in named]
+    for logger, level in named:
+        logger.setLevel(level)
+    try:
+        yield
+    finally:
+        for logger, level in reversed(saved):
+            logger.setLevel(level)
+
+
+@contextmanager
+def run_logging(
+    log_file: Path | None,
+    *,
+    verbosity: int = 0,
+    console: Console | None = None,
+    levels: object = None,
+) -> Iterator[None]:
     """Send every log record of the run to ``log_file`` and the console; undo it afterwards.
 
-    The file gets INFO and above (DEBUG with -v), the user's own ``logging`` calls included; the
-    console shows the same (see ``_console_handler``).
+    The file gets INFO and above (DEBUG with -v), the user's own ``logging`` calls and libraries'
+    included; the console shows the same but libraries' records only from WARNING (all with -v; see
+    ``_console_handler``). ``levels`` is the ``log_levels`` setting: loggers with levels of their own,
+    in both. The root logger's level carries them to the back ends' workers (``RunLogLevel``).
+
+    Raises:
+        ParamError: ``levels`` is not a valid ``log_levels`` value.
     """
     from batchframe._console import console as shared_console
 
+    named = run_levels(levels)
+    thresholds = _Thresholds(named, verbosity)
     root = logging.getLogger()
-    level = console_level(verbosity)
     handlers: list[logging.Handler] = []
     if log_file is not None:
         file_handler = _RunFileHandler(log_file, encoding="utf-8")
         file_handler.setFormatter(logging.Formatter(FILE_FORMAT))
-        file_handler.setLevel(level)
+        file_handler.addFilter(_FileFilter(thresholds))
         handlers.append(file_handler)
     console_handler = _console_handler(console or shared_console(stderr=True), verbosity)
-    console_handler.setLevel(level)
-    console_handler.addFilter(_ConsoleFilter(verbosity))
+    console_handler.addFilter(_ConsoleFilter(verbosity, thresholds))
     handlers.append(console_handler)
     for handler in handlers:
+        handler.setLevel(thresholds.lowest)  # the filters decide per logger
         handler.addFilter(_RedactSecrets())
     previous_level = root.level
-    root.setLevel(level)
+    loggers = LogLevels({name: level for name, level in named.items() if name != ROOT})
+    root.setLevel(RunLogLevel(thresholds.base, loggers) if loggers else thresholds.base)
     for handler in handlers:
         root.addHandler(handler)
     logging.captureWarnings(True)
     try:
-        with _dask_records_to_the_run():
+        with _named_levels(named), _dask_records_to_the_run():
             yield
     finally:
         logging.captureWarnings(False)

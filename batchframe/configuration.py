@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Annotated, Literal
 
+from batchframe._log_levels import LogLevels
 from batchframe.params import BatchframeParam
 
 ExecutorName = Literal["asyncio", "threads", "processes", "dask"]
@@ -40,6 +41,12 @@ class Configuration:
     persist_unread_max: Annotated[
         int, BatchframeParam, "at a stop, items still unread that are read for persist_failed (at most)"
     ] = 100_000
+    log_levels: Annotated[
+        LogLevels | None,
+        BatchframeParam,
+        "levels of loggers for the console and logs.txt, e.g. httpx:DEBUG,my_job:WARNING "
+        "(none = libraries' records on the console from WARNING)",
+    ] = None
 
     # The names of batchframe 0.0.1a13, kept as aliases (see batchframe/_compat.py): a config may
     # override them and -p may set them; they resolve to the current names above.

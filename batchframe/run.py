@@ -351,7 +351,7 @@ def run_project(
 
 def _execute_new(prepared: PreparedRun, plan: RunPlan, *, verbosity: int) -> RunResult:
     """The one way a new run folder (``exec``, ``retry``) is filled: logs, journal, lock, execute."""
-    with run_logging(plan.run_dir / "logs.txt", verbosity=verbosity):
+    with run_logging(plan.run_dir / "logs.txt", verbosity=verbosity, levels=prepared.config.log_levels):
         _log_warnings(prepared)
         journal = _new_journal(prepared, plan.run_dir, plan.meta)
         with _holding(journal):
@@ -462,7 +462,7 @@ def resume_run(
         )
         resumes = [*meta.get("resumed_at", []), started.isoformat(timespec="seconds")]
         journal.set_meta(resumed_at=resumes, exit_code=None, outcome="resumed", ended_at=None)
-        with run_logging(run_dir / "logs.txt", verbosity=verbosity):
+        with run_logging(run_dir / "logs.txt", verbosity=verbosity, levels=prepared.config.log_levels):
             _log_warnings(prepared)
             logger.info(
                 "Resuming %s: %d items finished before are skipped.", run_dir, counts["done"] + counts["failed"]

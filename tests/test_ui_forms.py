@@ -95,6 +95,7 @@ RUNTIME = [
     "scheduler_timeout_sec",
     "journal",
     "persist_unread_max",
+    "log_levels",
 ]
 
 # What a form left untouched submits: the defaults (as text), ticked checkboxes, nothing for the rest.

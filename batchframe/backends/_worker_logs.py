@@ -5,6 +5,11 @@ A ``processes`` worker serves one run: every record of the process goes to the d
 code the thread that logs it is running (``working_for``), through that run's sink; a record of a
 thread the user's code started goes to the only run, when there is one; dask's own records stay
 in the worker's logs.
+
+The level a worker gets from the driver may carry the levels of loggers named in ``log_levels``
+(``_log_levels.RunLogLevel``): those loggers get them here too, so ``httpx:DEBUG`` makes httpx's
+DEBUG records in the worker and sends them, and ``my_job:WARNING`` makes none of my_job's INFO.
+The driver's handlers decide again what each record is shown on.
 """
 
 from __future__ import annotations
@@ -13,8 +18,10 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+from batchframe._log_levels import LogLevels, named_levels
 
 LogSink = Callable[[logging.LogRecord], None]
 """Takes a log record of a run (and sends it to the driver)."""
@@ -26,10 +33,23 @@ _DASK_LOGGERS = ("distributed", "dask", "tornado", "bokeh")
 class _Route:
     sink: LogSink
     level: int
+    loggers: LogLevels
+    _known: dict[str, int] = field(default_factory=dict, compare=False)  # logger name -> its level, decided once
+
+    def threshold(self, name: str) -> int:
+        """The lowest level of logger ``name`` this run takes."""
+        known = self._known.get(name)
+        if known is None:
+            if len(self._known) >= 4096:
+                self._known.clear()
+            named = self.loggers.level_of(name)
+            known = self._known[name] = int(self.level) if named is None else named
+        return known
 
 
 _routes: dict[str, _Route] = {}
 _changing = threading.Lock()  # runs start and stop on several threads
+_saved_levels: dict[str, int] = {}  # a named logger's level before the first run that names it was routed
 _current = threading.local()  # .key: the run whose code this thread runs now
 
 
@@ -51,6 +71,8 @@ def forward_logs(log_queue: Any, level: int) -> None:
     root = logging.getLogger()
     root.handlers[:] = [QueueHandler(log_queue)]
     root.setLevel(level)
+    for name, named in named_levels(level).items():  # this process serves one run, until it exits
+        logging.getLogger(name).setLevel(named)
 
 
 class _RunLogs(logging.Handler):
@@ -68,7 +90,7 @@ class _RunLogs(logging.Handler):
                 return
             key = keys[0]
         route = _routes.get(key) if key is not None else None
-        if route is None or record.levelno < route.level:
+        if route is None or record.levelno < route.threshold(record.name):
             return
         try:
             route.sink(record)
@@ -87,8 +109,9 @@ def route_logs(key: str, sink: LogSink, level: int) -> None:
         if not _routes:
             _root_level[:] = [root.level]
             root.addHandler(_router)
-        _routes[key] = _Route(sink, level)
+        _routes[key] = _Route(sink, level, named_levels(level))
         _set_root_level(root)
+        _set_named_levels()
 
 
 def unroute_logs(key: str) -> None:
@@ -97,6 +120,7 @@ def unroute_logs(key: str) -> None:
     with _changing:
         if _routes.pop(key, None) is None:
             return
+        _set_named_levels()
         if _routes:
             _set_root_level(root)
         else:
@@ -108,3 +132,15 @@ def _set_root_level(root: logging.Logger) -> None:
     before = _root_level[0] if _root_level else logging.WARNING
     if before != logging.NOTSET:  # NOTSET on the root logger lets everything through already
         root.setLevel(min(before, *(route.level for route in _routes.values())))
+
+
+def _set_named_levels() -> None:
+    """Each logger a routed run names gets the lowest level a run takes from it; the others their own back."""
+    named = {name for route in _routes.values() for name in route.loggers}
+    wanted = {name: min(route.threshold(name) for route in _routes.values()) for name in named}
+    for name in [name for name in _saved_levels if name not in wanted]:
+        logging.getLogger(name).setLevel(_saved_levels.pop(name))
+    for name, level in wanted.items():
+        logger = logging.getLogger(name)
+        _saved_levels.setdefault(name, logger.level)
+        logger.setLevel(level)
