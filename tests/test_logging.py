@@ -274,6 +274,23 @@ ValueError: 3
     assert kept == [lines[0], lines[2], *lines[5:9], lines[10]]
 
 
+def test_the_ui_log_box_shows_what_the_console_did(tmp_path: Path) -> None:
+    pytest.importorskip("starlette")
+    from batchframe.ui._runs_view import LOG_LINES
+    from batchframe.ui.app import log_box
+
+    lines = [f"2026-12-03 08:00:00,{n % 1000:03} INFO     httpx: HTTP Request: GET /{n}" for n in range(3000)]
+    lines.insert(10, "2026-12-03 08:00:00,000 INFO     proj.my_job: an early line of our own")
+    lines += [f"2026-12-03 08:00:01,000 INFO     proj.my_job: own line {n}" for n in range(LOG_LINES + 5)]
+    (tmp_path / "logs.txt").write_text("\n".join(lines) + "\n")
+    shown = log_box(tmp_path).splitlines()
+    assert len(shown) == LOG_LINES + 1 and "httpx" not in "\n".join(shown[:-1])
+    assert shown[-2].endswith(f"own line {LOG_LINES + 4}")
+    assert "records of libraries below WARNING left out here; logs.txt has every record" in shown[-1]
+    (tmp_path / "logs.txt").write_text("\n".join(lines[-3:]) + "\n")
+    assert "records of libraries" not in log_box(tmp_path)
+
+
 # ------------------------------------------------------------------------------ the workers' side
 
 

@@ -44,11 +44,14 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from batchframe._live import Command, send_control
+from batchframe._logging import console_lines
 from batchframe.errors import BatchframeError
 from batchframe.params import env_variable
 from batchframe.ui._forms import UNSET_SUFFIX, FieldSpec, FormError, ProjectForm, describe, validate
 from batchframe.ui._launch import Launcher, LaunchError
 from batchframe.ui._runs_view import (
+    LOG_BYTES,
+    LOG_LINES,
     actions,
     failure_groups,
     listing_signature,
@@ -212,6 +215,24 @@ def field_views(
             value = value.replace(" ", "T", 1)  # the form of a datetime-local input
         views.append(FieldView(spec, value, checked, unset, errors.get(spec.name)))
     return views
+
+
+LOG_SCAN_BYTES = 4 * LOG_BYTES
+"""How much of the end of logs.txt the log box reads to find its lines among libraries' records."""
+
+
+def log_box(folder: Path) -> str:
+    """The end of the run's logs.txt as the console showed it: libraries' records below WARNING left out.
+
+    A run whose log_levels named a library's logger showed that logger's records on its console;
+    the box leaves them out too (it reads logs.txt only), and says how many it left out.
+    """
+    text = log_tail(folder, lines=LOG_SCAN_BYTES, max_bytes=LOG_SCAN_BYTES)  # every line of the window
+    kept, hidden = console_lines(text.splitlines())
+    shown = kept[-LOG_LINES:]
+    if hidden:
+        shown.append(f"({hidden:,} records of libraries below WARNING left out here; logs.txt has every record.)")
+    return "\n".join(shown)
 
 
 def _event(name: str, data: str) -> str:
@@ -379,7 +400,7 @@ class _Views:
             "progress": page.progress,
             "actions": page.actions,
             "error": page.error,
-            "logs": log_tail(folder),
+            "logs": log_box(folder),
             "groups": failure_groups(folder, page.failures_by_type),
             "parent": self.parent_run(page.meta.get("retry_of")),
             "secrets": secret_names(page.meta),
@@ -432,7 +453,7 @@ class _Views:
             prog, counts = live
             context = {"name": folder.name, "progress": prog, "actions": actions(prog, None), "error": None}
             context["secrets"] = []  # asked for by Resume and Retry only, which a live run does not offer
-            context["logs"] = log_tail(folder)
+            context["logs"] = log_box(folder)
             if counts != last_counts:  # failed.jsonl is read only when there are new failures
                 context["groups"] = failure_groups(folder, counts)
             final = False
