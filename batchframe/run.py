@@ -7,6 +7,7 @@ raises ``BatchframeError`` for anything that stops a run before or while it exec
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
 import os
@@ -592,10 +593,12 @@ def _unfinished_items(run_dir: Path) -> tuple[dict[str, Any], list[Any]]:
 
 
 def _check_unchanged(before: Mapping[str, str], now: Mapping[str, str]) -> None:
+    # A setting of batchframe's own that the run's version did not have yet is no change of the job.
+    added_since = {field.name for field in dataclasses.fields(Configuration)} - set(before)
     changed = [
         f"  {key}: {before.get(key, '(none)')} -> {now.get(key, '(none)')}"
         for key in sorted(set(before) | set(now))
-        if before.get(key) != now.get(key)
+        if before.get(key) != now.get(key) and key not in added_since
     ]
     if changed:
         raise UsageError(

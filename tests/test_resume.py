@@ -218,6 +218,25 @@ def test_resume_refuses_when_the_parameters_changed(job: Path) -> None:
     assert "sleep: 0.002 -> 0.001" in result.stderr
 
 
+def test_resume_of_a_run_from_before_a_new_setting_existed(job: Path) -> None:
+    """A run's journal from a batchframe without a setting added since (log_levels) resumes: no job changed."""
+    from batchframe.journal import Journal
+
+    killed_run(job, signal.SIGTERM)
+    run_dir = only_run_dir(job / "batchframe_outputs")
+    journal = Journal.open(run_dir)
+    try:
+        fingerprint = dict(journal.meta()["fingerprint"])
+        del fingerprint["log_levels"]
+        journal.set_meta(fingerprint=fingerprint)
+    finally:
+        journal.close()
+    result = batchframe_cli("resume", run_dir, cwd=job)
+    assert result.returncode == 0, result.stderr  # no item fails in this job: the rest was processed
+    assert "changed since this run started" not in result.stderr
+    assert sum(processed(job).values()) >= 3000
+
+
 def test_a_source_that_shrank_is_reported(job: Path) -> None:
     items = job / "items.txt"
     items.write_text("\n".join(map(str, range(3000))))
