@@ -360,3 +360,70 @@ def test_a_secret_typed_in_a_password_field_reaches_the_run_and_nothing_else(bro
     for path in folder.rglob("*"):
         if path.is_file():
             assert secret.encode() not in path.read_bytes(), path
+
+
+def _click_on(page: Any, selector: str) -> None:
+    """A mouse click in the middle of what ``selector`` finds, on whatever is on top there (as a person clicks)."""
+    box = page.locator(selector).bounding_box()
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+
+
+def _fits(page: Any) -> None:
+    """The runs table is no wider than its box (nothing scrolls sideways) and the page no wider than the window."""
+    table = page.locator("table.runs").bounding_box()
+    box = page.locator(".table-wrap")
+    inner = box.evaluate("element => element.clientWidth")
+    assert table["width"] <= inner, (table["width"], inner)
+    assert box.evaluate("element => element.scrollWidth <= element.clientWidth")
+    assert page.evaluate("document.documentElement.scrollWidth") <= page.viewport_size["width"]
+
+
+@pytest.mark.timeout(120)
+def test_the_runs_table_fits_the_page_and_a_row_opens_its_run(browser: Any, ui: UI, tmp_path: Path) -> None:
+    from helpers import batchframe_cli
+
+    long_name = ui.project / ("a_project_with_a_name_long_enough_to_push_a_table_column_wide_" * 2 + "job.py")
+    long_name.write_text((ui.project / "job.py").read_text())
+    args = ("-d", ui.out, "--no-input", "-p", f"healed={tmp_path / 'never-healed'}")
+    assert (
+        batchframe_cli("exec", "job.py", *args, "-p", "count=4", "-p", "fail_every=2", cwd=ui.project).returncode == 3
+    )
+    first = next(ui.out.iterdir())
+    assert batchframe_cli("retry", first, "--no-input", cwd=ui.project).returncode == 3  # 0 succeeded, 2 failed
+    retry = next(p for p in ui.out.iterdir() if p != first)
+    assert batchframe_cli("exec", long_name, *args, "-p", "count=2", cwd=ui.project).returncode == 0
+    good = next(p for p in ui.out.iterdir() if p not in (first, retry))
+
+    page = _page(browser, ui)
+    page.get_by_role("link", name="Runs").click()
+    page.wait_for_url(re.compile(r"/runs$"))
+    _shot(page, "runs-table-desktop")
+    _fits(page)
+    headers = page.locator("table.runs thead th").all_inner_texts()
+    assert headers[0].strip().lower() == "run"  # the run's name first
+    ok_green = page.locator(f"tr:has(a[href='/runs/{good.name}']) td.state").evaluate("e => getComputedStyle(e).color")
+    retry_state = page.locator(f"tr:has(a[href='/runs/{retry.name}']) td.state")
+    assert retry_state.inner_text() == "completed with failures"
+    assert retry_state.evaluate("e => getComputedStyle(e).color") != ok_green  # not green: nothing succeeded
+
+    # A click anywhere on the row (here on its project cell, where a person would click) opens the run.
+    _click_on(page, f"tr:has(a[href='/runs/{retry.name}']) td[data-label=project]")
+    page.wait_for_url(re.compile(rf"/runs/{re.escape(retry.name)}$"))
+    _wait_text(page, "#run-state", r"finished: completed with failures")
+    assert page.locator("#run-state").evaluate("e => getComputedStyle(e).color") != ok_green
+
+    # From the keyboard: the name is a link; Enter on it opens the run.
+    page.go_back()
+    page.wait_for_url(re.compile(r"/runs$"))
+    page.locator(f"a[href='/runs/{good.name}']").focus()
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(rf"/runs/{re.escape(good.name)}$"))
+
+    narrow = _page(browser, ui, {"width": 800, "height": 800})
+    narrow.goto(ui.url.split("/?")[0] + "/runs")
+    _shot(narrow, "runs-table-800")
+    _fits(narrow)
+    cut = narrow.locator(f"tr:has(a[href='/runs/{good.name}']) td[data-label=project]")
+    assert cut.get_attribute("title") == str(long_name)  # a cell cut short has its whole text in its title
+    _click_on(narrow, f"tr:has(a[href='/runs/{first.name}']) td[data-label=failed]")
+    narrow.wait_for_url(re.compile(rf"/runs/{re.escape(first.name)}$"))

@@ -191,6 +191,33 @@ class Work(Service[int]):
 """
 
 
+FLAKY_ALWAYS = """
+from batchframe import BatchframeParam, Service, Source, inject
+
+
+@inject
+class Items(Source[int]):
+    def __init__(self, bad: BatchframeParam[int] = 3):
+        self.bad = bad
+
+    def __len__(self):
+        return 4
+
+    def __iter__(self):
+        yield from range(4)
+
+
+@inject
+class Work(Service[int]):
+    def __init__(self, source: Source[int]):
+        self.source = source
+
+    def process(self, item):
+        if item == self.source.bad:
+            raise ValueError(f"{item} always fails")
+"""
+
+
 # ------------------------------------------------------------------------------------------ helpers
 
 
@@ -558,7 +585,8 @@ def test_the_runs_page_lists_runs_from_the_terminal(open_ui, make_project, outpu
     page = client.get("/runs").text
     assert f'<a href="/runs/{name}">{name}</a>' in page
     row = page[page.index("<tbody") :]
-    assert "job.py" in row and "finished: completed" in row and ">3<" in row
+    assert "job.py" in row and ">completed<" in row and ">3<" in row
+    assert row.index('<th scope="row"') < row.index('data-label="project"')  # the run's name (the link) comes first
     since = re.search(r'hx-get="/fragments/runs\?since=([0-9a-f]+)"', page)
     assert since and 'hx-trigger="every 2s"' in page
     assert client.get(f"/fragments/runs?since={since.group(1)}").status_code == 204  # nothing changed
@@ -819,3 +847,49 @@ def test_runs_with_a_broken_summary_json_are_listed_and_shown_with_a_note(
         assert run_page.status_code == 200, name
         assert 'class="note">summary.json unreadable' in run_page.text, name
     assert text_of(client.get(f"/runs/{journaled}").text, "run-state") == "finished: completed with failures"
+
+
+def test_a_run_is_green_only_when_it_completed_with_no_failure(open_ui, make_project, output_dir: Path) -> None:
+    project = make_project({"job.py": FLAKY_ALWAYS})
+    assert batchframe_cli("exec", "job.py", "-d", output_dir, "-p", "bad=3", cwd=project).returncode == 3
+    first = only_run_dir(output_dir)
+    retried = batchframe_cli("retry", first, "--no-input", cwd=project)
+    assert retried.returncode == 3, retried.stderr
+    retry = next(p for p in output_dir.iterdir() if p.is_dir() and p != first)
+    assert batchframe_cli("exec", "job.py", "-d", output_dir, "-p", "bad=99", cwd=project).returncode == 0
+    good = max(p for p in output_dir.iterdir() if p.is_dir() and p not in (first, retry))
+    client = open_ui()
+    page = client.get("/runs").text
+
+    def state_cell(name: str) -> tuple[str, str]:
+        found = re.search(r'<td data-label="state" class="([^"]*)">([^<]*)<', page[page.index(f'/runs/{name}"') :])
+        assert found, name
+        return found[1], found[2]
+
+    assert state_cell(retry.name) == ("state c-state tone-warn", "completed with failures")  # 0 succeeded, 1 failed
+    assert state_cell(first.name) == ("state c-state tone-warn", "completed with failures")
+    assert state_cell(good.name) == ("state c-state tone-ok", "completed")
+    for folder, tone in ((retry, "warn"), (good, "ok")):
+        run_page = client.get(f"/runs/{folder.name}").text
+        assert f'id="run-state" class="state tone-{tone}"' in run_page
+
+
+@pytest.mark.parametrize(
+    ("live", "raw_state", "outcome", "failed", "expected"),
+    [
+        (False, "", "completed", 0, "ok"),
+        (False, "", "completed", 2, "warn"),  # exit 0 with failures is no success
+        (False, "", "completed", None, "unknown"),
+        (False, "", "completed with failures", 0, "warn"),
+        (False, "", "stopped", 0, "warn"),
+        (False, "", "failed", 0, "bad"),
+        (False, "killed", None, 3, "bad"),
+        (False, "", None, None, "unknown"),
+        (True, "running", None, 0, "live"),
+        (True, "paused", None, 0, "paused"),
+    ],
+)
+def test_the_tone_of_a_state_is_green_for_a_clean_completion_only(live, raw_state, outcome, failed, expected) -> None:
+    from batchframe.ui._runs_view import tone
+
+    assert tone(live=live, raw_state=raw_state, outcome=outcome, failed=failed) == expected

@@ -99,6 +99,31 @@ def outcome_label(outcome: str | None, exit_code: int | None) -> str | None:
     return {0: "completed", 3: "completed with failures"}.get(exit_code, "failed")
 
 
+_OUTCOME_TONES = {"completed": "ok", "completed with failures": "warn", "stopped": "warn", "failed": "bad"}
+
+
+def tone(*, live: bool, raw_state: str, outcome: str | None, failed: int | None) -> str:
+    """The colour class of a run's state (``tone-<name>`` in the stylesheet): ``ok`` (green) only for success.
+
+    ``ok`` is a run that completed with no failed item; ``warn`` one that completed with failures or
+    was stopped; ``bad`` one that failed or was killed; ``live`` and ``paused`` a run going on;
+    ``unknown`` one whose end is not known (killed, or its records unreadable).
+
+    Args:
+        live: the run's process is there and has not finished.
+        raw_state: the state word of its status ("running", "paused", "killed"...), or "".
+        outcome: how it ended (``outcome_label``), or None.
+        failed: its failed items, or None when not known.
+    """
+    if live:
+        return "paused" if raw_state in ("pausing", "paused") else "live"
+    if raw_state == "killed":
+        return "bad"
+    if outcome == "completed" and failed != 0:  # exit 0 with failures (or none known) is no success
+        return "warn" if failed else "unknown"
+    return _OUTCOME_TONES.get(outcome or "", "unknown")
+
+
 @dataclass(frozen=True)
 class Progress:
     """The run's counters and state word, whichever record they come from.
@@ -126,6 +151,12 @@ class Progress:
     elapsed_s: float | None = None
     raw_state: str = ""
     cooldown_s: float = 0.0
+    outcome: str | None = None
+
+    @property
+    def tone(self) -> str:
+        """The colour class of its state (see ``tone``): green only for a run that completed with no failure."""
+        return tone(live=self.live, raw_state=self.raw_state, outcome=self.outcome, failed=self.failed)
 
     @property
     def cooldown(self) -> str:
@@ -162,14 +193,17 @@ def progress(status: RunStatus | None, info: RunInfo | None) -> Progress:
         succeeded=done,
         failed=failed,
         not_processed=counts.get("not_processed", 0),
+        outcome=label,
     )
 
 
 def _from_status(status: RunStatus) -> Progress:
+    label = None if status.live or status.state == "killed" else outcome_label(status.outcome, status.exit_code)
     if status.live or status.state == "killed":
         state = status.state
     else:
-        state = f"finished: {outcome_label(status.outcome, status.exit_code) or 'failed'}"
+        label = label or "failed"
+        state = f"finished: {label}"
     return Progress(
         state=state,
         live=status.live,
@@ -185,6 +219,7 @@ def _from_status(status: RunStatus) -> Progress:
         elapsed_s=status.elapsed_s,
         raw_state=status.state,
         cooldown_s=_cooldown_left(status),
+        outcome=label,
     )
 
 
@@ -410,12 +445,19 @@ def _cut(text: str, limit: int) -> str:
 
 @dataclass(frozen=True)
 class RunRow:
-    """One row of the runs table (the columns of ``batchframe runs``)."""
+    """One row of the runs table (the columns of ``batchframe runs``, and the state in words).
+
+    Attributes:
+        name: the run folder's name (its start time): the row's link to the run page.
+        project_path: the project as the run recorded it (the cell shows its file name, this in full).
+        tone: the colour class of the state (see ``tone``).
+        note: what of the run's records could not be read, or empty.
+    """
 
     name: str
-    started: str
     duration: str
     project: str
+    project_path: str
     config: str
     done: str
     failed: str
@@ -423,6 +465,7 @@ class RunRow:
     state: str
     exit: str
     live: bool
+    tone: str = "unknown"
     note: str = ""
 
 
@@ -440,27 +483,35 @@ def _row_of(run: RunInfo) -> RunRow:
     status = read_status(run.folder)
     prog = _from_status(status) if status is not None else None
     done, failed, pending = run.count("done"), run.count("failed"), run.pending
+    # How it ended: the journal's exit code, else what its last status said (the journal's can be unreadable).
+    label = outcome_label(meta.get("outcome"), meta.get("exit_code")) or (prog.outcome if prog is not None else None)
+    failed_count: int | None = run.counts.get("failed")
+    live = prog is not None and prog.live
     if prog is not None and prog.live:
         state = prog.state
         done, failed = f"{prog.succeeded:,}", f"{prog.failed:,}"
         pending = "unknown" if prog.total is None else f"{max(prog.total - prog.completed, 0):,}"
+        failed_count = prog.failed
     elif meta.get("outcome") == FAILED_TO_START:
         state = "failed to start"
-    elif (label := outcome_label(meta.get("outcome"), meta.get("exit_code"))) is not None:
-        state = f"finished: {label}"
+    elif label is not None:
+        state = label  # "completed with failures": the column says it is the state; the run page says "finished: ..."
     else:  # no exit code in the journal: killed (status says so), or an older batchframe's run
         state = prog.state if prog is not None else run.state
+    raw_state = prog.raw_state if prog is not None and label is None else ""
+    project = str(meta.get("project") or "?")
     return RunRow(
         name=run.folder.name,
-        started=str(meta.get("started_at", "?")).replace("T", " "),
         duration=run.duration,
-        project=Path(str(meta.get("project", "?"))).name + (" (retry)" if meta.get("kind") == "retry" else ""),
+        project=Path(project).name + (" (retry)" if meta.get("kind") == "retry" else ""),
+        project_path=project,
         config=str(meta.get("config") or "-"),
         done=done,
         failed=failed,
         pending=pending,
         state=state,
         exit="-" if meta.get("exit_code") is None else str(meta.get("exit_code")),
-        live=prog is not None and prog.live,
+        live=live,
+        tone=tone(live=live, raw_state=raw_state, outcome=label, failed=failed_count),
         note=run.note,
     )
