@@ -65,11 +65,20 @@ def storable_text(text: str) -> str:
     return text
 
 
+def safe_attribute(obj: object, name: str) -> Any:
+    """``getattr(obj, name, None)``, or None when reading it raises (a user's property may). Never raises."""
+    try:
+        return getattr(obj, name, None)
+    except Exception:
+        return None
+
+
 def error_type_of(exc: BaseException) -> str:
     """The exception's type name; for an error that came back from a worker, the original type's name."""
-    remote = getattr(exc, "error_type", None)
-    if type(exc).__name__ == "RemoteError" and isinstance(remote, str):
-        return remote
+    if type(exc).__name__ == "RemoteError":
+        remote = safe_attribute(exc, "error_type")
+        if isinstance(remote, str):
+            return remote
     return type(exc).__qualname__
 
 
@@ -203,7 +212,7 @@ def user_traceback(exc: BaseException) -> str:
     Formatted by hand, cheaply: ``traceback.format_list`` re-parses each source line for its carets
     (Python 3.11+) and checks every file's mtime, which made a failing item cost 10x a good one.
     """
-    remote = getattr(exc, "remote_traceback", None)
+    remote = safe_attribute(exc, "remote_traceback")
     if isinstance(remote, str):
         return remote
     try:

@@ -138,7 +138,7 @@ class RetryPolicy:
             return False
         # An error from a worker process that could not travel as itself says whether the worker's
         # Service retries it (backends._worker.RemoteError.retryable).
-        return isinstance(exc, (Retry, *self.retry_on)) or getattr(exc, "retryable", False) is True
+        return isinstance(exc, (Retry, *self.retry_on)) or _says_retryable(exc)
 
     def delay_s(self, attempts: int, exc: BaseException | None = None) -> float:
         """Seconds to wait after the ``attempts``-th failed attempt: finite, zero or more, for any input.
@@ -153,6 +153,14 @@ class RetryPolicy:
         if self.delays_s:
             return float(self.delays_s[min(attempts, len(self.delays_s)) - 1])
         return _finite(self.jitter(0.0, backoff_ceiling(self.base_s, self.cap_s, attempts)))
+
+
+def _says_retryable(exc: BaseException) -> bool:
+    """Whether ``exc.retryable`` is True; False when it is not, or reading it raises (a user's property)."""
+    try:
+        return getattr(exc, "retryable", False) is True
+    except Exception:
+        return False
 
 
 def backoff_ceiling(base_s: float, cap_s: float, attempts: int) -> float:

@@ -135,3 +135,12 @@ def test_two_thousand_retries_end_with_the_item_in_failed_jsonl(make_project) ->
     assert failed["item"] == "down" and failed["attempts"] == 2001 and failed["error_type"] == "ConnectionError"
     summary = json.loads((run_dir / "summary.json").read_text())
     assert (summary["succeeded"], summary["failed"], summary["outcome"]) == (1, 1, "completed")
+
+
+def test_a_retryable_attribute_that_raises_means_not_retryable() -> None:
+    class Odd(Exception):
+        @property
+        def retryable(self) -> bool:
+            raise RuntimeError("no")
+
+    assert not RetryPolicy(retry_on=()).should_retry(Odd(), attempts=1)

@@ -256,3 +256,67 @@ def test_runs_run_dir_of_a_broken_summary_says_so_in_one_paragraph(
         assert partial.returncode == 0, (kind, partial.stderr)
         assert "Note: summary.json unreadable in part (wrong type for" in partial.stdout
         assert "Traceback" not in partial.stdout + partial.stderr
+
+
+class AttributesRaise(Exception):
+    """An exception whose attributes batchframe looks at all raise when read."""
+
+    @property
+    def error_type(self) -> str:
+        raise RuntimeError("error_type is broken")
+
+    @property
+    def remote_traceback(self) -> str:
+        raise RuntimeError("remote_traceback is broken")
+
+    @property
+    def retryable(self) -> bool:
+        raise RuntimeError("retryable is broken")
+
+
+def test_an_exception_whose_attributes_raise_is_recorded() -> None:
+    try:
+        raise AttributesRaise("nasty")
+    except AttributesRaise as exc:
+        record = FailedItem.from_exception(0, "item", exc, 1)
+    assert record.error_type == "AttributesRaise" and record.message == "nasty"
+    assert "AttributesRaise: nasty" in record.traceback
+    assert json.loads(record.to_json())["error_type"] == "AttributesRaise"
+
+
+NASTY_EXCEPTION = """
+from batchframe import Service, Source
+
+class Nasty(Exception):
+    @property
+    def error_type(self):
+        raise RuntimeError("error_type is broken")
+    @property
+    def remote_traceback(self):
+        raise RuntimeError("remote_traceback is broken")
+    @property
+    def retryable(self):
+        raise RuntimeError("retryable is broken")
+
+class Items(Source[int]):
+    def __len__(self):
+        return 2
+    def __iter__(self):
+        return iter(range(2))
+
+class Api(Service[int]):
+    async def process(self, item):
+        if item == 1:
+            raise Nasty("nasty")
+"""
+
+
+@pytest.mark.timeout(60)
+def test_an_exception_whose_attributes_raise_fails_its_item_not_the_run(
+    make_project: Callable[..., Path], tmp_path: Path
+) -> None:
+    project = make_project({"job.py": NASTY_EXCEPTION})
+    result = batchframe_cli("exec", "job.py", "-d", tmp_path / "out", cwd=project)
+    assert result.returncode == 3, result.stdout + result.stderr
+    [record] = read_jsonl(only_run_dir(tmp_path / "out") / "failed.jsonl")
+    assert (record["index"], record["error_type"], record["message"], record["attempts"]) == (1, "Nasty", "nasty", 1)
