@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,6 +135,11 @@ def read_run(folder: Path) -> RunInfo:
     journal = Journal.open(folder, readonly=True)
     try:
         meta, counts, failures = journal.meta(), journal.counts(), journal.failures_by_type()
+    except (ValueError, TypeError, sqlite3.Error) as exc:  # a value that is not JSON: a journal edited by hand
+        raise JournalError(
+            f"{journal.path} cannot be read ({type(exc).__name__}: {exc}).",
+            hint="Nothing was changed. The run's failed.jsonl and logs.txt are still there to recover from.",
+        ) from None
     finally:
         journal.close()
     clean, wrong = _checked_meta(meta)

@@ -320,3 +320,22 @@ def test_an_exception_whose_attributes_raise_fails_its_item_not_the_run(
     assert result.returncode == 3, result.stdout + result.stderr
     [record] = read_jsonl(only_run_dir(tmp_path / "out") / "failed.jsonl")
     assert (record["index"], record["error_type"], record["message"], record["attempts"]) == (1, "Nasty", "nasty", 1)
+
+
+@pytest.mark.timeout(60)
+def test_a_journal_edited_by_hand_is_a_line_under_the_table_not_a_traceback(
+    make_project: Callable[..., Path], tmp_path: Path
+) -> None:
+    import sqlite3
+
+    _, run_dir = _run(make_project, tmp_path)
+    with sqlite3.connect(run_dir / "journal.sqlite") as db:
+        db.execute("UPDATE meta SET value = '{' WHERE key = 'outcome'")
+    db.close()
+    listed = batchframe_cli("runs", "-d", tmp_path / "out", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert f"{run_dir.name}: {run_dir / 'journal.sqlite'} cannot be read (JSONDecodeError" in " ".join(
+        listed.stdout.split()
+    )
+    shown = batchframe_cli("runs", run_dir, cwd=tmp_path)
+    assert shown.returncode == 2 and "cannot be read" in shown.stderr and "Traceback" not in shown.stderr
