@@ -239,6 +239,7 @@ def _executor(
         skip=plan.skip,
         backend=_backend(prepared, wired.service, statics, loops.service),
         limit=plan.limit if plan.replay is None else None,
+        paced_start=plan.earlier is not None or plan.replay is not None,
     )
     if plan.earlier is not None:
         executor.stats.earlier = plan.earlier

@@ -71,6 +71,8 @@ class Driver:
         backend: where ``process`` runs (default: this process, asyncio plus threads for a sync process).
         limit: read at most this many items of the source (``exec --limit``), counted by position
             (a resumed run's skipped items count too); None: all of them.
+        paced_start: the run follows an earlier one against the same API (a resume, a retry): the
+            rate limits start at their steady pace, as if it had been running at full rate until now.
 
     Raises:
         UsageError: the Service's ``exceptions_to_retry_for`` is not a set of exception classes.
@@ -87,12 +89,14 @@ class Driver:
         skip: Sequence[tuple[int, int]] = (),
         backend: Backend | None = None,
         limit: int | None = None,
+        paced_start: bool = False,
     ) -> None:
         self.source = source
         self.service = service
         self.settings = settings
         self.policy = RetryPolicy.with_exceptions(settings.retry, retryable_exceptions(service))
         self.limit = limit
+        self.paced_start = paced_start
         self.stats = Stats(total=_limited(source_length(source), limit))
         self.outcome = Outcome.COMPLETED
         self.fatal_error: BaseException | None = None
@@ -137,7 +141,12 @@ class Driver:
         self._running.set()
         self._idle = asyncio.Event()
         try:
-            call = with_limits(await self.backend.start(), self.settings)
+            call = with_limits(
+                await self.backend.start(),
+                self.settings,
+                paced_start=self.paced_start,
+                not_before=lambda: self.stats.cooldown_until,  # items waiting for a start wait out a cool-down
+            )
             self._read_ahead = self._read_ahead_for(self.backend.slots)
             self._queue = asyncio.Queue(self._read_ahead)
             self.stats.started_at = time.monotonic()

@@ -162,14 +162,14 @@ def test_item_timeout_raises_timeout_error_in_the_item(make_executor) -> None:
 @pytest.mark.parametrize(
     ("limits", "items"),
     [
-        ({"rate_per_s": 100}, 150),  # a burst of 100, then 50 more at 100/s
-        ({"rate_per_minute": 120}, 121),  # a burst of 120, then 1 more at 2/s
-        ({"rate_per_s": 1000, "rate_per_minute": 120}, 121),  # the per-second window alone would be instant
+        ({"rate_per_s": 10}, 6),  # one start every 0.1 s
+        ({"rate_per_minute": 600}, 6),  # the same pace from the per-minute window
+        ({"rate_per_s": 1000, "rate_per_minute": 600}, 6),  # the per-second window alone would be instant
     ],
 )
 def test_each_rate_window_holds_the_run_back(make_executor, limits: dict[str, int], items: int) -> None:
-    # A limiter lets one period's worth through at once, then the rate: each case takes at least
-    # half a second, where unlimited it takes a few milliseconds.
+    # Starts are paced evenly (no burst): six starts at 10/s take at least half a second, where
+    # unlimited they take a few milliseconds.
     started = time.monotonic()
     stats = run(make_executor(ListSource(range(items)), Recorder(), **limits))
     assert stats.succeeded == items
