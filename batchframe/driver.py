@@ -128,6 +128,7 @@ class Driver:
         self._cooldown_cut = asyncio.Event()
         self._cooldown_end: asyncio.TimerHandle | None = None
         self._closing: asyncio.Future[None] | None = None
+        self._waiting_for_start: set[asyncio.Task[Any]] = set()
         self.backend = backend or LocalBackend(
             service, concurrency=settings.concurrency, item_timeout_s=settings.item_timeout_s
         )
@@ -146,6 +147,7 @@ class Driver:
                 self.settings,
                 paced_start=self.paced_start,
                 not_before=lambda: self.stats.cooldown_until,  # items waiting for a start wait out a cool-down
+                waiting=self._waiting_for_start,
             )
             self._read_ahead = self._read_ahead_for(self.backend.slots)
             self._queue = asyncio.Queue(self._read_ahead)
@@ -253,6 +255,7 @@ class Driver:
                 self._not_processed(self._ready_retries.popleft())
             for work in self._drain_queue():
                 self._not_processed(work)
+            self._give_back_waiting_for_start()
         if force:
             self.cancel_in_flight()
             if self._closing is not None and not self._closing.done():
@@ -280,6 +283,7 @@ class Driver:
             self._paused = True
             self._running.clear()
             self.backend.hold()
+            self._give_back_waiting_for_start()
             self._check_idle()
 
     def resume(self) -> None:
@@ -314,6 +318,16 @@ class Driver:
         """Wait until a paused executor has no item in flight."""
         assert self._idle is not None
         await self._idle.wait()
+
+    def _give_back_waiting_for_start(self) -> None:
+        """Items waiting for their start under a rate limit have not started: a pause or a stop takes them back.
+
+        A stop then costs the items that run, not the rate limit's wait for each one still in line.
+        """
+        for index, work in list(self._active.items()):
+            if work.task is not None and work.task in self._waiting_for_start:
+                self._cancelled.add(index)
+                work.task.cancel()
 
     def cancel_in_flight(self) -> None:
         """Cancel the items being processed; they go back to pending (or are recorded, when stopping)."""

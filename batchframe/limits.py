@@ -326,7 +326,12 @@ class RateLimiter:
 
 
 def with_limits(
-    call: ItemCall, settings: ExecutorSettings, *, paced_start: bool = False, not_before: Clock | None = None
+    call: ItemCall,
+    settings: ExecutorSettings,
+    *,
+    paced_start: bool = False,
+    not_before: Clock | None = None,
+    waiting: set[asyncio.Task[Any]] | None = None,
 ) -> ItemCall:
     """``call`` with the settings' rate limits applied: ``call`` itself when no rate is set.
 
@@ -340,14 +345,29 @@ def with_limits(
             at full pace until now (see the module's docstring).
         not_before: no item starts before the ``time.monotonic()`` it returns (0: none), e.g. the end of
             the run's cool-down, which the items already waiting for a start then wait out too.
+        waiting: the tasks waiting for their start are in it while they wait (a pause or a stop
+            cancels them: an item that has not started is given back, it need not wait for a start).
     """
     limits = settings.rate_limits
     if not limits:
         return call
     acquire = RateLimiter(limits, paced_start=paced_start, not_before=not_before).acquire
+    if waiting is None:
 
-    async def limited(item: Any) -> Any:
-        await acquire()
+        async def limited(item: Any) -> Any:
+            await acquire()
+            return await call(item)
+
+        return limited
+
+    async def limited_and_watched(item: Any) -> Any:
+        task = asyncio.current_task()
+        assert task is not None
+        waiting.add(task)
+        try:
+            await acquire()
+        finally:
+            waiting.discard(task)
         return await call(item)
 
-    return limited
+    return limited_and_watched

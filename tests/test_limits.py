@@ -442,3 +442,52 @@ def test_the_windows_hold_after_a_cooldown(make_project: Callable[..., Path], tm
     assert len(starts) == 26  # item 3 twice
     assert_at_most(starts, 10, 1.0)
     assert min(gaps(starts)) >= 0.075 - SLACK_S  # no burst after the cool-down
+
+
+@pytest.mark.timeout(60)
+def test_the_windows_hold_across_a_stop_and_a_resume(make_project: Callable[..., Path], tmp_path: Path) -> None:
+    import signal
+
+    from helpers import only_run_dir, signal_when_ready
+
+    project = make_project({"job.py": STARTS_JOB})
+    log = tmp_path / "starts.txt"
+    # One start per 2 s: a window longer than a resume takes to start, so it straddles the two parts.
+    params = ["-p", f"log={log}", "-p", "concurrency=4", "-p", "count=4", "-p", "max_per_second=0.5"]
+    code, _, stderr = signal_when_ready(
+        "exec", "job.py", "-d", str(tmp_path / "out"), *params,
+        cwd=project,
+        ready=lambda: log.exists() and len(log.read_text().splitlines()) >= 2,
+        signum=signal.SIGTERM,
+    )  # fmt: skip
+    assert code == 143, stderr
+    resumed = batchframe_cli("resume", only_run_dir(tmp_path / "out"), cwd=project)  # at once
+    assert resumed.returncode == 0, resumed.stderr
+    starts = sorted(float(line.split()[0]) for line in log.read_text().splitlines())
+    assert len(starts) == 4
+    assert_at_most(starts, 1, 2.0)  # the resumed part's first start too waits for the window
+
+
+@pytest.mark.timeout(60)
+def test_a_stop_does_not_wait_for_the_items_waiting_for_their_start(
+    make_project: Callable[..., Path], tmp_path: Path
+) -> None:
+    import json
+    import signal
+
+    from helpers import only_run_dir, signal_when_ready
+
+    project = make_project({"job.py": STARTS_JOB})
+    log = tmp_path / "starts.txt"
+    # One start every 10 s: three items wait in line when the stop comes; waiting out their starts
+    # would take 30 s. They have not started: the stop takes them back at once.
+    params = ["-p", f"log={log}", "-p", "concurrency=4", "-p", "count=8", "-p", "max_per_minute=6"]
+    code, _, stderr = signal_when_ready(
+        "exec", "job.py", "-d", str(tmp_path / "out"), *params,
+        cwd=project, ready=lambda: log.exists() and log.read_text().strip() != "", signum=signal.SIGTERM,
+        timeout=15,
+    )  # fmt: skip
+    assert code == 143, stderr
+    assert len(log.read_text().splitlines()) == 1
+    summary = json.loads((only_run_dir(tmp_path / "out") / "summary.json").read_text())
+    assert summary["succeeded"] == 1 and summary["not_processed"] >= 3
