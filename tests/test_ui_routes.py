@@ -893,3 +893,46 @@ def test_the_tone_of_a_state_is_green_for_a_clean_completion_only(live, raw_stat
     from batchframe.ui._runs_view import tone
 
     assert tone(live=live, raw_state=raw_state, outcome=outcome, failed=failed) == expected
+
+
+# ------------------------------------------------------------------------------ one number for one thing
+
+
+@pytest.mark.timeout(90)
+def test_a_resumed_runs_page_shows_the_whole_runs_counts_retries_and_refusals(
+    open_ui, make_project, output_dir: Path
+) -> None:
+    from helpers import signal_when_ready
+    from test_counts import JOB
+
+    project = make_project({"job.py": JOB})
+    ledger = project / "ledger.txt"
+    os.environ["LEDGER"] = str(ledger)
+    try:
+        code, _, stderr = signal_when_ready(
+            "exec", "job.py", "-d", str(output_dir), "-p", "concurrency=1", "-p", "retry_backoff_sec=0.001",
+            cwd=project, signum=signal.SIGTERM,
+            ready=lambda: ledger.exists() and ledger.read_text().count("ok") >= 10,
+        )  # fmt: skip
+        assert code == 143, stderr
+        folder = only_run_dir(output_dir)
+        assert batchframe_cli("resume", folder, cwd=project).returncode == 3
+    finally:
+        os.environ.pop("LEDGER", None)
+    summary = json.loads((folder / "summary.json").read_text())
+    page = open_ui().get(f"/runs/{folder.name}").text
+    assert text_of(page, "run-count") == "40 / 40"
+    assert (text_of(page, "run-succeeded"), text_of(page, "run-failed")) == ("36", "4")
+    assert text_of(page, "run-retries") == str(summary["retries"])
+    assert re.search(r"<code>ValueError</code> <span class=\"muted\">4 items</span>", page)
+    assert "tone-ok" not in page  # completed with failures is not green
+
+
+def test_the_run_page_shows_rate_limit_refusals(open_ui, make_project, output_dir: Path) -> None:
+    from helpers import cooling_job
+
+    project = make_project({"job.py": cooling_job(items=4, refused=1, retry_after_s=0.2)})
+    assert batchframe_cli("exec", "job.py", "-d", output_dir, cwd=project).returncode == 0
+    page = open_ui().get(f"/runs/{only_run_dir(output_dir).name}").text
+    assert text_of(page, "run-retries") == "1"
+    assert text_of(page, "run-rate-limited") == "1 (0.2 s cooling down)"

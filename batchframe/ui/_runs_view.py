@@ -135,6 +135,8 @@ class Progress:
         completed: the N of "N / TOTAL".
         total: the number of items, when the Source has a length.
         cooldown_s: seconds left of a run-wide ``RateLimited`` cool-down (0: none).
+        retries, rate_limited, cooldown_total_s: the whole run's retries, ``RateLimited`` refusals and
+            seconds cooling down (None: not known, a run of an older batchframe).
     """
 
     state: str
@@ -152,6 +154,9 @@ class Progress:
     raw_state: str = ""
     cooldown_s: float = 0.0
     outcome: str | None = None
+    retries: int | None = None
+    rate_limited: int | None = None
+    cooldown_total_s: float | None = None
 
     @property
     def tone(self) -> str:
@@ -220,6 +225,9 @@ def _from_status(status: RunStatus) -> Progress:
         raw_state=status.state,
         cooldown_s=_cooldown_left(status),
         outcome=label,
+        retries=status.retries,
+        rate_limited=status.rate_limited,
+        cooldown_total_s=status.cooldown_total_s,
     )
 
 
