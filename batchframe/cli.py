@@ -131,8 +131,11 @@ def main(
 
 @contextmanager
 def _errors_as_exit_codes(verbosity: int = 0) -> Iterator[None]:
-    """The CLI's one error boundary: a BatchframeError becomes a panel and its exit code."""
-    from batchframe.errors import BatchframeError
+    """The CLI's one error boundary: a BatchframeError becomes a panel and its exit code.
+
+    Any other exception is a bug of batchframe's: a panel that says so (exit 1), its traceback with -vv.
+    """
+    from batchframe.errors import BatchframeError, InternalError
 
     verbosity = _verbosity(verbosity)
     try:
@@ -145,6 +148,18 @@ def _errors_as_exit_codes(verbosity: int = 0) -> Iterator[None]:
     except KeyboardInterrupt:
         typer.echo("Interrupted.", err=True)
         raise typer.Exit(130) from None
+    except Exception as exc:
+        if _is_click_control(exc):
+            raise  # typer's Exit and Abort, click's usage errors: typer reports them itself
+        from batchframe._console import print_error
+
+        print_error(InternalError.from_exception(exc), show_traceback=verbosity >= 2)
+        raise typer.Exit(InternalError.exit_code) from None
+
+
+def _is_click_control(exc: Exception) -> bool:
+    """Whether ``exc`` is one of typer's or click's own exceptions (typer vendors click in newer versions)."""
+    return any(cls.__module__.split(".")[0] in ("typer", "click") for cls in type(exc).__mro__)
 
 
 @app.command("exec", cls=Command, context_settings={"allow_extra_args": True})

@@ -28,7 +28,7 @@ from batchframe._reader import ThreadedReader
 from batchframe.backends import Backend, ItemCall, NotStarted
 from batchframe.backends.local import LocalBackend
 from batchframe.errors import RunError
-from batchframe.failures import NOT_PROCESSED, FailedItem, error_type_of, safe_str, user_traceback
+from batchframe.failures import NOT_PROCESSED, FailedItem, error_type_of, safe_attribute, safe_str, user_traceback
 from batchframe.limits import ExecutorSettings, with_limits
 from batchframe.retry import RateLimited, RetryPolicy
 from batchframe.service import retryable_exceptions
@@ -205,7 +205,10 @@ class Driver:
 
     async def _crashed(self, error: BaseException) -> None:
         """A driver task died: record what is left as not processed (best effort), end the run with the error."""
-        logger.error("The run stopped on an error: %s", safe_str(error), exc_info=not isinstance(error, RunError))
+        # exc_info is the error itself: no exception is being handled here (True would log "NoneType: None").
+        logger.error(
+            "The run stopped on an error: %s", safe_str(error), exc_info=None if isinstance(error, RunError) else error
+        )
         self.fatal_error = error
         self.outcome = Outcome.FATAL
         self._stopping = True
@@ -577,7 +580,7 @@ class Driver:
     def _schedule_retry(self, work: _Work, delay_s: float, exc: BaseException) -> None:
         self.stats.retrying += 1
         self.stats.retries += 1
-        still_running = getattr(exc, "still_running", None)
+        still_running = safe_attribute(exc, "still_running")  # a user's exception may have a raising property
         if isinstance(still_running, asyncio.Future) and not still_running.done():
             # A timed-out attempt still runs on its thread: the retry waits for it, then for its delay.
             self._waiting_retries[work.index] = (None, work)

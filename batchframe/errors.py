@@ -3,6 +3,7 @@
 The tree::
 
     BatchframeError (exit 1)
+    ├── InternalError          a bug of batchframe's own: the CLI says so instead of a raw traceback
     ├── RunError               fatal failure while running (the Source raised, a Service could not be built)
     │   └── RecordError        the run's records (failed.jsonl, the journal) could not be written
     └── UsageError (exit 2)    the command line or the project is wrong; nothing ran
@@ -20,6 +21,7 @@ from collections.abc import Sequence
 __all__ = [
     "BatchframeError",
     "ConfigError",
+    "InternalError",
     "ParamError",
     "ProjectError",
     "RecordError",
@@ -45,6 +47,25 @@ class BatchframeError(Exception):
         self.hint = hint
         self.user_traceback = user_traceback
         super().__init__(message if hint is None else f"{message}\n{hint}")
+
+
+class InternalError(BatchframeError):
+    """Something went wrong in batchframe itself (a bug): said in one panel, not a raw traceback."""
+
+    title = "batchframe bug"
+
+    @classmethod
+    def from_exception(cls, exc: BaseException) -> InternalError:
+        """The panel for ``exc``, an exception no part of batchframe turned into a BatchframeError."""
+        try:
+            text = str(exc)
+        except Exception:
+            text = f"<unprintable {type(exc).__qualname__}>"
+        return cls(
+            f"batchframe failed unexpectedly: {type(exc).__qualname__}: {text}",
+            hint="This is a bug in batchframe, not in your job. Run the command again with -vv for the "
+            "traceback and report it; the run folder, if one was made, keeps what was done.",
+        )
 
 
 class RunError(BatchframeError):

@@ -100,15 +100,6 @@ def write_json(run_dir: Path, report: Mapping[str, Any]) -> Path | None:
     return path
 
 
-def read_json(run_dir: Path) -> dict[str, Any] | None:
-    """A run folder's ``summary.json``, or None when it has none (or it is unreadable)."""
-    try:
-        data = json.loads((run_dir / SUMMARY_NAME).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def end_line(report: Mapping[str, Any]) -> str:
     """One line for logs.txt: the outcome and the counts."""
     return (

@@ -207,3 +207,20 @@ def test_show_completion_script(monkeypatch: pytest.MonkeyPatch) -> None:
     result = invoke("--show-completion")
     assert result.exit_code == 0, (result.output, result.exception)
     assert "_BATCHFRAME_COMPLETE" in result.output
+
+
+@pytest.mark.parametrize(("verbose", "traceback_shown"), [([], False), (["-vv"], True)])
+def test_a_bug_of_batchframes_own_is_a_panel_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, verbose: list[str], traceback_shown: bool
+) -> None:
+    from batchframe import history
+
+    def broken(output_dir: Path) -> None:
+        raise KeyError("a bug of ours")
+
+    monkeypatch.setattr(history, "show_runs", broken)
+    result = runner.invoke(app, ["runs", "-d", str(tmp_path), *verbose], env={"COLUMNS": "200", "NO_COLOR": "1"})
+    assert result.exit_code == 1
+    assert "batchframe failed unexpectedly: KeyError: 'a bug of ours'" in result.output
+    assert "This is a bug in batchframe" in result.output and "-vv" in result.output
+    assert ("Traceback" in result.output) is traceback_shown
