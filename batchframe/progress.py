@@ -136,6 +136,7 @@ _DETAILS = (
     _Detail(),
     _Detail(bar=20, zeros=False),
     _Detail(bar=20, zeros=False, elapsed=False),
+    _Detail(bar=12, zeros=False, elapsed=False, label=False),
     _Detail(bar=12, zeros=False, elapsed=False, label=False, retries=False),
     _Detail(bar=12, zeros=False, elapsed=False, label=False, retries=False, in_flight=False),
     _Detail(bar=8, zeros=False, elapsed=False, label=False, retries=False, in_flight=False, rate=False),

@@ -161,3 +161,15 @@ def test_overlapping_cool_downs_count_once(make_executor: Any) -> None:
     stats = asyncio.run(executor.run())
     assert stats.rate_limited == 2 and stats.succeeded == 4
     assert 0.19 <= stats.cooldown_total_s < 0.3
+
+
+def test_the_live_line_shows_the_whole_runs_counts_and_retries_when_they_fit() -> None:
+    from batchframe.progress import live_line
+
+    stats = Stats(total=5000, succeeded=1200, failed=12, retrying=3, in_flight=8, retries=140, skipped=2000)
+    stats.earlier = EarlierParts(succeeded=1950, failed=50, retries=77)
+    wide = live_line(stats, width=120).plain
+    assert "3,212/5,000" in wide and "3,150 ok" in wide and "62 failed" in wide and "217 retries" in wide
+    narrow = live_line(stats, width=80).plain
+    assert len(narrow) <= 80 and "3,150 ok" in narrow and "62 failed" in narrow  # retries give way first
+    assert "retries" not in live_line(Stats(total=10, succeeded=3), width=200).plain  # never "0 retries"
