@@ -936,3 +936,46 @@ def test_the_run_page_shows_rate_limit_refusals(open_ui, make_project, output_di
     page = open_ui().get(f"/runs/{only_run_dir(output_dir).name}").text
     assert text_of(page, "run-retries") == "1"
     assert text_of(page, "run-rate-limited") == "1 (0.2 s cooling down)"
+
+
+@pytest.mark.timeout(90)
+def test_a_run_being_resumed_shows_no_end_time_of_its_first_part(open_ui, make_project, output_dir: Path) -> None:
+    from helpers import signal_when_ready
+
+    project = make_project(
+        {
+            "job.py": """
+            import asyncio, pathlib
+            from batchframe import Service, Source
+            class Numbers(Source[int]):
+                def __iter__(self):
+                    return iter(range(60))
+            class Slow(Service[int]):
+                async def process(self, item):
+                    await asyncio.sleep(0.05)
+                    with open("done.txt", "a") as out:
+                        out.write(f"{item}\\n")
+            """
+        }
+    )
+    done = project / "done.txt"
+    code, _, stderr = signal_when_ready(
+        "exec", "job.py", "-d", str(output_dir), "-p", "concurrency=1", cwd=project, signum=signal.SIGTERM,
+        ready=lambda: done.exists() and len(done.read_text().split()) >= 5,
+    )  # fmt: skip
+    assert code == 143, stderr
+    folder = only_run_dir(output_dir)
+    client = open_ui()
+    assert "<dt>ended</dt>" in client.get(f"/runs/{folder.name}").text  # the stopped first part ended
+    resume = subprocess.Popen(
+        [str(Path(sys.executable).parent / "batchframe"), "resume", str(folder)], cwd=project,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        page = wait_for_state(client, f"/runs/{folder.name}", lambda state: state == "running")
+        assert "<dt>ended</dt>" not in page
+        assert resume.wait(timeout=60) == 0
+    finally:
+        if resume.poll() is None:
+            resume.kill()
+    assert "<dt>ended</dt>" in client.get(f"/runs/{folder.name}").text
