@@ -978,4 +978,5 @@ def test_a_run_being_resumed_shows_no_end_time_of_its_first_part(open_ui, make_p
     finally:
         if resume.poll() is None:
             resume.kill()
+            resume.wait()
     assert "<dt>ended</dt>" in client.get(f"/runs/{folder.name}").text
