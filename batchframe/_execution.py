@@ -176,6 +176,7 @@ def execute(prepared: Buildable, plan: RunPlan, journal: Journal | None) -> RunR
             namespace={"source": wired.source, "service": wired.service, "config": wired.config},
             link=None if plan.quiet else _linker(plan.run_dir),
             loop=loops.driver,
+            flush_records=None if journal is None else journal.commit_now,
         )
         records.on_error = executor.records_failed
         try:
@@ -366,6 +367,7 @@ def _end(
             supervisor.link.finish(report["outcome"], exit_code)
         logger.info("%s", summary.end_line(report), extra=FILE_ONLY)
         summary.show(report, run_dir=plan.run_dir)
+    _close_source(executor)
     kept = records.kept_failures or []
     return RunResult(
         plan.run_dir,
@@ -378,6 +380,39 @@ def _end(
         wired.service,
         executor.fatal_error,
     )
+
+
+_SOURCE_CLOSE_WAIT_S = 2.0
+_left_running: list[Any] = []  # generators still in their cleanup: never closed again at exit in the main thread
+
+
+def _close_source(executor: Driver) -> None:
+    """Close a generator Source now, waiting at most 2 s for its ``finally``; a cleanup that blocks is left behind.
+
+    Python would otherwise close it whenever the last reference goes (on the main thread, at the
+    exit): a ``finally`` that blocks would keep the process alive after its summary.
+    """
+    iterator = executor.reader.iterator if executor.reader is not None else None
+    close = getattr(iterator, "close", None)
+    if not callable(close):
+        return
+    closing = threading.Thread(target=_close_quietly, args=(close,), name="batchframe-source-close", daemon=True)
+    closing.start()
+    closing.join(_SOURCE_CLOSE_WAIT_S)
+    if closing.is_alive():
+        _left_running.append(iterator)
+        logger.warning(
+            "The Source's generator is still running its cleanup (a finally block) %.0f s after the run ended; "
+            "batchframe exits without waiting for it.",
+            _SOURCE_CLOSE_WAIT_S,
+        )
+
+
+def _close_quietly(close: Callable[[], object]) -> None:
+    try:
+        close()
+    except Exception as exc:  # ValueError "generator already executing": a reader thread is stuck in it
+        logger.debug("Closing the Source's generator: %s", safe_str(exc))
 
 
 def _unread_count(executor: Driver) -> int | None:

@@ -254,6 +254,7 @@ def _exit(code: int) -> None:
     stuck = [t for t in stuck if not t.name.startswith("Dask-Offload")]
     for thread in stuck:
         thread.join(max(deadline - time.monotonic(), 0))
+    _end_lingering_children(deadline)
     if any(thread.is_alive() for thread in stuck):
         import logging
         import os
@@ -264,6 +265,32 @@ def _exit(code: int) -> None:
                 stream.flush()
         os._exit(code)
     raise typer.Exit(code)
+
+
+def _end_lingering_children(deadline: float) -> None:
+    """Child processes the user's code started and left running would hold the exit (Python joins them): end them.
+
+    Each gets until ``deadline`` to finish, then is stopped (SIGTERM, then SIGKILL), and a line on stderr names it.
+    """
+    if "multiprocessing" not in sys.modules:
+        return
+    import multiprocessing
+    import time
+
+    children = [child for child in multiprocessing.active_children() if not child.daemon]
+    for child in children:
+        child.join(max(deadline - time.monotonic(), 0))
+        if child.is_alive():
+            typer.echo(
+                f"Warning: your code started the process {child.name!r} (pid {child.pid}) and left it running; "
+                "batchframe stops it so the run can end. Join it in process() or finish() if it must finish.",
+                err=True,
+            )
+            child.terminate()
+            child.join(0.5)
+            if child.is_alive():  # a forked child keeps the run's signal handlers: SIGTERM may not end it
+                child.kill()
+                child.join(1.0)
 
 
 def _prompts() -> AskMissing:

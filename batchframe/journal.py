@@ -307,6 +307,11 @@ class Journal:
             except RuntimeError:  # no loop (called from a shell or after the run): write now
                 self.flush()
 
+    def commit_now(self) -> None:
+        """Write everything buffered and wait until it is committed (before the process must end at once)."""
+        self.flush()
+        self._writer.drain()
+
     def flush(self) -> None:
         """Write everything buffered in one transaction."""
         self._flush_scheduled = False

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from batchframe._loop_watch import LoopWatch
 from batchframe.driver import Driver
 from batchframe.progress import ProgressDisplay
 from batchframe.stats import Outcome
@@ -39,6 +40,8 @@ class Supervisor:
         link: the run folder's status.json and control.json (pause, resume, stop from outside).
         loop: the event loop to run on, left open afterwards for the end of the run (the Service's
             async ``finish`` runs on it); None: a loop of its own, closed at the end of ``run``.
+        flush_records: writes the records held in memory: called before a second signal ends a run
+            whose loop user code blocks.
     """
 
     def __init__(
@@ -51,6 +54,7 @@ class Supervisor:
         open_shell: OpenShell | None = None,
         link: Callable[[Supervisor], RunLink] | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
+        flush_records: Callable[[], None] | None = None,
     ) -> None:
         self.executor = executor
         self.progress = progress
@@ -60,16 +64,23 @@ class Supervisor:
         self.stopped_by: signal.Signals | None = None
         self._pause_ready: asyncio.Future[None] | None = None
         self._given_loop = loop
+        self._flush_records = flush_records
         self._loop: asyncio.AbstractEventLoop | None = None
         self._idle_watch: asyncio.Future[None] | None = None
+        self._loop_watch: LoopWatch | None = None
         self.link = link(self) if link is not None else None
 
     def run(self) -> None:
         """Run the executor until it finishes, pausing for the shell as the user asks."""
         loop = self._loop = self._given_loop or asyncio.new_event_loop()
         try:
+            service = self.namespace.get("service")
+            self._loop_watch = LoopWatch(
+                loop, blocker=f"{type(service).__qualname__}.process", before_exit=self._flush_records
+            )
             self._install_signal_handlers()
             task = loop.create_task(self.executor.run())
+            self._loop_watch.start()
             if self.link is not None:
                 self.link.start(loop)
             with self.progress:
@@ -82,6 +93,8 @@ class Supervisor:
                     self._shell(emergency=True)
             task.result()
         finally:
+            if self._loop_watch is not None:
+                self._loop_watch.stop()
             if self.link is not None:
                 self.link.close()
             self._remove_signal_handlers()
@@ -102,7 +115,9 @@ class Supervisor:
         assert loop is not None
         while True:
             self._pause_ready = loop.create_future()
-            loop.run_until_complete(asyncio.wait({task, self._pause_ready}, return_when=asyncio.FIRST_COMPLETED))
+            assert self._loop_watch is not None
+            with self._loop_watch.driving_loop():
+                loop.run_until_complete(asyncio.wait({task, self._pause_ready}, return_when=asyncio.FIRST_COMPLETED))
             if task.done():
                 return
             self._shell(emergency=False)
@@ -117,6 +132,8 @@ class Supervisor:
             return  # signals reach the main thread only (e.g. batchframe.testing called from a thread)
         loop.add_signal_handler(signal.SIGINT, self._on_signal, signal.SIGINT)
         loop.add_signal_handler(signal.SIGTERM, self._on_signal, signal.SIGTERM)
+        if self._loop_watch is not None:
+            self._loop_watch.install()  # reaches the run when user code blocks the loop
 
     def _remove_signal_handlers(self) -> None:
         loop = self._loop
