@@ -172,3 +172,34 @@ def test_a_non_daemon_child_process_does_not_delay_the_exit(make_project: Any) -
     assert result.returncode == 0, result.stderr
     assert time.monotonic() - started < 25  # not the child's 40 s
     assert "lingering-child" in result.stderr  # the warning names it
+
+
+@pytest.mark.timeout(60)
+def test_a_stop_under_an_absurdly_slow_rate_ends_at_once(make_project: Any) -> None:
+    project = make_project(
+        {
+            "job.py": """
+            import pathlib
+            from batchframe import Service, Source
+            class Numbers(Source[int]):
+                def __iter__(self):
+                    return iter(range(10))
+            class Work(Service[int]):
+                async def process(self, item):
+                    pathlib.Path(f"started-{item}").touch()
+            """
+        }
+    )
+    process = _start(project, "exec", "job.py", "-p", "max_per_second=1e-9", "-p", "concurrency=4")
+    try:
+        _wait_for(project / "started-0", process)  # the first start; the next would come in 31 years
+        time.sleep(0.3)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=15)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 143, stderr
+    summary = json.loads((only_run_dir(project / "batchframe_outputs") / "summary.json").read_text())
+    assert summary["succeeded"] == 1 and summary["not_processed"] >= 3  # the waiting ones, given back
