@@ -29,6 +29,11 @@ class Configuration:
     retry_delays_sec: Annotated[
         list[float] | None, BatchframeParam, "explicit retry delays, e.g. 1,5,30 (overrides the backoff)"
     ] = None
+    max_cooldown_sec: Annotated[
+        float,
+        BatchframeParam,
+        "longest wait a Retry-After, a Retry(delay_s) or a retry delay may ask for (longer ones are cut to it)",
+    ] = 300.0
     item_timeout_sec: Annotated[float | None, BatchframeParam, "time limit per attempt (none = no limit)"] = None
     max_per_second: Annotated[float | None, BatchframeParam, "rate limit in items started per second"] = None
     max_per_minute: Annotated[

@@ -248,6 +248,7 @@ def settings_from_config(config: Configuration) -> ExecutorSettings:
         base_s=config.retry_backoff_sec,
         cap_s=config.retry_backoff_max_sec,
         delays_s=setting(config, "retry_delays_sec"),
+        max_delay_s=config.max_cooldown_sec,
     )
     return ExecutorSettings(
         concurrency=setting(config, "concurrency"),

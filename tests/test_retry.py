@@ -1,14 +1,16 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
+import pickle
 import sys
 
 import pytest
 from helpers import batchframe_cli, only_run_dir, read_jsonl
 
-from batchframe import ParamError, Retry
-from batchframe.retry import RetryPolicy, backoff_ceiling
+from batchframe import ParamError, RateLimited, Retry
+from batchframe.retry import RetryPolicy, backoff_ceiling, parse_retry_after
 
 
 def upper_bound(low: float, high: float) -> float:
@@ -144,3 +146,101 @@ def test_a_retryable_attribute_that_raises_means_not_retryable() -> None:
             raise RuntimeError("no")
 
     assert not RetryPolicy(retry_on=()).should_retry(Odd(), attempts=1)
+
+
+# ------------------------------------------------ delays asked for: checked, clamped, floored, capped
+
+
+@pytest.mark.parametrize("delay", [math.inf, -math.inf, math.nan, -1, -0.5, 10**400])
+def test_retry_refuses_a_delay_that_is_no_finite_number_zero_or_more(delay: float) -> None:
+    with pytest.raises(ValueError, match=r"Retry\(delay_s=\.\.\.\) must be a finite number of seconds, zero or more"):
+        Retry(delay_s=delay)
+
+
+@pytest.mark.parametrize("delay", ["5", True, object()])
+def test_retry_refuses_a_delay_that_is_no_number(delay: object) -> None:
+    with pytest.raises(TypeError, match="must be a number of seconds or None"):
+        Retry(delay_s=delay)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("retry_after", [math.inf, math.nan, -5, -0.1])
+def test_rate_limited_refuses_a_programmers_number_that_is_no_finite_number_zero_or_more(retry_after: float) -> None:
+    with pytest.raises(ValueError, match=r"RateLimited\(retry_after=\.\.\.\) must be a finite number"):
+        RateLimited(retry_after)
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [("0", 0.0), ("-5", 0.0), ("  12 ", 12.0), ("1796283000", 1796283000.0), ("inf", sys.float_info.max), (b"3", 3.0)],
+)
+def test_a_headers_text_is_clamped_never_refused(header: str, seconds: float) -> None:
+    assert parse_retry_after(header) == seconds
+    assert RateLimited(header).delay_s == seconds
+
+
+def test_a_headers_text_that_is_no_number_nor_date_is_refused() -> None:
+    with pytest.raises(ValueError, match="number of seconds or an HTTP date"):
+        RateLimited("nan")
+
+
+def test_zero_and_negative_retry_after_wait_the_first_retry_delay() -> None:
+    policy = RetryPolicy(base_s=0.5, cap_s=3.0, jitter=upper_bound)
+    past = "Thu, 01 Jan 2015 00:00:00 GMT"
+    assert [policy.delay_s(1, RateLimited(value)) for value in ("0", "-5", past, 0)] == [0.5] * 4
+    assert RetryPolicy(delays_s=[2, 5]).delay_s(3, RateLimited("0")) == 2.0
+    assert policy.delay_s(1, Retry(delay_s=0)) == 0.0  # a programmer's explicit "no wait" (it counts as an attempt)
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [RateLimited("1796283000"), RateLimited("Thu, 01 Jan 2099 00:00:00 GMT"), RateLimited("inf"), Retry(delay_s=1e9)],
+)
+def test_any_wait_is_capped_by_max_delay(exc: Retry) -> None:
+    assert RetryPolicy(max_delay_s=10.0).delay_s(1, exc) == 10.0
+
+
+def test_the_backoff_and_explicit_delays_are_capped_too() -> None:
+    assert RetryPolicy(delays_s=[1, 50], max_delay_s=10.0).delay_s(2) == 10.0
+    assert RetryPolicy(base_s=40, cap_s=100, max_delay_s=10.0, jitter=upper_bound).delay_s(3) == 10.0
+    assert RetryPolicy(max_delay_s=0.0).delay_s(1, RateLimited("0")) == 0.0  # a floor above the cap: the cap
+
+
+def test_the_first_capped_wait_of_a_run_is_one_warning_naming_both_delays(caplog: pytest.LogCaptureFixture) -> None:
+    policy = RetryPolicy.with_exceptions(RetryPolicy(max_delay_s=300.0), [ConnectionError])
+    caplog.set_level(logging.DEBUG, logger="batchframe.retry")
+    for _ in range(3):
+        assert policy.delay_s(1, pickle.loads(pickle.dumps(RateLimited("1796283000")))) == 300.0
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        "Retry-After '1796283000' asks for a wait of 1,796,283,000 s (56.9 years): waiting 300 s instead, "
+        "the longest allowed (max_cooldown_sec). Later waits cut to it are logged at DEBUG."
+    ]
+    assert len([r for r in caplog.records if r.levelno == logging.DEBUG]) == 2
+    caplog.clear()
+    RetryPolicy.with_exceptions(policy, []).delay_s(1, Retry(delay_s=400))  # another run's policy warns again
+    assert [r.levelno for r in caplog.records] == [logging.WARNING]
+
+
+@pytest.mark.parametrize("value", [-1.0, math.inf, math.nan, "300"])
+def test_max_delay_must_be_a_finite_number_zero_or_more(value: object) -> None:
+    with pytest.raises(ParamError, match="max_cooldown_sec must be") as info:
+        RetryPolicy(max_delay_s=value)  # type: ignore[arg-type]
+    assert info.value.param == "max_cooldown_sec"
+
+
+def test_a_rate_limited_from_a_worker_keeps_what_was_asked() -> None:
+    travelled = pickle.loads(pickle.dumps(RateLimited("-5", "429", counts_as_attempt=True)))
+    assert (travelled.delay_s, travelled.retry_after, str(travelled), travelled.counts_as_attempt) == (
+        0.0,
+        "-5",
+        "429",
+        True,
+    )
+
+
+def test_the_configuration_caps_waits_at_300_seconds_by_default() -> None:
+    from batchframe.configuration import Configuration
+    from batchframe.run import settings_from_config
+
+    assert Configuration().max_cooldown_sec == 300.0
+    assert settings_from_config(Configuration(max_cooldown_sec=5.0)).retry.max_delay_s == 5.0

@@ -87,6 +87,7 @@ RUNTIME = [
     "retry_backoff_sec",
     "retry_backoff_max_sec",
     "retry_delays_sec",
+    "max_cooldown_sec",
     "item_timeout_sec",
     "max_per_second",
     "max_per_minute",
