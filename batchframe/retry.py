@@ -46,6 +46,15 @@ class Retry(Exception):  # noqa: N818 - named for what the user asks for, like a
         super().__init__(reason)
         self.delay_s = checked_delay(delay_s, name="Retry(delay_s=...)")
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt without calling __init__ (its first argument is the delay, not the message in args);
+        # the attributes follow as the state. So a subclass with an __init__ of its own travels too.
+        return _rebuilt, (type(self), self.args), self.__dict__
+
+
+def _rebuilt(cls: type[Retry], args: tuple[Any, ...]) -> Retry:
+    return cls.__new__(cls, *args)
+
 
 class RateLimited(Retry):
     """Raise from ``Service.process`` when the API says "slow down" (HTTP 429/503 with ``Retry-After``).

@@ -244,3 +244,16 @@ def test_the_configuration_caps_waits_at_300_seconds_by_default() -> None:
 
     assert Configuration().max_cooldown_sec == 300.0
     assert settings_from_config(Configuration(max_cooldown_sec=5.0)).retry.max_delay_s == 5.0
+
+
+class TwoArgs(Retry):
+    def __init__(self, seconds: float, why: str) -> None:
+        super().__init__(delay_s=seconds, reason=why)
+        self.why = why
+
+
+def test_a_retry_from_a_worker_keeps_its_delay_reason_and_attributes() -> None:
+    for sent in (Retry(delay_s=5, reason="again"), Retry(), TwoArgs(3, "busy")):
+        travelled = pickle.loads(pickle.dumps(sent))
+        assert (type(travelled), travelled.delay_s, str(travelled)) == (type(sent), sent.delay_s, str(sent))
+    assert travelled.why == "busy"
