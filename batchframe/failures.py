@@ -2,84 +2,36 @@
 
 Everything here formats user data (items, exceptions) and must never raise on it: an exception
 whose ``__str__`` raises, an item whose ``__repr__`` raises or recurses, lone surrogates from
-``os.listdir``, NaN. Each has a fallback, so recording a failure cannot break a run.
+``os.listdir``, NaN. Each has a fallback (the text helpers and the one traceback formatter are in
+``_text``), so recording a failure cannot break a run.
 """
 
 from __future__ import annotations
 
 import array
-import asyncio
-import concurrent.futures
 import contextlib
-import importlib
-import importlib.util
 import json
-import linecache
 import os
 import pickle
-import reprlib
-import site
-import sysconfig
 import tempfile
-import threading
-import traceback
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, overload
 
+from batchframe._text import error_type_of as error_type_of
+from batchframe._text import exception_message, format_exception
+from batchframe._text import safe_attribute as safe_attribute
+from batchframe._text import safe_repr as safe_repr
+from batchframe._text import safe_str as safe_str
+from batchframe._text import storable_text as storable_text
 from batchframe.errors import RecordError
 from batchframe.secret import redact
 
 NOT_PROCESSED = "NotProcessed"
 """The error type recorded for items a stopped or crashed run never finished."""
 
-_REPR = reprlib.Repr()
-_REPR.maxstring = _REPR.maxother = 300
-_REPR.maxlevel = 8
 _REPR_ITEMS = 100
-
-
-def safe_str(value: object) -> str:
-    """``str(value)``, or ``<unprintable TypeName>`` when that raises. Never raises."""
-    try:
-        return str(value)
-    except Exception:
-        return f"<unprintable {type(value).__qualname__}>"
-
-
-def safe_repr(value: object) -> str:
-    """A short ``repr(value)`` (bounded depth and length), or ``<unprintable TypeName>``. Never raises."""
-    try:
-        return _REPR.repr(value)
-    except Exception:
-        return f"<unprintable {type(value).__qualname__}>"
-
-
-def storable_text(text: str) -> str:
-    r"""``text`` with lone surrogates escaped (``\\udcff``), so UTF-8 files and SQLite accept it."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return text
-
-
-def safe_attribute(obj: object, name: str) -> Any:
-    """``getattr(obj, name, None)``, or None when reading it raises (a user's property may). Never raises."""
-    try:
-        return getattr(obj, name, None)
-    except Exception:
-        return None
-
-
-def error_type_of(exc: BaseException) -> str:
-    """The exception's type name; for an error that came back from a worker, the original type's name."""
-    if type(exc).__name__ == "RemoteError":
-        remote = safe_attribute(exc, "error_type")
-        if isinstance(remote, str):
-            return remote
-    return type(exc).__qualname__
 
 
 def pickled_item(item: Any) -> bytes | None:
@@ -98,9 +50,10 @@ class FailedItem:
         index: the item's position in the source (0-based).
         item: the item itself.
         error_type: the exception's class name (``NotProcessed`` for items a stopped run never ran).
-        message: the exception's message.
+        message: the exception's message, and its notes (``add_note``) below it.
         attempts: how many times it was tried.
-        traceback: the formatted traceback of the last attempt (the user's frames).
+        traceback: the formatted traceback of the last attempt (the user's frames, with the exception's
+            causes, context, notes and group members).
         exception: the exception itself (not serialised, not kept by a run: for ``run_service``).
     """
 
@@ -119,7 +72,7 @@ class FailedItem:
             index=index,
             item=item,
             error_type=error_type_of(exc),
-            message=redact(safe_str(exc)),  # the user's message may quote a secret parameter
+            message=redact(exception_message(exc)),  # the user's message may quote a secret parameter
             attempts=attempts,
             traceback=redact(user_traceback(exc)),
             exception=exc,
@@ -157,78 +110,15 @@ class FailedItem:
             return json.dumps({"index": None, "item": None, "item_repr": record["item_repr"]})
 
 
-def _prefixes(*paths: str | Path, folders: bool = True) -> tuple[str, ...]:
-    """Each path as given and resolved (a frame's file is spelt as its module was found, symlinks and all).
-
-    A folder ends with a separator, so that ``/usr/lib/python3.1`` is no prefix of ``/usr/lib/python3.11``.
-    """
-    tail = os.sep if folders else ""
-    spellings = (spelling for path in paths for spelling in (str(path), str(Path(path).resolve())))
-    return tuple(dict.fromkeys(spelling.rstrip(os.sep) + tail for spelling in spellings))
-
-
-def _kink_dirs() -> list[str]:
-    spec = importlib.util.find_spec("kink")  # found, not imported: kink may not be needed yet
-    return list(spec.submodule_search_locations or []) if spec is not None else []
-
-
-_FRAMEWORK_FILES = (
-    *_prefixes(
-        Path(__file__).parent,
-        Path(asyncio.__file__).parent,
-        Path(concurrent.futures.__file__).parent,
-        Path(importlib.__file__).parent,
-        *_kink_dirs(),  # kink's @inject builds the user's Source and Service: its frames sit above the user's
-    ),
-    *_prefixes(threading.__file__, folders=False),
-    "<frozen importlib",
-    "<frozen runpy",
-)
-"""Where the frames between batchframe and the user's code are: never shown as the user's."""
-
-_LIBRARY_FILES = (
-    *_prefixes(
-        *dict.fromkeys(sysconfig.get_paths()[key] for key in ("stdlib", "platstdlib", "purelib", "platlib")),
-        *site.getsitepackages(),
-    ),
-    "<frozen ",
-)
-"""Where the standard library and installed packages are: code that the user's code called."""
-
-
-def is_framework_frame(filename: str) -> bool:
-    """Whether a frame is batchframe's, or of the machinery it calls user code through (kink, importlib, asyncio)."""
-    return filename.startswith(_FRAMEWORK_FILES)
-
-
-def is_library_frame(filename: str) -> bool:
-    """Whether a frame is of an installed library or the standard library (code the user's code called)."""
-    return filename.startswith(_LIBRARY_FILES)
-
-
 def user_traceback(exc: BaseException) -> str:
-    """The traceback of an item's exception without batchframe's and asyncio's frames. Never raises.
+    """The traceback of an item's exception (``_text.format_exception``), or the worker's for one from a worker.
 
-    Formatted by hand, cheaply: ``traceback.format_list`` re-parses each source line for its carets
-    (Python 3.11+) and checks every file's mtime, which made a failing item cost 10x a good one.
+    Never raises.
     """
     remote = safe_attribute(exc, "remote_traceback")
     if isinstance(remote, str):
         return remote
-    try:
-        lines = []
-        for frame, line_number in traceback.walk_tb(exc.__traceback__):
-            filename = frame.f_code.co_filename
-            if is_framework_frame(filename):
-                continue
-            lines.append(f'  File "{filename}", line {line_number}, in {frame.f_code.co_name}\n')
-            source = linecache.getline(filename, line_number, frame.f_globals).strip()
-            if source:
-                lines.append(f"    {source}\n")
-        head = ["Traceback (most recent call last):\n"] if lines else []
-        return "".join(head + lines) + f"{error_type_of(exc)}: {safe_str(exc)}\n"
-    except Exception:
-        return f"{error_type_of(exc)}: {safe_str(exc)}\n"
+    return format_exception(exc)
 
 
 class FailureLog:

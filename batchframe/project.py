@@ -32,7 +32,6 @@ import logging
 import os
 import sys
 import sysconfig
-import traceback
 import types
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -429,9 +428,11 @@ def _import(name: str, file: Path) -> types.ModuleType:
             hint="Fix the syntax error and run again.",
         ) from exc
     except Exception as exc:
+        from batchframe._text import safe_str
+
         frames = user_frames(exc, exclude=(Path(__file__).parent,))
         raise ProjectError(
-            f"Importing {file.name} failed with {type(exc).__name__}: {exc}",
+            f"Importing {file.name} failed with {type(exc).__name__}: {safe_str(exc)}",
             hint="Fix the error in your code (the frames below are from your files) and run again.",
             user_traceback=frames,
         ) from exc
@@ -449,7 +450,9 @@ def _caret(exc: SyntaxError) -> str:
 
 def user_code_failed(what: str, exc: BaseException, *, hint: str) -> RunError:
     """A RunError for an exception raised by the user's own code, showing the user's frames."""
-    return RunError(f"{what} failed: {type(exc).__name__}: {exc}", hint=hint, user_traceback=user_frames(exc))
+    from batchframe._text import safe_str
+
+    return RunError(f"{what} failed: {type(exc).__name__}: {safe_str(exc)}", hint=hint, user_traceback=user_frames(exc))
 
 
 def user_frames(exc: BaseException, *, exclude: tuple[Path, ...] = ()) -> str:
@@ -459,18 +462,12 @@ def user_frames(exc: BaseException, *, exclude: tuple[Path, ...] = ()) -> str:
     importlib, asyncio) never show. Frames of the libraries the user's code called (the standard
     library, site-packages) do not either, unless that leaves none (a project installed in
     site-packages): the exception's own line says what they raised, and ``-vv`` shows every frame.
+    Its causes, context, notes and group members show as Python shows them (``_text.format_exception``,
+    without the ``Traceback ...`` headers: under a panel they would read as a crash of batchframe's).
     """
-    from batchframe.failures import is_framework_frame, is_library_frame
+    from batchframe._text import format_exception
 
-    skip = tuple(str(p) for p in exclude)
-    frames = [
-        frame
-        for frame in traceback.extract_tb(exc.__traceback__)
-        if not frame.filename.startswith(skip) and not is_framework_frame(frame.filename)
-    ]
-    own = [frame for frame in frames if not is_library_frame(frame.filename)]
-    lines = traceback.format_list(own or frames) + traceback.format_exception_only(type(exc), exc)
-    return "".join(lines).rstrip()
+    return format_exception(exc, headers=False, exclude=exclude).rstrip()
 
 
 # ------------------------------------------------------------------------------------------- discovery

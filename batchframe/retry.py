@@ -24,9 +24,13 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from batchframe._text import group_members
 from batchframe.errors import ParamError
 
 logger = logging.getLogger(__name__)
+
+_MAX_LEAVES = 10_000
+"""Exceptions looked at inside one group (nested groups included) before it counts as not retryable."""
 
 
 class Retry(Exception):  # noqa: N818 - named for what the user asks for, like arq's Retry
@@ -170,6 +174,10 @@ class RetryPolicy:
     or ``delays_s[n-1]`` (the last one repeating) when delays are given. No wait, whoever asks for
     it, is longer than ``max_delay_s``.
 
+    An exception group (``ExceptionGroup``, from ``asyncio.TaskGroup`` say) is retried when every
+    exception in it (nested groups flattened) is retryable; it waits the longest delay its ``Retry``
+    members ask for, else the backoff.
+
     Attributes:
         max_retries: retries after the first attempt; 0 disables retrying.
         base_s: the first delay.
@@ -206,9 +214,7 @@ class RetryPolicy:
         """Whether an item that failed its ``attempts``-th attempt with ``exc`` gets another one. Never raises."""
         if attempts > self.max_retries:
             return False
-        # An error from a worker process that could not travel as itself says whether the worker's
-        # Service retries it (backends._worker.RemoteError.retryable).
-        return isinstance(exc, (Retry, *self.retry_on)) or _says_retryable(exc)
+        return is_retryable(exc, self.retry_on)
 
     @property
     def first_delay_s(self) -> float:
@@ -269,6 +275,53 @@ class RetryPolicy:
         logger.log(level, message, *args)
 
 
+def is_retryable(exc: BaseException, retry_on: Sequence[type[BaseException]]) -> bool:
+    """Whether ``exc`` is retried: a ``Retry``, an instance of ``retry_on``, or ``exc.retryable is True``.
+
+    An exception group is, as well, when every exception in it (nested groups flattened) is. An
+    error from a worker process that could not travel as itself says whether the worker's Service
+    retries it (``backends._worker.RemoteError.retryable``). Never raises: a check that fails (a
+    user's property, a group that cannot be walked) means not retryable.
+    """
+    try:
+        if _retryable_leaf(exc, retry_on):
+            return True
+        leaves = _group_leaves(exc)
+        return bool(leaves) and all(_retryable_leaf(leaf, retry_on) for leaf in leaves)
+    except Exception:
+        return False
+
+
+def _retryable_leaf(exc: BaseException, retry_on: Sequence[type[BaseException]]) -> bool:
+    return isinstance(exc, (Retry, *retry_on)) or _says_retryable(exc)
+
+
+def _group_leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside an exception group, nested groups flattened; [] for any other exception.
+
+    Raises:
+        ValueError: the group holds more than ``_MAX_LEAVES`` exceptions.
+    """
+    if group_members(exc) is None:
+        return []
+    leaves: list[BaseException] = []
+    pending = [exc]
+    seen: set[int] = set()
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if len(seen) > _MAX_LEAVES:
+            raise ValueError("an exception group too large to look at")
+        members = group_members(current)
+        if members is None:
+            leaves.append(current)
+        else:
+            pending.extend(reversed(members))
+    return leaves
+
+
 def _says_retryable(exc: BaseException) -> bool:
     """Whether ``exc.retryable`` is True; False when it is not, or reading it raises (a user's property)."""
     try:
@@ -301,6 +354,17 @@ def backoff_ceiling(base_s: float, cap_s: float, attempts: int) -> float:
 
 
 def _requested_delay(exc: BaseException | None) -> float | None:
+    """The delay a ``Retry`` asks for (a group: the longest its members ask for), when usable; else None."""
+    if exc is None or isinstance(exc, Retry):
+        return _usable_delay(exc)
+    try:
+        asked = [_usable_delay(leaf) for leaf in _group_leaves(exc)]
+    except Exception:
+        return None
+    return max((seconds for seconds in asked if seconds is not None), default=None)
+
+
+def _usable_delay(exc: BaseException | None) -> float | None:
     """A ``Retry``'s ``delay_s`` when it is a finite number of seconds (a negative one is 0); else None.
 
     ``Retry()`` checks the number it is given; this guards what was set or computed after that
@@ -325,6 +389,8 @@ def _asker(exc: BaseException | None) -> str:
         return f"Retry-After {asked!r}" if isinstance(asked, (str, int, float)) else "RateLimited"
     if isinstance(exc, Retry):
         return f"{type(exc).__qualname__}(delay_s=...)"
+    if _requested_delay(exc) is not None:
+        return f"a Retry inside {type(exc).__qualname__}"
     return "The retry backoff (retry_delays_sec)"
 
 

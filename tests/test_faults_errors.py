@@ -155,3 +155,160 @@ def test_max_cooldown_sec_must_be_a_finite_number(tmp_path: Path, value: str) ->
     assert result.returncode == 2, result.stderr
     assert "max_cooldown_sec must be" in result.stderr and "-p max_cooldown_sec=" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# ---------------------------------------------- point 13: causes, context, notes and groups are kept
+
+RICH_JOB = """
+import threading
+from pathlib import Path
+from batchframe import BatchframeParam, Service, Source
+
+class Items(Source[int]):
+    def __len__(self):
+        return 5
+    def __iter__(self):
+        return iter(range(5))
+
+class Unpicklable(Exception):
+    def __init__(self, message):
+        super().__init__(message)
+        self.lock = threading.Lock()  # it cannot travel from a worker process as itself
+
+def fetch(item):
+    raise ConnectionError(f"down {item}")
+
+class Work(Service[int]):
+    def __init__(self, ledger: BatchframeParam[str]):
+        self.ledger = Path(ledger)
+
+    def attempts(self, item):
+        with self.ledger.open("a") as out:
+            out.write(f"{item}\\n")
+        return self.ledger.read_text().split().count(str(item))
+
+    def process(self, item):
+        if item == 0:  # an explicit cause, and a note
+            try:
+                fetch(item)
+            except ConnectionError as exc:
+                error = ValueError("bad answer")
+                error.add_note("while reading item 0")
+                raise error from exc
+        if item == 1:  # an implicit context
+            try:
+                {}["missing"]
+            except KeyError:
+                raise RuntimeError("lookup failed")
+        if item == 2 and self.attempts(item) <= 2:  # every member retryable: retried, then it succeeds
+            raise ExceptionGroup("two calls failed", [ConnectionError("a"), TimeoutError("b")])
+        if item == 3:  # one member that is not retryable: the group is not retried
+            raise ExceptionGroup("mixed", [ConnectionError("a"), ValueError("c")])
+        if item == 4:  # cannot travel as itself: its notes and causes travel as text
+            try:
+                fetch(item)
+            except ConnectionError as exc:
+                error = Unpicklable("no pickle")
+                error.add_note("a note that travels")
+                raise error from exc
+"""
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("backend", ["asyncio", "threads", "processes", "dask"])
+def test_causes_context_notes_and_groups_reach_failed_jsonl(tmp_path: Path, backend: str) -> None:
+    build_file_tree(tmp_path, {"job.py": RICH_JOB})
+    result = batchframe_cli(
+        "exec", "job.py", "-d", "out", "-p", f"ledger={tmp_path / 'ledger.txt'}", "-p", f"executor={backend}",
+        "-p", "concurrency=2", "-p", "retry_backoff_sec=0.001", "-p", "max_retries=3", cwd=tmp_path, timeout=100,
+    )  # fmt: skip
+    assert result.returncode == 3, result.stderr
+    assert "Traceback" not in result.stderr
+    run_dir = only_run_dir(tmp_path / "out")
+    records = {record["index"]: record for record in read_jsonl(run_dir / "failed.jsonl")}
+    assert sorted(records) == [0, 1, 3, 4]  # item 2's group of ConnectionError and TimeoutError was retried
+
+    caused = records[0]
+    assert (caused["error_type"], caused["message"], caused["attempts"]) == (
+        "ValueError",
+        "bad answer\nwhile reading item 0",
+        1,
+    )
+    trace = caused["traceback"]
+    assert trace.index("ConnectionError: down 0") < trace.index("direct cause") < trace.index("ValueError: bad answer")
+    assert 'raise ConnectionError(f"down {item}")' in trace and "raise error from exc" in trace
+    assert trace.rstrip().endswith("ValueError: bad answer\nwhile reading item 0")
+    assert "batchframe/" not in trace and "asyncio/" not in trace and "concurrent/" not in trace
+
+    context = records[1]["traceback"]
+    assert "KeyError: 'missing'" in context and "During handling of the above exception" in context
+    assert context.rstrip().endswith("RuntimeError: lookup failed")
+
+    group = records[3]
+    assert (group["error_type"], group["attempts"]) == ("ExceptionGroup", 1)
+    assert group["message"] == "mixed (2 sub-exceptions)"
+    for line in ("| ExceptionGroup: mixed (2 sub-exceptions)", "+-+---------------- 1 ----------------",
+                 "| ConnectionError: a", "+---------------- 2 ----------------", "| ValueError: c"):  # fmt: skip
+        assert line in group["traceback"], group["traceback"]
+
+    travelled = records[4]
+    assert (travelled["error_type"], travelled["message"]) == ("Unpicklable", "no pickle\na note that travels")
+    assert "ConnectionError: down 4" in travelled["traceback"] and "direct cause" in travelled["traceback"]
+    assert travelled["traceback"].rstrip().endswith("Unpicklable: no pickle\na note that travels")
+
+    summary = _summary(run_dir)
+    assert summary["succeeded"] == 1 and summary["retries"] == 2
+    assert (tmp_path / "ledger.txt").read_text().split().count("2") == 3
+
+
+PANEL_JOB = """
+from batchframe import Service, Source
+
+class Items(Source[int]):
+    def __iter__(self):
+        return iter(range(3))
+
+def connect():
+    raise OSError("connection refused")
+
+class Work(Service[int]):
+    def __init__(self):
+        try:
+            connect()
+        except OSError as exc:
+            error = RuntimeError("no database")
+            error.add_note("host db.internal, port 5432")
+            raise error from exc
+
+    def process(self, item):
+        pass
+
+    def finish(self):
+        raise ExceptionGroup("closing failed", [OSError("disk gone"), ValueError("bad state")])
+"""
+
+
+@pytest.mark.timeout(60)
+def test_the_error_panel_shows_the_cause_and_the_note_without_a_traceback_header(tmp_path: Path) -> None:
+    build_file_tree(tmp_path, {"job.py": PANEL_JOB})
+    result = batchframe_cli("exec", "job.py", "-d", "out", cwd=tmp_path)
+    assert result.returncode != 0
+    stderr = result.stderr
+    assert "Traceback" not in stderr, stderr  # the user's frames under the panel, not a crash
+    frames = stderr.index("OSError: connection refused")
+    assert frames < stderr.index("direct cause") < stderr.index("RuntimeError: no database", frames)
+    assert "host db.internal, port 5432" in stderr and 'raise OSError("connection refused")' in stderr
+
+
+@pytest.mark.timeout(60)
+def test_logs_txt_keeps_the_members_of_a_group_that_finish_raised(tmp_path: Path) -> None:
+    build_file_tree(tmp_path, {"job.py": PANEL_JOB.replace("            connect()\n", "            pass\n")})
+    result = batchframe_cli("exec", "job.py", "-d", "out", cwd=tmp_path)
+    assert "finish() raised ExceptionGroup: closing failed (2 sub-exceptions)" in result.stderr, result.stderr
+    logs = (only_run_dir(tmp_path / "out") / "logs.txt").read_text()
+    for line in (
+        "| ExceptionGroup: closing failed (2 sub-exceptions)",
+        "| OSError: disk gone",
+        "| ValueError: bad state",
+    ):
+        assert line in logs, logs

@@ -257,3 +257,68 @@ def test_a_retry_from_a_worker_keeps_its_delay_reason_and_attributes() -> None:
         travelled = pickle.loads(pickle.dumps(sent))
         assert (type(travelled), travelled.delay_s, str(travelled)) == (type(sent), sent.delay_s, str(sent))
     assert travelled.why == "busy"
+
+
+# ------------------------------------------------------------------------------------ exception groups
+
+if sys.version_info >= (3, 11):
+    from builtins import BaseExceptionGroup, ExceptionGroup
+
+    class BadMembers(ExceptionGroup):  # type: ignore[type-arg]
+        @property
+        def exceptions(self) -> tuple[BaseException, ...]:  # type: ignore[override]
+            raise RuntimeError("no members")
+
+    class OddRetryable(Exception):
+        @property
+        def retryable(self) -> bool:
+            raise RuntimeError("no")
+
+    GROUPS_RETRIED = [
+        ExceptionGroup("calls", [ConnectionError("a"), ConnectionResetError("b"), TimeoutError("c")]),
+        ExceptionGroup("nested", [ConnectionError("a"), ExceptionGroup("inner", [TimeoutError("b")])]),
+        ExceptionGroup("asked", [ConnectionError("a"), Retry(), RateLimited("3")]),
+        BaseExceptionGroup("base", [ConnectionError("a")]),
+    ]
+    GROUPS_NOT_RETRIED = [
+        ExceptionGroup("mixed", [ConnectionError("a"), ValueError("b")]),
+        ExceptionGroup("nested", [ConnectionError("a"), ExceptionGroup("inner", [KeyError("b")])]),
+        BaseExceptionGroup("interrupted", [ConnectionError("a"), KeyboardInterrupt()]),
+        ExceptionGroup("odd", [OddRetryable()]),
+        BadMembers("unreadable", [ConnectionError("a")]),
+    ]
+else:  # pragma: no cover - exception groups are Python 3.11+
+    GROUPS_RETRIED = GROUPS_NOT_RETRIED = []
+
+
+@pytest.mark.parametrize("group", GROUPS_RETRIED, ids=str)
+def test_a_group_is_retried_when_every_member_is(group: BaseException) -> None:
+    policy = RetryPolicy(max_retries=2, retry_on=(ConnectionError, TimeoutError))
+    assert policy.should_retry(group, attempts=1)
+    assert not policy.should_retry(group, attempts=3)  # it counts as an attempt like any other
+
+
+@pytest.mark.parametrize("group", GROUPS_NOT_RETRIED, ids=str)
+def test_a_group_with_a_member_that_is_not_retryable_is_not_retried(group: BaseException) -> None:
+    assert not RetryPolicy(retry_on=(ConnectionError, TimeoutError)).should_retry(group, attempts=1)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="exception groups are Python 3.11+")
+def test_a_group_type_in_retry_on_retries_any_group_and_a_huge_group_is_looked_at_without_raising() -> None:
+    mixed = ExceptionGroup("mixed", [ValueError("a")])
+    assert RetryPolicy(retry_on=(ExceptionGroup,)).should_retry(mixed, attempts=1)
+    leaf: BaseException = ConnectionError("leaf")
+    for _ in range(40):  # one object shared at every level: 2**40 leaves walked as a tree, 41 objects
+        leaf = ExceptionGroup("level", [leaf, leaf])
+    assert RetryPolicy().should_retry(leaf, attempts=1)
+    huge = ExceptionGroup("huge", [ConnectionError(i) for i in range(20_000)])
+    assert not RetryPolicy().should_retry(huge, attempts=1)  # beyond what is looked at: not retried
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="exception groups are Python 3.11+")
+def test_a_group_waits_the_longest_delay_its_members_ask_for_else_the_backoff() -> None:
+    policy = RetryPolicy(base_s=0.5, cap_s=3.0, jitter=upper_bound, max_delay_s=60.0)
+    asking = ExceptionGroup("asked", [Retry(delay_s=2), ConnectionError(), ExceptionGroup("in", [Retry(delay_s=7)])])
+    assert policy.delay_s(1, asking) == 7.0
+    assert policy.delay_s(2, ExceptionGroup("plain", [ConnectionError()])) == 1.0
+    assert policy.delay_s(1, ExceptionGroup("long", [Retry(delay_s=600)])) == 60.0

@@ -27,26 +27,23 @@ fresh helper thread.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import contextlib
 import inspect
 import logging
-import os
 import queue
 import threading
 import time
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+from batchframe._text import exception_message, format_exception
 from batchframe.backends import NOT_STARTED, item_timed_out
 from batchframe.backends._factory import build, remove_workdir
 from batchframe.backends._loop import ServiceLoop, hook_result
 from batchframe.backends._pickling import RunModules, dumps, loads
 from batchframe.backends._worker_logs import LogSink, forward_logs, route_logs, unroute_logs, working_for
-from batchframe.retry import Retry
+from batchframe.retry import Retry, is_retryable
 
 if TYPE_CHECKING:
     from batchframe.backends._factory import ServiceFactory
@@ -64,14 +61,6 @@ NOT_RUN: Final = "batchframe:not-run"
 
 ``unpack`` turns it into ``backends.NOT_STARTED``: the driver hands the item out again, not as an attempt.
 """
-
-_OWN_FRAMES = (
-    os.path.dirname(os.path.dirname(__file__)) + os.sep,  # batchframe
-    os.path.dirname(asyncio.__file__) + os.sep,
-    os.path.dirname(concurrent.futures.__file__) + os.sep,
-    threading.__file__,
-    "<frozen importlib",
-)
 
 
 class RemoteError(Exception):
@@ -386,7 +375,7 @@ def unpack(packed: Packed | str | None) -> Outcome:
 def _retries(exc: BaseException, run: _Run | None) -> bool:
     if isinstance(exc, RemoteError):
         return exc.retryable
-    return isinstance(exc, (Retry, *(run.retry_on if run is not None else ())))
+    return is_retryable(exc, run.retry_on if run is not None else ())  # an exception group too: all its members
 
 
 def _survives_pickling(exc: Exception, text: str, run: _Run | None) -> bool:
@@ -405,21 +394,13 @@ def _type_name(exc: BaseException) -> str:
 
 
 def _message(exc: BaseException) -> str:
-    try:
-        return str(exc)
-    except BaseException:
-        return f"<unprintable {type(exc).__qualname__}>"
+    return exception_message(exc)  # its notes too: they travel with the message when the exception cannot
 
 
 def traceback_text(exc: BaseException) -> str:
-    """The traceback of the user's code (batchframe's, asyncio's, threads' and imports' frames left out).
+    """The traceback of the user's code, with its causes, context, notes and group members.
 
-    Never raises.
+    The one formatter (``_text.format_exception``): batchframe's, asyncio's, threads' and imports'
+    frames left out. Never raises.
     """
-    try:
-        summary = traceback.TracebackException.from_exception(exc)
-        frames = [frame for frame in summary.stack if not frame.filename.startswith(_OWN_FRAMES)]
-        summary.stack = traceback.StackSummary.from_list(frames)
-        return "".join(summary.format())
-    except BaseException:
-        return f"{describe(exc)}\n"
+    return format_exception(exc)
