@@ -145,8 +145,8 @@ def format_exception(exc: BaseException, *, headers: bool = True, exclude: Itera
         return f"{error_type_of(exc)}: {safe_str(exc)}\n"
 
 
-_Entry = tuple[str, int, str, dict[str, Any]]
-"""A frame that may be shown: its file, line number, function name and globals (for linecache)."""
+_Entry = tuple[str, int, str, dict[str, Any], bool]
+"""A frame that may be shown: its file, line number, function name, globals (for linecache), and whether a library's."""
 
 
 class _Writer:
@@ -161,6 +161,7 @@ class _Writer:
         self.seen: set[int] = set()  # causes and contexts followed: a cycle is followed once
         self.written = 0
         self._walked: dict[int, list[_Entry]] = {}  # by the traceback's id: each is walked once
+        self._hidden = (*_framework_files(), *skip)
         self.out: list[str] = []
 
     # ---- the exceptions
@@ -269,7 +270,7 @@ class _Writer:
             if id(current) in seen:
                 continue
             seen.add(id(current))
-            if any(not is_library_frame(filename) for filename, *_ in self._entries(current.__traceback__)):
+            if not all(entry[4] for entry in self._entries(current.__traceback__)):
                 return True
             linked = [safe_attribute(current, "__cause__"), safe_attribute(current, "__context__")]
             linked += group_members(current) or []
@@ -281,11 +282,11 @@ class _Writer:
         key = id(tb)
         entries = self._walked.get(key)
         if entries is None:
-            hidden = (*_framework_files(), *self.skip)
+            hidden, libraries = self._hidden, _library_files()
             entries = self._walked[key] = [
-                (frame.f_code.co_filename, line_number, frame.f_code.co_name, frame.f_globals)
+                (code.co_filename, line_number, code.co_name, frame.f_globals, code.co_filename.startswith(libraries))
                 for frame, line_number in traceback.walk_tb(tb)
-                if not frame.f_code.co_filename.startswith(hidden)
+                if not (code := frame.f_code).co_filename.startswith(hidden)
             ]
         return entries
 
@@ -293,11 +294,11 @@ class _Writer:
         """The frames to show, formatted; a frame repeated more than 3 times in a row is counted (recursion)."""
         entries = self._entries(tb)
         if self.hide_libraries:
-            entries = [entry for entry in entries if not is_library_frame(entry[0])]
+            entries = [entry for entry in entries if not entry[4]]
         lines: list[str] = []
         last: tuple[str, int, str] | None = None
         count = 0
-        for filename, line_number, name, module_globals in entries:
+        for filename, line_number, name, module_globals, _ in entries:
             if (filename, line_number, name) != last:
                 lines += _repeated(count)
                 last, count = (filename, line_number, name), 0
