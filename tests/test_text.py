@@ -9,15 +9,14 @@ import threading
 
 import pytest
 
-if sys.version_info < (3, 11):
-    pytest.skip("exception groups are Python 3.11+", allow_module_level=True)
-
-from builtins import ExceptionGroup
-
 from batchframe._text import exception_message, format_exception, group_members, notes_of, safe_str
 from batchframe.backends._worker import RemoteError, traceback_text, transportable
 from batchframe.failures import FailedItem, user_traceback
 from batchframe.project import user_frames
+
+needs_groups = pytest.mark.skipif(sys.version_info < (3, 11), reason="exception groups are Python 3.11+")
+if sys.version_info >= (3, 11):
+    from builtins import ExceptionGroup
 
 
 def caught(raiser: object) -> BaseException:
@@ -78,6 +77,7 @@ def test_an_implicit_context_is_shown_and_from_none_hides_it() -> None:
     assert "KeyError" not in format_exception(caught(suppressed))
 
 
+@needs_groups
 def test_group_members_are_shown_in_pythons_boxes() -> None:
     text = format_exception(caught(grouped))
     assert "  + Exception Group Traceback (most recent call last):\n" in text
@@ -89,6 +89,7 @@ def test_group_members_are_shown_in_pythons_boxes() -> None:
     assert text.count("ConnectionError: down") == 2  # as a member, and as the context the group was raised in
 
 
+@needs_groups
 def test_wide_and_deep_groups_are_cut_as_python_cuts_them() -> None:
     wide = format_exception(ExceptionGroup("wide", [ValueError(i) for i in range(20)]))
     assert "+---------------- 15 ----------------" in wide and "and 5 more exceptions" in wide
@@ -98,6 +99,7 @@ def test_wide_and_deep_groups_are_cut_as_python_cuts_them() -> None:
     assert "... (max_group_depth is 10)" in format_exception(deep)
 
 
+@needs_groups
 def test_cycles_and_shared_members_end() -> None:
     first, second = ValueError("first"), KeyError("second")
     first.__context__, second.__context__ = second, first
@@ -120,6 +122,7 @@ def test_recursion_is_counted_not_repeated() -> None:
     assert text.count("return recurse(n + 1)") == 3 and "[Previous line repeated" in text
 
 
+@needs_groups
 def test_without_headers_nothing_reads_as_a_crash() -> None:
     for raiser in (caused, grouped):
         text = format_exception(caught(raiser), headers=False)
@@ -156,16 +159,22 @@ class BadCause(Exception):
         raise RuntimeError("no cause")
 
 
-class BadMembers(ExceptionGroup):  # type: ignore[type-arg]
-    @property
-    def exceptions(self) -> tuple[BaseException, ...]:  # type: ignore[override]
-        raise RuntimeError("no members")
+if sys.version_info >= (3, 11):
+
+    class BadMembers(ExceptionGroup):  # type: ignore[type-arg]
+        @property
+        def exceptions(self) -> tuple[BaseException, ...]:  # type: ignore[override]
+            raise RuntimeError("no members")
 
 
 def test_user_data_that_cannot_be_read_never_makes_it_raise() -> None:
     assert format_exception(BadStr()) == "BadStr: <unprintable BadStr>\n"
     assert format_exception(BadNotes("x")) == "BadNotes: x\n" and exception_message(BadNotes("x")) == "x"
     assert format_exception(BadCause("x")) == "BadCause: x\n"
+
+
+@needs_groups
+def test_a_group_whose_members_cannot_be_read_is_shown_as_one_exception() -> None:
     assert group_members(BadMembers("m", [ValueError()])) is None
     assert format_exception(BadMembers("m", [ValueError()])) == "BadMembers: m (1 sub-exception)\n"
 
@@ -225,6 +234,7 @@ def test_an_exception_that_cannot_travel_keeps_its_notes_and_chain_as_text() -> 
     assert record.traceback == sent.remote_traceback
 
 
+@needs_groups
 def test_a_group_from_a_worker_says_it_is_retried_when_all_its_members_are() -> None:
     from batchframe import Retry
     from batchframe.backends._worker import pack
