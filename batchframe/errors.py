@@ -57,12 +57,10 @@ class InternalError(BatchframeError):
     @classmethod
     def from_exception(cls, exc: BaseException) -> InternalError:
         """The panel for ``exc``, an exception no part of batchframe turned into a BatchframeError."""
-        try:
-            text = str(exc)
-        except Exception:
-            text = f"<unprintable {type(exc).__qualname__}>"
+        from batchframe._text import safe_str  # not at the top: --help imports this module
+
         return cls(
-            f"batchframe failed unexpectedly: {type(exc).__qualname__}: {text}",
+            f"batchframe failed unexpectedly: {type(exc).__qualname__}: {safe_str(exc)}",
             hint="This is a bug in batchframe, not in your job. Run the command again with -vv for the "
             "traceback and report it; the run folder, if one was made, keeps what was done.",
         )
