@@ -33,6 +33,7 @@ from batchframe.limits import ExecutorSettings, with_limits
 from batchframe.retry import RateLimited, RetryPolicy
 from batchframe.service import retryable_exceptions
 from batchframe.source import (
+    check_source,
     first_async_items,
     is_async_source,
     iter_async_source,
@@ -94,6 +95,7 @@ class Driver:
         self.source = source
         self.service = service
         self.settings = settings
+        check_source(source)  # an async def next() would be "processed" as coroutines forever
         self.policy = RetryPolicy.with_exceptions(settings.retry, retryable_exceptions(service))
         self.limit = limit
         self.paced_start = paced_start
@@ -115,7 +117,7 @@ class Driver:
         self._feeding_done = False
         self._outstanding = 0
         self._ready_retries: collections.deque[_Work] = collections.deque()
-        self._waiting_retries: dict[int, tuple[asyncio.TimerHandle | None, _Work]] = {}
+        self._waiting_retries: dict[int, tuple[asyncio.TimerHandle, _Work]] = {}
         self._queue: asyncio.Queue[_Work | None] | None = None
         self._read_ahead = settings.read_ahead
         self._all_done: asyncio.Event | None = None
@@ -129,6 +131,7 @@ class Driver:
         self._cooldown_end: asyncio.TimerHandle | None = None
         self._closing: asyncio.Future[None] | None = None
         self._waiting_for_start: set[asyncio.Task[Any]] = set()
+        self._told_left_running = False
         self.backend = backend or LocalBackend(
             service, concurrency=settings.concurrency, item_timeout_s=settings.item_timeout_s
         )
@@ -249,8 +252,7 @@ class Driver:
             self._cancel_feeder()
             self.backend.hold()
             for handle, work in list(self._waiting_retries.values()):
-                if handle is not None:
-                    handle.cancel()
+                handle.cancel()
                 self.stats.retrying -= 1
                 self._not_processed(work)
             self._waiting_retries.clear()
@@ -529,6 +531,9 @@ class Driver:
     # ------------------------------------------------------------------------------ error handling
 
     def _handle_error(self, work: _Work, exc: BaseException) -> None:
+        still_running = safe_attribute(exc, "still_running")  # a user's exception may have a raising property
+        if isinstance(still_running, asyncio.Future) and not still_running.done():
+            self._left_running(work.index, still_running)
         if isinstance(exc, RateLimited):
             self.stats.rate_limited += 1
             if not exc.counts_as_attempt:
@@ -541,7 +546,7 @@ class Driver:
             delay_s = self.policy.delay_s(max(work.attempts, 1), exc)
             if isinstance(exc, RateLimited):
                 self._cool_down(delay_s, exc)
-            self._schedule_retry(work, delay_s, exc)
+            self._schedule_retry(work, delay_s)
             logger.debug("item %d: %s (attempt %d), retrying", work.index, type(exc).__name__, work.attempts)
 
     def _cool_down(self, delay_s: float, exc: RateLimited) -> None:
@@ -577,22 +582,32 @@ class Driver:
         if stats.cooldown_until and stats.cooldown_until <= time.monotonic():
             stats.cooldown_until = 0.0
 
-    def _schedule_retry(self, work: _Work, delay_s: float, exc: BaseException) -> None:
+    def _schedule_retry(self, work: _Work, delay_s: float) -> None:
         self.stats.retrying += 1
         self.stats.retries += 1
-        still_running = safe_attribute(exc, "still_running")  # a user's exception may have a raising property
-        if isinstance(still_running, asyncio.Future) and not still_running.done():
-            # A timed-out attempt still runs on its thread: the retry waits for it, then for its delay.
-            self._waiting_retries[work.index] = (None, work)
-            still_running.add_done_callback(lambda _: self._retry_after(work, delay_s))
-            return
-        self._retry_after(work, delay_s)
-
-    def _retry_after(self, work: _Work, delay_s: float) -> None:
-        if work.index not in self._waiting_retries and self._stopping:
-            return  # the stop recorded it already
         handle = asyncio.get_running_loop().call_later(delay_s, self._retry_ready, work)
         self._waiting_retries[work.index] = (handle, work)
+
+    def _left_running(self, index: int, attempt: asyncio.Future[Any]) -> None:
+        """A timed-out attempt goes on: say so once per run (then at DEBUG). Nothing waits for it.
+
+        Its retries start without it (on another thread, as another task) and the run ends without it.
+        """
+        if self._told_left_running:
+            logger.debug("Item %d timed out; its attempt goes on in the background.", index)
+            return
+        self._told_left_running = True
+        how = (
+            "its async process ignored the cancellation and goes on as a task"
+            if isinstance(attempt, asyncio.Task)
+            else "its thread is still stuck in process (a thread cannot be stopped)"
+        )
+        logger.warning(
+            "Item %d timed out; %s. Its retries and the end of the run do not wait for it "
+            "(other such items are logged at DEBUG).",
+            index,
+            how,
+        )
 
     def _retry_ready(self, work: _Work) -> None:
         del self._waiting_retries[work.index]

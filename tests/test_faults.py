@@ -285,34 +285,6 @@ def test_a_timeout_bounds_the_run_even_when_a_thread_stays_blocked(tmp_path: Pat
     assert [(r["item"], r["error_type"]) for r in records] == [(2, "TimeoutError")]
 
 
-def test_a_retry_never_overlaps_its_abandoned_attempt(make_executor) -> None:
-    import asyncio
-    import threading
-
-    lock = threading.Lock()
-    running: dict[int, int] = {}
-    overlap: list[int] = []
-    attempts: list[int] = []
-
-    class Service:
-        exceptions_to_retry_for = (TimeoutError,)
-
-        def process(self, item: int) -> None:
-            with lock:
-                running[item] = running.get(item, 0) + 1
-                if running[item] > 1:
-                    overlap.append(item)
-                attempts.append(item)
-            time.sleep(0.4 if attempts.count(item) == 1 else 0.0)
-            with lock:
-                running[item] -= 1
-
-    executor = make_executor([0], Service(), item_timeout_s=0.1, retry={"max_retries": 2})
-    stats = asyncio.run(executor.run())
-    assert stats.succeeded == 1
-    assert attempts == [0, 0] and overlap == []
-
-
 RECORDS_JOB = """
 import time
 from pathlib import Path

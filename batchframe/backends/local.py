@@ -1,10 +1,16 @@
 """The in-process back ends: ``asyncio`` (the default) and ``threads``.
 
 A timeout on a thread cannot stop the thread: the attempt is abandoned (it fails with
-``TimeoutError``) while the call goes on in its thread. The error carries ``still_running``, so the
-driver starts the item's retry only after the abandoned attempt has returned: two attempts of one
-item never overlap. The timeout counts from the moment a thread starts the item, not from when the
-item joined the pool's queue (behind a stuck thread, say).
+``TimeoutError``) while the call goes on in its thread; the error carries it as ``still_running``
+(the driver logs it once, and neither the item's retry nor the end of the run waits for it). The
+timeout counts from the moment a thread starts the item, not from when the item joined the pool's
+queue (behind a stuck thread, say).
+
+An ``async def process`` under a time limit runs each attempt as a task of its own. At the limit
+the task is cancelled and nobody waits for it any longer: an attempt that catches the
+``CancelledError`` and goes on runs on in the background (the error's ``still_running`` says so;
+the driver logs it once) while its item fails or is retried, and the run ends without it. The
+back end keeps a reference to such a task (asyncio would destroy it pending).
 
 Async code of the Service (``process`` and the hooks) runs on one loop: the driver's with
 ``asyncio``; with ``threads``, the run's ``ServiceLoop``, which the pool's threads wait on.
@@ -13,8 +19,10 @@ Async code of the Service (``process`` and the hooks) runs on one loop: the driv
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -24,6 +32,10 @@ from batchframe.backends._loop import Carried, ServiceLoop, carrying, hook_resul
 from batchframe.backends._worker import describe, traceback_text
 
 logger = logging.getLogger(__name__)
+
+CANCEL_GRACE_S = 0.1
+"""How long a timed-out async attempt may take to end once cancelled (a ``finally`` that closes a response)
+before the item's failure is reported with the attempt still running."""
 
 
 class LocalBackend:
@@ -56,6 +68,7 @@ class LocalBackend:
         self._pool: ThreadPoolExecutor | None = None
         self._own_loop = service_loop is None and all_in_threads
         self.service_loop = (service_loop or ServiceLoop("batchframe-service")) if all_in_threads else None
+        self._left_running: set[asyncio.Future[Any]] = set()
 
     async def start(self) -> ItemCall:
         """Call the Service's worker hook once and return the per-item call.
@@ -74,7 +87,7 @@ class LocalBackend:
         process = self.service.process
         timeout_s = self.item_timeout_s
         if inspect.iscoroutinefunction(process) and not self.all_in_threads:
-            return process if timeout_s is None else _on_loop_with_timeout(process, timeout_s)
+            return process if timeout_s is None else _on_loop_with_timeout(process, timeout_s, self._left_running)
         self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="batchframe")
         if inspect.iscoroutinefunction(process) and self.service_loop is not None:
             process = _on_service_loop(process, self.service_loop)
@@ -93,6 +106,7 @@ class LocalBackend:
         """Stop the thread pool (without waiting for abandoned calls) and call the stop hook."""
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
+        self._leave_behind()
         try:
             await self._hook("on_worker_stop")
         except Exception as exc:  # as on a worker process: reported, and the run's records stand
@@ -101,6 +115,17 @@ class LocalBackend:
         finally:
             if self._own_loop and self.service_loop is not None:
                 self.service_loop.close()
+
+    def _leave_behind(self) -> None:
+        """Timed-out async attempts that ignored their cancellation stay behind when the loop closes.
+
+        The driver said so once; asyncio need not add "Task was destroyed but it is pending!" at exit.
+        """
+        for attempt in self._left_running:
+            attempt.cancel()  # once more: one that ignored only the first cancellation ends now
+            with contextlib.suppress(AttributeError):  # the flag asyncio's own wait_for clears in this case
+                attempt._log_destroy_pending = False  # type: ignore[attr-defined]
+        self._left_running.clear()
 
     async def _hook(self, name: str) -> None:
         """Call a worker hook; an ``async def`` one on the loop where ``process`` runs."""
@@ -113,15 +138,48 @@ class LocalBackend:
             uncarried(await carrying(result))
 
 
-def _on_loop_with_timeout(process: Any, timeout_s: float) -> ItemCall:
+def _on_loop_with_timeout(
+    process: Callable[[Any], Awaitable[Any]], timeout_s: float, left_running: set[asyncio.Future[Any]]
+) -> ItemCall:
     async def timed(item: Any) -> Any:
-        try:
-            return await asyncio.wait_for(process(item), timeout_s)
-        except asyncio.TimeoutError:
-            # On Python 3.10 asyncio's TimeoutError is not the builtin one users list as retryable.
-            raise item_timed_out(timeout_s) from None
+        return await _within(process(item), timeout_s, left_running)
 
     return timed
+
+
+async def _within(awaitable: Awaitable[Any], timeout_s: float, left_running: set[asyncio.Future[Any]]) -> Any:
+    """Await ``awaitable``, run as a task of its own, for at most ``timeout_s``.
+
+    Raises:
+        TimeoutError: ``item_timed_out``, once the task is cancelled; with ``still_running``, the task,
+            when it is still running ``CANCEL_GRACE_S`` later (it caught the cancellation): nothing
+            waits for it from then on, and ``left_running`` keeps it from being destroyed pending.
+        BaseException: what ``awaitable`` raised.
+    """
+    # carrying: a KeyboardInterrupt or SystemExit leaving a task of its own would stop the event loop.
+    attempt = asyncio.ensure_future(carrying(awaitable))
+    try:
+        await asyncio.wait((attempt,), timeout=timeout_s)
+        if attempt.done():
+            return uncarried(attempt.result())
+        attempt.cancel()
+        await asyncio.wait((attempt,), timeout=CANCEL_GRACE_S)
+    except asyncio.CancelledError:  # the driver cancelled the item (a forced stop): so is the attempt
+        attempt.cancel()
+        raise
+    finally:
+        if not attempt.done():
+            left_running.add(attempt)
+            attempt.add_done_callback(left_running.discard)
+    raise _timed_out(timeout_s, None if attempt.done() else attempt)
+
+
+def _timed_out(timeout_s: float, still_running: asyncio.Future[Any] | None) -> TimeoutError:
+    """``item_timed_out``; with the attempt that goes on, if any, as its ``still_running``."""
+    error = item_timed_out(timeout_s)
+    if still_running is not None:
+        error.still_running = still_running  # type: ignore[attr-defined]
+    return error
 
 
 def _in_thread(process: Any, pool: ThreadPoolExecutor) -> ItemCall:

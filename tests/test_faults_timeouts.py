@@ -1,0 +1,72 @@
+"""Issue 22 through the real CLI: timeouts that user code resists, huge settings, misused ``process``, mutated items.
+
+Every run here must exit on its own (a hard pytest timeout turns a hang into a failure), with the
+documented exit code and every item either done or in ``failed.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from helpers import batchframe_cli, build_file_tree, only_run_dir, read_jsonl
+
+FAST_RETRIES = ("-p", "retry_backoff_sec=0.01", "-p", "retry_backoff_max_sec=0.02")
+
+
+def _exec(tmp_path: Path, job: str, *params: str, timeout: float = 60) -> tuple[int, str, Path | None]:
+    """``batchframe exec job.py -d out -p PARAM...``: its exit code, stderr and run folder (None: none made)."""
+    build_file_tree(tmp_path, {"job.py": job})
+    args: list[str] = []
+    for param in params:
+        args += ["-p", param]
+    result = batchframe_cli("exec", "job.py", "-d", "out", *args, *FAST_RETRIES, cwd=tmp_path, timeout=timeout)
+    out = tmp_path / "out"
+    run_dir = only_run_dir(out) if out.is_dir() and any(out.iterdir()) else None
+    return result.returncode, result.stderr, run_dir
+
+
+# ------------------------------------------------------------------- point 2: CancelledError swallowed
+
+SWALLOWS_CANCEL = """
+import asyncio
+from batchframe import Service, Source
+
+class Items(Source[int]):
+    def __len__(self):
+        return 6
+
+    def __iter__(self):
+        return iter(range(6))
+
+class Work(Service[int]):
+    async def process(self, item):
+        if item == 2:
+            for _ in range(1000):
+                try:
+                    await asyncio.sleep(10)
+                except asyncio.CancelledError:
+                    pass  # goes on regardless
+        if item == 3:
+            await asyncio.sleep(10)  # times out too, but ends when cancelled
+"""
+
+
+@pytest.mark.timeout(60)
+def test_an_async_process_that_swallows_its_cancellation_fails_at_its_timeout(tmp_path: Path) -> None:
+    code, stderr, run_dir = _exec(tmp_path, SWALLOWS_CANCEL, "item_timeout_sec=0.2", timeout=50)
+    assert code == 3, stderr
+    assert run_dir is not None
+    records = read_jsonl(run_dir / "failed.jsonl")
+    assert sorted((r["item"], r["error_type"], r["attempts"]) for r in records) == [
+        (2, "TimeoutError", 4),
+        (3, "TimeoutError", 4),
+    ]
+    logs = (run_dir / "logs.txt").read_text(encoding="utf-8")
+    warnings = [line for line in logs.splitlines() if "ignored the cancellation" in line]
+    assert len(warnings) == 1 and "Item 2 timed out" in warnings[0], warnings  # once, item 3 never
+    assert "destroyed but it is pending" not in stderr
+    assert "Traceback" not in stderr
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert (summary["succeeded"], summary["failed"]) == (4, 2)
