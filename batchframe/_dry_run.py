@@ -26,6 +26,7 @@ from batchframe.project import user_frames
 from batchframe.run import prepare
 from batchframe.service import retryable_exceptions
 from batchframe.source import (
+    check_source,
     first_async_items,
     is_async_source,
     iter_async_source,
@@ -104,6 +105,7 @@ def dry_run(
         }
         wired = prepared.build(statics)
         retryable_exceptions(wired.service)  # checked before a run starts: a bad one is a usage error
+        check_source(wired.source)  # an async def next() would be counted forever
         report = DryRun(str(path), length=source_length(wired.source), limit=limit)
         with _counting(report):
             _count(wired.source, report)

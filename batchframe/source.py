@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+import itertools
 import logging
 import operator
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
@@ -9,6 +11,7 @@ from typing import Any, Generic
 
 from batchframe import _types
 from batchframe._types import ItemT
+from batchframe.errors import ProjectError
 
 logger = logging.getLogger(__name__)
 
@@ -19,6 +22,9 @@ class Source(Generic[ItemT]):
     - ``def next(self) -> T``: return the next item, raise ``StopIteration`` at the end.
     - ``def __iter__(self)``: a generator that yields the items.
     - ``async def __aiter__(self)``: an async generator that yields the items.
+
+    ``next`` and ``__iter__`` are called as plain functions: written ``async def`` (or yielding
+    coroutines) they are refused with an error that says to write ``__aiter__`` instead.
 
     Optional hooks: ``__len__`` (gives progress a total) and ``persist_failed(failed)``, called once
     at the end with the items that failed (batchframe also keeps its own copy in the run folder, so
@@ -118,10 +124,77 @@ def is_async_source(source: object) -> bool:
     return _overrides(source, "__aiter__")
 
 
+def check_source(source: object) -> None:
+    """Refuse a Source whose item method is written ``async def`` where batchframe calls a plain one.
+
+    ``async def next()`` returns a coroutine per call and never raises ``StopIteration``, so a run
+    would "process" coroutines forever; ``async def __iter__`` returns a coroutine, not an iterator.
+    Checked on the class, before a single item is read.
+
+    Raises:
+        ProjectError: the method batchframe would call is a coroutine or async generator function.
+    """
+    cls = type(source)
+    method = _item_method(cls)
+    if method is None:
+        return
+    function = getattr(cls, method, None)
+    asyncgen = inspect.isasyncgenfunction(function)
+    if inspect.iscoroutinefunction(function) or (asyncgen and method != "__aiter__"):
+        raise _async_misuse(cls, method, asyncgen=asyncgen)
+
+
+def _item_method(cls: type) -> str | None:
+    """The method that produces a Source's items, in the order batchframe looks for them; None: none."""
+    for name in ("__aiter__", "__iter__", "next"):
+        if defines_hook(cls, name):
+            return name
+    return None
+
+
+def _async_misuse(cls: type, method: str, *, asyncgen: bool) -> ProjectError:
+    name = cls.__qualname__
+    if method == "__aiter__":
+        return ProjectError(
+            f"{name}.__aiter__() is async def without a yield: batchframe iterates what it returns with "
+            "async for, and a coroutine cannot be iterated.",
+            hint="Make __aiter__ an async generator: async def __aiter__(self): ... yield item.",
+        )
+    returns = "an async generator" if asyncgen else "a coroutine"
+    call = "calls it as a plain function, once per item" if method == "next" else "calls it as a plain function"
+    return ProjectError(
+        f"{name}.{method}() is async def: batchframe {call}, so it gets {returns}, not "
+        f"{'an item' if method == 'next' else 'an iterator of items'}.",
+        hint=f"Write async def __aiter__(self) (an async generator that yields the items) instead, "
+        f"or make {method}() a plain def.",
+    )
+
+
+def _awaitable_item(cls: type, method: str, item: object) -> TypeError:
+    """The error for an item that is a coroutine (or any awaitable): ``method`` is not meant to be async."""
+    if inspect.iscoroutine(item):
+        item.close()  # never awaited: no "coroutine was never awaited" warning on top of this error
+    produced = "returned" if method == "next" else "yielded"
+    return TypeError(
+        f"{cls.__qualname__}.{method}() {produced} an awaitable ({type(item).__qualname__}) as an item: batchframe "
+        "does not await items; write async def __aiter__(self) (an async generator that awaits and yields "
+        "the items) instead"
+    )
+
+
 def iter_sync_source(source: Source[Any]) -> Iterator[Any]:
-    """Iterate a ``__iter__``-style or ``next()``-style source."""
+    """Iterate a ``__iter__``-style or ``next()``-style source.
+
+    The first item is checked (an awaitable is a TypeError naming the method); the rest go through
+    without a check, at the Source's own speed.
+
+    Raises:
+        ProjectError: the method is ``async def`` (see ``check_source``).
+        TypeError: the Source defines no item method.
+    """
+    check_source(source)
     if _overrides(source, "__iter__"):
-        return iter(source)  # type: ignore[call-overload,no-any-return]
+        return _first_checked(source, iter(source))  # type: ignore[call-overload]
     if not _overrides(source, "next"):
         raise TypeError(
             f"{type(source).__qualname__} defines none of next(), __iter__() or __aiter__(), so it yields no items"
@@ -131,12 +204,53 @@ def iter_sync_source(source: Source[Any]) -> Iterator[Any]:
 
 def _call_next(source: Source[Any]) -> Iterator[Any]:
     next_item = source.next
+    try:
+        item = next_item()
+    except StopIteration:
+        return
+    if inspect.isawaitable(item):
+        raise _awaitable_item(type(source), "next", item)
+    yield item
     while True:
         try:
             item = next_item()
         except StopIteration:
             return
         yield item
+
+
+def _first_checked(source: object, iterator: Iterator[Any]) -> Iterator[Any]:
+    """``iterator`` with its first item checked when it is read; the rest pass through a C-level chain.
+
+    Lazy: nothing is read here (the first ``next()`` may block, and runs on the reader's thread).
+    """
+    return _Rest(_checked_head(source, iterator), iterator, source_iterator=iterator)
+
+
+def _checked_head(source: object, iterator: Iterator[Any]) -> Iterator[Any]:
+    """The first item of ``iterator``, checked (an awaitable is a TypeError naming ``__iter__``)."""
+    for item in iterator:
+        if inspect.isawaitable(item):
+            raise _awaitable_item(type(source), "__iter__", item)
+        yield item
+        return
+
+
+class _Rest(itertools.chain):  # type: ignore[type-arg]
+    """The first item again, then the rest; ``close()`` reaches the Source's generator (its ``finally``)."""
+
+    source_iterator: Iterator[Any]
+
+    def __new__(cls, *iterables: Any, source_iterator: Iterator[Any]) -> _Rest:
+        chained = super().__new__(cls, *iterables)
+        chained.source_iterator = source_iterator
+        return chained
+
+    def close(self) -> None:
+        """Close the Source's own generator, if it is one."""
+        close = getattr(self.source_iterator, "close", None)
+        if callable(close):
+            close()
 
 
 def iter_async_source(source: object) -> AsyncIterator[Any]:
