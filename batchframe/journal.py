@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from batchframe.errors import RecordError, UsageError
-from batchframe.failures import NOT_PROCESSED, FailedItem, pickled_item, safe_repr, storable_text
+from batchframe.failures import NOT_PROCESSED, FailedItem, pickled_item, safe_repr, safe_str, storable_text
 
 logger = logging.getLogger(__name__)
 
@@ -373,6 +373,21 @@ class Journal:
     def unfinished_items(self) -> list[tuple[int, Any]]:
         """(position, item) of every journalled item that did not succeed, in source order.
 
+        Unpickling imports the modules of the items' classes: load the run's project first (a class
+        defined in the project's ``job.py`` is found only then).
+
+        Raises:
+            JournalError: an item was not picklable, or cannot be unpickled here.
+        """
+        rows = self.unfinished_payloads()
+        items = load_items([payload for _, payload in rows], self.path.parent)
+        return [(idx, item) for (idx, _), item in zip(rows, items, strict=True)]
+
+    def unfinished_payloads(self) -> list[tuple[int, bytes]]:
+        """(position, pickled item) of every journalled item that did not succeed, in source order.
+
+        Nothing is unpickled: no module of the project is needed.
+
         Raises:
             JournalError: an item was not picklable and cannot be brought back.
         """
@@ -384,7 +399,7 @@ class Journal:
                 f"{len(lost)} failed item(s) could not be stored (not picklable), e.g. {lost[0]}.",
                 hint="Make the items picklable to retry them; failed.jsonl lists them.",
             )
-        return [(idx, pickle.loads(payload)) for idx, payload, _ in rows]
+        return [(idx, payload) for idx, payload, _ in rows]
 
     def forget_unfinished(self) -> None:
         """Drop the rows of items a resume runs again (not processed, in flight at a crash)."""
@@ -397,6 +412,25 @@ class Journal:
         """Positions that failed for good (kept when failed.jsonl is rewritten on resume)."""
         self._writer.drain()
         return {idx for (idx,) in self._db.execute("SELECT idx FROM items WHERE state = ?", (FAILED,))}
+
+
+def load_items(payloads: list[bytes], run_dir: Path) -> list[Any]:
+    """The items a run's journal stored, unpickled (the project's modules imported already).
+
+    Raises:
+        JournalError: an item cannot be unpickled here (its class was renamed or moved since, say).
+    """
+    items: list[Any] = []
+    for payload in payloads:
+        try:
+            items.append(pickle.loads(payload))
+        except Exception as exc:
+            raise JournalError(
+                f"An item stored in {run_dir} cannot be loaded: {type(exc).__name__}: {safe_str(exc)}.",
+                hint="Its class (or its module) must be importable as it was when the run stored it: undo a "
+                "rename or a move in the project, then try again.",
+            ) from None
+    return items
 
 
 _Batch = tuple[list[tuple[int]], list[tuple[Any, ...]], list[tuple[int, int]]]

@@ -24,7 +24,7 @@ from batchframe._logging import FILE_ONLY, run_logging
 from batchframe.configuration import Configuration
 from batchframe.container import Wired, make_config, wire
 from batchframe.errors import ParamError, RunError, UsageError
-from batchframe.journal import Journal, JournalError
+from batchframe.journal import Journal, JournalError, load_items
 from batchframe.limits import ExecutorSettings
 from batchframe.params import (
     ParamSpec,
@@ -504,10 +504,11 @@ def retry_run(
     """
     refuse_symlinks(run_dir)
     _check_finished(run_dir)
-    meta, items = _unfinished_items(run_dir)
-    if not items:
+    meta, payloads = _unfinished_payloads(run_dir)
+    if not payloads:
         raise AlreadyFinished(f"Every item of {run_dir} succeeded; nothing to retry.")
     prepared = _prepare_again(run_dir, meta, ask_missing)
+    items = load_items(payloads, run_dir)  # after the project is loaded: an item's class may be defined in it
     started = dt.datetime.now()
     output = Path(meta["output_dir"])
     new_dir = create_run_dir(output, started)
@@ -585,10 +586,16 @@ def _parent_items(meta: Mapping[str, Any]) -> list[Any] | None:
 
 
 def _unfinished_items(run_dir: Path) -> tuple[dict[str, Any], list[Any]]:
-    """A run's metadata and the items that did not succeed in it, in source order."""
+    """A run's metadata and the items that did not succeed in it, in source order (the project loaded first)."""
+    meta, payloads = _unfinished_payloads(run_dir)
+    return meta, load_items(payloads, run_dir)
+
+
+def _unfinished_payloads(run_dir: Path) -> tuple[dict[str, Any], list[bytes]]:
+    """A run's metadata and the items that did not succeed in it, still pickled, in source order."""
     journal = Journal.open(run_dir)
     try:
-        return journal.meta(), [item for _, item in journal.unfinished_items()]
+        return journal.meta(), [payload for _, payload in journal.unfinished_payloads()]
     finally:
         journal.close()
 

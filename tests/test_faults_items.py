@@ -143,3 +143,76 @@ def test_an_awaitable_item_stops_the_run_naming_the_source_method(
     if not dry_run:
         report = json.loads((only_run_dir(tmp_path / "out") / "summary.json").read_text())
         assert (report["succeeded"], report["failed"]) == (0, 0)
+
+
+# ------------------------------------------------------------------ retry: items of the project's classes
+
+ITEM_CLASS = """
+from dataclasses import dataclass
+
+@dataclass
+class Ticket:
+    n: int
+"""
+
+RETRY_JOB = """
+from pathlib import Path
+from batchframe import Service, Source
+
+class Tickets(Source[Ticket]):
+    def __iter__(self):
+        return (Ticket(n) for n in range(6))
+
+class Work(Service[Ticket]):
+    def process(self, item):
+        assert isinstance(item, Ticket), type(item)  # the project's own class, not a stand-in
+        if item.n % 2 and not Path("fixed").exists():
+            raise ValueError(f"ticket {item.n}")
+"""
+
+
+def retried_run(project: Path, path: str) -> tuple[Path, Path]:
+    """``exec PATH`` (the odd tickets fail), then ``retry`` once they are fixed: the two run folders."""
+    first = batchframe_cli("exec", path, "-d", "out", cwd=project, timeout=60)
+    assert first.returncode == 3, first.stderr
+    first_dir = only_run_dir(project / "out")
+    (project / "fixed").touch()
+    retried = batchframe_cli("retry", first_dir, cwd=project, timeout=60)
+    assert retried.returncode == 0, retried.stderr
+    assert "Traceback" not in retried.stderr
+    [retry_dir] = [run for run in (project / "out").iterdir() if run != first_dir]
+    return first_dir, retry_dir
+
+
+@pytest.mark.timeout(120)
+def test_retry_brings_back_items_of_a_class_defined_in_a_single_file_project(tmp_path: Path) -> None:
+    build_file_tree(tmp_path, {"job.py": ITEM_CLASS + RETRY_JOB})
+    _, retry_dir = retried_run(tmp_path, "job.py")
+    assert json.loads((retry_dir / "summary.json").read_text())["succeeded"] == 3
+
+
+@pytest.mark.timeout(120)
+def test_retry_brings_back_items_of_a_class_defined_in_a_package_project(tmp_path: Path) -> None:
+    build_file_tree(
+        tmp_path,
+        {
+            "tickets/__init__.py": "",
+            "tickets/items.py": ITEM_CLASS,
+            "tickets/job.py": "from tickets.items import Ticket\n" + RETRY_JOB,
+        },
+    )
+    _, retry_dir = retried_run(tmp_path, "tickets")
+    assert json.loads((retry_dir / "summary.json").read_text())["succeeded"] == 3
+
+
+@pytest.mark.timeout(120)
+def test_retry_of_items_whose_class_is_gone_says_so(tmp_path: Path) -> None:
+    build_file_tree(tmp_path, {"job.py": ITEM_CLASS + RETRY_JOB})
+    assert batchframe_cli("exec", "job.py", "-d", "out", cwd=tmp_path, timeout=60).returncode == 3
+    first_dir = only_run_dir(tmp_path / "out")
+    (tmp_path / "job.py").write_text((ITEM_CLASS + RETRY_JOB).replace("Ticket", "Card"))
+    retried = batchframe_cli("retry", first_dir, cwd=tmp_path, timeout=60)
+    assert retried.returncode == 2, retried.stderr
+    assert "cannot be loaded: AttributeError" in retried.stderr and "Ticket" in retried.stderr
+    assert "Traceback" not in retried.stderr
+    assert [run.name for run in (tmp_path / "out").iterdir()] == [first_dir.name]  # no run folder for it
