@@ -70,3 +70,47 @@ def test_an_async_process_that_swallows_its_cancellation_fails_at_its_timeout(tm
     assert "Traceback" not in stderr
     summary = json.loads((run_dir / "summary.json").read_text())
     assert (summary["succeeded"], summary["failed"]) == (4, 2)
+
+
+# -------------------------------------------------------------- point 3: a plain def process stuck for good
+
+STUCK_THREAD = """
+import time
+from pathlib import Path
+from batchframe import Service, Source
+
+class Items(Source[int]):
+    def __len__(self):
+        return 6
+
+    def __iter__(self):
+        return iter(range(6))
+
+class Work(Service[int]):
+    def process(self, item):
+        if item == 2:
+            time.sleep(3600)  # every attempt: stuck for good
+        if item == 4 and not Path("item4.first").exists():
+            Path("item4.first").touch()
+            time.sleep(3600)  # its first attempt only: the retry must not wait for it
+"""
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("backend", ["asyncio", "threads"])
+def test_a_stuck_thread_neither_holds_its_retries_nor_uses_up_the_pool(tmp_path: Path, backend: str) -> None:
+    # One thread (concurrency=1): each timed-out attempt leaves a thread stuck behind, and still the
+    # retries of both items and the other items run, and the run ends at its own pace.
+    code, stderr, run_dir = _exec(
+        tmp_path, STUCK_THREAD, f"executor={backend}", "concurrency=1", "item_timeout_sec=0.3", timeout=50
+    )
+    assert code == 3, stderr
+    assert run_dir is not None
+    records = read_jsonl(run_dir / "failed.jsonl")
+    assert [(r["item"], r["error_type"], r["attempts"]) for r in records] == [(2, "TimeoutError", 4)]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert (summary["succeeded"], summary["failed"]) == (5, 1)  # item 4 succeeded on its retry
+    logs = (run_dir / "logs.txt").read_text(encoding="utf-8")
+    stuck = [line for line in logs.splitlines() if "still stuck" in line]
+    assert len(stuck) == 1 and "Item 2 timed out" in stuck[0], stuck  # once (items run in order here)
+    assert "Traceback" not in stderr

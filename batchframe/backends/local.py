@@ -29,6 +29,7 @@ from typing import Any
 from batchframe._logging import FILE_ONLY
 from batchframe.backends import BackendError, ItemCall, item_timed_out
 from batchframe.backends._loop import Carried, ServiceLoop, carrying, hook_result, uncarried
+from batchframe.backends._threads import Threads
 from batchframe.backends._worker import describe, traceback_text
 
 logger = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ class LocalBackend:
         self.item_timeout_s = item_timeout_s
         self.slots = concurrency
         self._pool: ThreadPoolExecutor | None = None
+        self._threads: Threads | None = None  # with a time limit: a thread stuck past it is replaced
         self._own_loop = service_loop is None and all_in_threads
         self.service_loop = (service_loop or ServiceLoop("batchframe-service")) if all_in_threads else None
         self._left_running: set[asyncio.Future[Any]] = set()
@@ -86,15 +88,20 @@ class LocalBackend:
             ) from None
         process = self.service.process
         timeout_s = self.item_timeout_s
-        if inspect.iscoroutinefunction(process) and not self.all_in_threads:
+        is_async = inspect.iscoroutinefunction(process)
+        if is_async and not self.all_in_threads:
             return process if timeout_s is None else _on_loop_with_timeout(process, timeout_s, self._left_running)
-        self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="batchframe")
-        if inspect.iscoroutinefunction(process) and self.service_loop is not None:
+        if is_async and self.service_loop is not None:
+            if timeout_s is not None:  # no thread waits: a cancellation at the limit reaches the Service's loop
+                on_loop = _on_service_loop_async(process, self.service_loop)
+                return _on_loop_with_timeout(on_loop, timeout_s, self._left_running)
             process = _on_service_loop(process, self.service_loop)
         target = _carrying(process)
         if timeout_s is None:
+            self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="batchframe")
             return _in_thread(target, self._pool)
-        return _in_thread_with_timeout(target, self._pool, timeout_s)
+        self._threads = Threads(self.concurrency)
+        return _in_thread_with_timeout(target, self._threads, timeout_s, self._left_running)
 
     def hold(self) -> None:
         """Nothing to give back: the driver hands out one item per slot and holds the rest itself."""
@@ -106,6 +113,8 @@ class LocalBackend:
         """Stop the thread pool (without waiting for abandoned calls) and call the stop hook."""
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._threads is not None:
+            self._threads.shutdown()
         self._leave_behind()
         try:
             await self._hook("on_worker_stop")
@@ -212,27 +221,33 @@ def _carrying(process: Any) -> Any:
     return run
 
 
-def _in_thread_with_timeout(process: Any, pool: ThreadPoolExecutor, timeout_s: float) -> ItemCall:
+def _in_thread_with_timeout(
+    process: Any, threads: Threads, timeout_s: float, left_running: set[asyncio.Future[Any]]
+) -> ItemCall:
+    """``process`` on one of ``threads``, at most ``timeout_s`` from when a thread starts it.
+
+    At the limit the call is abandoned: its thread leaves the pool (another takes its place) and the
+    TimeoutError carries the call as ``still_running``; nothing waits for it.
+    """
+
     async def call(item: Any) -> Any:
         loop = asyncio.get_running_loop()
-        started: asyncio.Future[None] = loop.create_future()
-
-        def run() -> Any:
-            loop.call_soon_threadsafe(_set_done, started)
-            return process(item)
-
-        attempt = loop.run_in_executor(pool, run)
+        job = threads.submit(process, item)
         try:
-            await asyncio.shield(started)  # waiting for a free thread does not count
-            return await _awaited(await asyncio.wait_for(asyncio.shield(attempt), timeout_s))
-        except asyncio.TimeoutError:
-            attempt.add_done_callback(_retrieve)  # its outcome no longer matters; asyncio must not warn
-            error = item_timed_out(timeout_s)
-            error.still_running = attempt  # type: ignore[attr-defined]
-            raise error from None
+            await job.started  # waiting for a free thread does not count
+            started_at = loop.time()
+            await asyncio.wait((job.done,), timeout=timeout_s)
         except asyncio.CancelledError:
-            attempt.cancel()  # not started yet: it never will be; started: the thread goes on alone
+            threads.abandon(job)  # not started yet: it never will be; started: the thread goes on alone
             raise
+        if not job.done.done():
+            stuck = threads.abandon(job)
+            job.done.add_done_callback(_retrieve)  # its outcome no longer matters; asyncio must not warn
+            raise _timed_out(timeout_s, job.done if stuck else None)
+        result = uncarried(job.done.result())
+        if inspect.isawaitable(result):  # a plain def process returned one: the rest of the time is its
+            return await _within(result, max(timeout_s - (loop.time() - started_at), 0.0), left_running)
+        return result
 
     return call
 
@@ -242,9 +257,16 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
-def _set_done(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
+def _on_service_loop_async(process: Callable[[Any], Awaitable[Any]], loop: ServiceLoop) -> Callable[[Any], Any]:
+    """An async ``process`` run on ``loop`` (the ``threads`` back end's) from the driver's loop, no thread waiting.
+
+    Cancelling the returned coroutine cancels the call on ``loop``.
+    """
+
+    def run(item: Any) -> Any:
+        return loop.run_async(process(item))
+
+    return run
 
 
 def _on_service_loop(process: Any, loop: ServiceLoop) -> Any:
