@@ -9,6 +9,8 @@ What it holds:
 - ``items``: one row per item that did not succeed (failed, or not processed when a run stopped),
   and per item that has been in flight for a while, with its attempts, error and the item itself,
   pickled (items are arbitrary Python objects; JSON could not bring back a dataclass or a Path).
+- ``replay``: a ``retry`` run's own items (pickled, by position), so that it resumes on its own even
+  when the run it retries is gone. Empty in other runs (and absent from a journal made before it).
 
 Writes are grouped: completions are buffered and handed to a writer thread once per event-loop
 iteration; it commits them (WAL, ``synchronous=NORMAL``) while the loop goes on, and batches that
@@ -62,6 +64,7 @@ CREATE TABLE IF NOT EXISTS items (
     item_repr TEXT,
     payload BLOB
 );
+CREATE TABLE IF NOT EXISTS replay (idx INTEGER PRIMARY KEY, payload BLOB NOT NULL);
 """
 
 
@@ -400,6 +403,22 @@ class Journal:
                 hint="Make the items picklable to retry them; failed.jsonl lists them.",
             )
         return [(idx, payload) for idx, payload, _ in rows]
+
+    def store_replay(self, payloads: list[bytes]) -> None:
+        """Keep a retry run's items (pickled, in the order it processes them), in one transaction."""
+        self._writer.drain()
+        self._db.execute("BEGIN")
+        self._db.executemany("INSERT INTO replay VALUES (?, ?)", enumerate(payloads))
+        self._db.execute("COMMIT")
+
+    def replay_payloads(self) -> list[bytes] | None:
+        """A retry run's own items, pickled, in order; None when the journal keeps none (not a retry run)."""
+        self._writer.drain()
+        has_table = self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'replay'").fetchone()
+        if not has_table:  # a journal from before the table existed
+            return None
+        rows = self._db.execute("SELECT payload FROM replay ORDER BY idx").fetchall()
+        return [payload for (payload,) in rows] or None
 
     def forget_unfinished(self) -> None:
         """Drop the rows of items a resume runs again (not processed, in flight at a crash)."""

@@ -351,11 +351,18 @@ def run_project(
         raise
 
 
-def _execute_new(prepared: PreparedRun, plan: RunPlan, *, verbosity: int) -> RunResult:
-    """The one way a new run folder (``exec``, ``retry``) is filled: logs, journal, lock, execute."""
+def _execute_new(
+    prepared: PreparedRun, plan: RunPlan, *, verbosity: int, replay_payloads: list[bytes] | None = None
+) -> RunResult:
+    """The one way a new run folder (``exec``, ``retry``) is filled: logs, journal, lock, execute.
+
+    ``replay_payloads``: a retry run's items, pickled, kept in its own journal (it resumes without its parent).
+    """
     with run_logging(plan.run_dir / "logs.txt", verbosity=verbosity, levels=prepared.config.log_levels):
         _log_warnings(prepared)
         journal = _new_journal(prepared, plan.run_dir, plan.meta)
+        if journal is not None and replay_payloads:
+            journal.store_replay(replay_payloads)
         with _holding(journal):
             return execute(prepared, plan, journal)
 
@@ -444,7 +451,7 @@ def resume_run(
     with journal.locked():
         prepared = _prepare_again(run_dir, meta, ask_missing)
         _check_unchanged(meta.get("fingerprint", {}), fingerprint(prepared))
-        replay = _parent_items(meta)
+        replay = _replay_items(run_dir, journal, meta)
         _keep_final_failures(run_dir / "failed.jsonl", journal.bad_positions())
         journal.forget_unfinished()
         earlier = _earlier_parts(run_dir, journal, counts)
@@ -526,7 +533,7 @@ def retry_run(
     plan = RunPlan(new_dir, output, started, new_meta, interactive=interactive, progress_interval_s=progress_interval_s)
     plan.replay = items
     logger.info("Retrying %d items that did not succeed in %s.", len(items), run_dir)
-    return _execute_new(prepared, plan, verbosity=verbosity)
+    return _execute_new(prepared, plan, verbosity=verbosity, replay_payloads=payloads)
 
 
 def _prepare_again(run_dir: Path, meta: Mapping[str, Any], ask_missing: AskMissing | None) -> PreparedRun:
@@ -579,10 +586,28 @@ def _check_finished(run_dir: Path) -> None:
     )
 
 
-def _parent_items(meta: Mapping[str, Any]) -> list[Any] | None:
-    """A retry run's items come from the run it retries (its journal does not change)."""
+def _replay_items(run_dir: Path, journal: Journal, meta: Mapping[str, Any]) -> list[Any] | None:
+    """A retry run's items, from its own journal; None for a run that is no retry.
+
+    A retry run made by an older batchframe kept none: its items come from the run it retries (whose
+    journal does not change), if that folder is still there.
+
+    Raises:
+        JournalError: an item cannot be unpickled, or an older retry run's parent is gone.
+    """
+    own = journal.replay_payloads()
+    if own is not None:
+        return load_items(own, run_dir)
     parent = meta.get("retry_of")
-    return _unfinished_items(Path(parent))[1] if parent else None
+    if not parent:
+        return None
+    if not (Path(parent) / "journal.sqlite").is_file():
+        raise JournalError(
+            f"{run_dir} is a retry of {parent}, which is gone; this run was made by a batchframe that kept its "
+            "items only there, so its pending items cannot be brought back.",
+            hint=f"What it finished is in its journal and {run_dir / 'failed.jsonl'}; start a new run for the rest.",
+        )
+    return _unfinished_items(Path(parent))[1]
 
 
 def _unfinished_items(run_dir: Path) -> tuple[dict[str, Any], list[Any]]:

@@ -216,3 +216,65 @@ def test_retry_of_items_whose_class_is_gone_says_so(tmp_path: Path) -> None:
     assert "cannot be loaded: AttributeError" in retried.stderr and "Ticket" in retried.stderr
     assert "Traceback" not in retried.stderr
     assert [run.name for run in (tmp_path / "out").iterdir()] == [first_dir.name]  # no run folder for it
+
+
+SLOW_RETRY_JOB = """
+import time
+from pathlib import Path
+from batchframe import Service, Source
+
+class Numbers(Source[int]):
+    def __iter__(self):
+        return iter(range(60))
+
+class Work(Service[int]):
+    def process(self, item):
+        if not Path("fixed").exists():
+            raise ValueError(f"item {item}")
+        while item >= 10 and not Path("go").exists():  # the retry run is killed while these wait
+            time.sleep(0.01)
+        with open("processed.txt", "a") as out:
+            out.write(f"{item}\\n")
+"""
+
+
+@pytest.mark.timeout(120)
+def test_a_killed_retry_run_resumes_after_the_run_it_retries_is_deleted(tmp_path: Path) -> None:
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    build_file_tree(tmp_path, {"job.py": SLOW_RETRY_JOB})
+    assert batchframe_cli("exec", "job.py", "-d", "out", cwd=tmp_path, timeout=60).returncode == 3
+    first_dir = only_run_dir(tmp_path / "out")
+    (tmp_path / "fixed").touch()
+    processed = tmp_path / "processed.txt"
+    retry = subprocess.Popen(
+        [str(Path(sys.executable).parent / "batchframe"), "retry", str(first_dir)],
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not processed.exists() or len(processed.read_text().split()) < 10:
+            assert retry.poll() is None and time.monotonic() < deadline, "the retry run made no progress"
+            time.sleep(0.005)
+        retry.send_signal(signal.SIGKILL)
+        retry.wait(timeout=30)
+    finally:
+        if retry.poll() is None:
+            retry.kill()
+            retry.wait()
+    [retry_dir] = [run for run in (tmp_path / "out").iterdir() if run != first_dir]
+    shutil.rmtree(first_dir)
+    (tmp_path / "go").touch()
+    listing = batchframe_cli("runs", retry_dir, cwd=tmp_path, timeout=60)
+    assert listing.returncode == 0, listing.stderr
+    resumed = batchframe_cli("resume", retry_dir, cwd=tmp_path, timeout=60)
+    assert resumed.returncode == 0, resumed.stderr
+    assert set(map(int, processed.read_text().split())) == set(range(60))  # every pending item came back
+    assert json.loads((retry_dir / "summary.json").read_text())["succeeded"] == 60
