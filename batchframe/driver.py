@@ -19,7 +19,7 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -127,6 +127,10 @@ class Driver:
         self._feeder_cancelled = False
         self._shutting_down = False
         self._tasks: list[asyncio.Task[None]] = []
+        self._crash: asyncio.Future[BaseException] | None = None  # set by the first driver task that dies of an error
+        self._call: ItemCall | None = None
+        self._slots = 0
+        self._workers = 0
         self._cooldown_cut = asyncio.Event()
         self._cooldown_end: asyncio.TimerHandle | None = None
         self._closing: asyncio.Future[None] | None = None
@@ -155,9 +159,10 @@ class Driver:
             self._read_ahead = self._read_ahead_for(self.backend.slots)
             self._queue = asyncio.Queue(self._read_ahead)
             self.stats.started_at = time.monotonic()
-            workers = [asyncio.create_task(self._worker(call)) for _ in range(self.backend.slots)]
-            self._feeder = asyncio.create_task(self._feed())
-            self._tasks = [*workers, self._feeder]
+            self._crash = asyncio.get_running_loop().create_future()
+            # Workers start as items are read (_enqueue): never more than items can be in flight.
+            self._call, self._slots = call, self.backend.slots
+            self._feeder = self._start_task(self._feed())
             await self._supervise()
         finally:
             self.stats.finished_at = time.monotonic()
@@ -191,20 +196,34 @@ class Driver:
         """Wait for the last item; if a worker or the feeder dies of an error first, stop with it."""
         assert self._all_done is not None
         assert self._queue is not None
+        assert self._crash is not None
         finished = asyncio.ensure_future(self._all_done.wait())
-        pending: set[asyncio.Future[Any]] = {finished, *self._tasks}
-        while not finished.done():
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            crashed = next((t for t in done if t is not finished and not t.cancelled() and t.exception()), None)
-            if crashed is not None:
-                finished.cancel()
-                await self._crashed(crashed.exception())
-                return
+        waiting: set[asyncio.Future[Any]] = {finished, self._crash}
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        if self._crash.done():
+            finished.cancel()
+            await self._crashed(self._crash.result())
+            return
         self._queue.put_nowait(None)  # each worker passes it on to the next, then returns
         for outcome in await asyncio.gather(*self._tasks, return_exceptions=True):
             if isinstance(outcome, BaseException) and self.fatal_error is None:
                 logger.error("A driver task failed at the end of the run: %s", safe_str(outcome), exc_info=outcome)
                 self.fatal_error, self.outcome = outcome, Outcome.FATAL
+
+    def _start_task(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Start a supervised driver task (the feeder, a worker): if it dies of an error, the run stops with it."""
+        task = asyncio.create_task(coroutine)
+        task.add_done_callback(self._task_ended)
+        self._tasks.append(task)
+        return task
+
+    def _task_ended(self, task: asyncio.Task[None]) -> None:
+        crash = self._crash
+        if task.cancelled() or crash is None or crash.done():
+            return
+        error = task.exception()
+        if error is not None:
+            crash.set_result(error)
 
     async def _crashed(self, error: BaseException) -> None:
         """A driver task died: record what is left as not processed (best effort), end the run with the error."""
@@ -421,6 +440,10 @@ class Driver:
         if self._stopping:
             self._not_processed(work)
             return None
+        if self._workers < self._slots:  # one more item read: one more may be in flight
+            self._workers += 1
+            assert self._call is not None
+            self._start_task(self._worker(self._call))
         queue = self._queue
         assert queue is not None
         if queue.full():

@@ -57,6 +57,19 @@ each start pushed the next one back by its lateness, 95/s would run at about 80/
 """
 
 
+MAX_CONCURRENCY = 10_000
+"""The most items a run keeps in flight at once (``concurrency``).
+
+Past a few thousand items at once the limits are elsewhere: sockets (1,024 open files by default,
+about 28,000 ephemeral ports), the API at the other end, a thread per item for a plain ``def
+process``. Each slot costs a worker task (and, for a sync ``process``, a thread) once items fill it,
+so a mistyped ``concurrency=10000000`` is refused rather than taking minutes and gigabytes to start.
+"""
+
+MAX_QUEUE_SIZE = 1_000_000
+"""The most items read ahead of the workers (``queue_size``): more only holds the source in memory."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class ExecutorSettings:
     """How the executor runs: validated on creation, each error naming the config field.
@@ -82,8 +95,10 @@ class ExecutorSettings:
 
     def __post_init__(self) -> None:
         _check_positive("concurrency", self.concurrency, integer=True)
+        _check_at_most("concurrency", self.concurrency, MAX_CONCURRENCY)
         if self.queue_size is not None:
             _check_positive("queue_size", self.queue_size, integer=True)
+            _check_at_most("queue_size", self.queue_size, MAX_QUEUE_SIZE)
         if self.item_timeout_s is not None:
             _check_limit("item_timeout_sec", self.item_timeout_s)
         if self.rate_per_s is not None:
@@ -109,6 +124,15 @@ def _check_positive(name: str, value: float, *, integer: bool = False) -> None:
         raise ParamError(
             f"{name} must be {kind} greater than 0, got {value!r}.",
             hint=f"Set it with -p {name}=VALUE or in your config.",
+            param=name,
+        )
+
+
+def _check_at_most(name: str, value: int, maximum: int) -> None:
+    if value > maximum:
+        raise ParamError(
+            f"{name} must be at most {maximum:,}, got {value:,}.",
+            hint=f"Set it with -p {name}=VALUE (1 to {maximum:,}) or in your config.",
             param=name,
         )
 

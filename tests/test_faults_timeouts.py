@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import batchframe_cli, build_file_tree, only_run_dir, read_jsonl
@@ -77,6 +78,7 @@ def test_an_async_process_that_swallows_its_cancellation_fails_at_its_timeout(tm
 STUCK_THREAD = """
 import time
 from pathlib import Path
+from typing import Any
 from batchframe import Service, Source
 
 class Items(Source[int]):
@@ -114,3 +116,56 @@ def test_a_stuck_thread_neither_holds_its_retries_nor_uses_up_the_pool(tmp_path:
     stuck = [line for line in logs.splitlines() if "still stuck" in line]
     assert len(stuck) == 1 and "Item 2 timed out" in stuck[0], stuck  # once (items run in order here)
     assert "Traceback" not in stderr
+
+
+# ----------------------------------------------------------------------- point 10: huge concurrency
+
+COUNT_20 = """
+from batchframe import Service, Source
+
+class Items(Source[int]):
+    def __len__(self):
+        return 20
+
+    def __iter__(self):
+        return iter(range(20))
+
+class Work(Service[int]):
+    async def process(self, item):
+        pass
+"""
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("param", "maximum"), [("concurrency=1000000", "10,000"), ("queue_size=10000000", "1,000,000")]
+)
+def test_a_setting_above_its_maximum_is_a_usage_error(tmp_path: Path, param: str, maximum: str) -> None:
+    code, stderr, run_dir = _exec(tmp_path, COUNT_20, param)
+    assert code == 2, stderr
+    name, value = param.split("=")
+    assert name in stderr and f"{int(value):,}" in stderr and maximum in stderr, stderr
+    assert "Traceback" not in stderr
+    assert run_dir is None  # refused before a run folder was made
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("backend", ["asyncio", "threads"])
+def test_the_largest_concurrency_runs_a_short_source(tmp_path: Path, backend: str) -> None:
+    code, stderr, run_dir = _exec(tmp_path, COUNT_20, "concurrency=10000", f"executor={backend}")
+    assert code == 0, stderr
+    assert run_dir is not None
+    assert json.loads((run_dir / "summary.json").read_text())["succeeded"] == 20
+
+
+def test_the_driver_starts_no_more_workers_than_items_read(make_executor: Any) -> None:
+    import asyncio
+
+    class Work:
+        async def process(self, item: int) -> None:
+            pass
+
+    executor = make_executor(range(3), Work(), concurrency=10_000)
+    stats = asyncio.run(executor.run())
+    assert stats.succeeded == 3
+    assert len(executor._tasks) == 1 + 3  # the feeder and one worker per item
