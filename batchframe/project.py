@@ -128,6 +128,7 @@ def load_project(path: str | Path, config: str | None = None, *, warn_hooks: boo
         _check_file_has_both(classes, target)
     source_cls = _pick(classes, Source, "Source", target)
     service_cls = _pick(classes, Service, "Service", target)
+    check_process(service_cls)
     config_cls = pick_config(classes, config_module, config_name)
     injectables = list(dict.fromkeys([source_cls, service_cls, *marked_classes()]))
     injectables = [cls for cls in injectables if not issubclass(cls, Configuration)]
@@ -511,6 +512,30 @@ def _pick(classes: list[type], base: type, label: str, target: Path) -> type:
     raise ProjectError(
         f"Found {len(leaves)} {label} classes, expected one: {names}.",
         hint=f"Keep one concrete {label}: make the others abstract (abc.ABC) or move them out of the project.",
+    )
+
+
+def check_process(service_cls: type) -> None:
+    """Refuse a Service whose ``process`` is a generator function (sync or async).
+
+    Calling one runs none of its body: it returns a generator, which batchframe would count as the
+    item's success, so every item would "succeed" unprocessed, on every back end.
+
+    Raises:
+        ProjectError: ``process`` contains ``yield`` (the message says what to write instead).
+    """
+    process = getattr(service_cls, "process", None)
+    asyncgen = inspect.isasyncgenfunction(process)
+    if not (asyncgen or inspect.isgeneratorfunction(process)):
+        return
+    kind = "an async generator (async def with yield)" if asyncgen else "a generator (def with yield)"
+    name = f"{service_cls.__qualname__}.process"
+    raise ProjectError(
+        f"{name} is {kind}: calling it runs none of its body, so every item would count as processed "
+        "without being processed.",
+        hint=f"Write {name} without yield: do the work for the item and return (or raise) once, as "
+        "async def process(self, item) or def process(self, item). To produce several results per "
+        "item, collect them in a list or write each one out from inside process.",
     )
 
 

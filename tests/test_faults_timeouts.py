@@ -169,3 +169,66 @@ def test_the_driver_starts_no_more_workers_than_items_read(make_executor: Any) -
     stats = asyncio.run(executor.run())
     assert stats.succeeded == 3
     assert len(executor._tasks) == 1 + 3  # the feeder and one worker per item
+
+
+# ------------------------------------------------------------ point 14: process misused (yield, no async)
+
+GENERATOR_PROCESS = """
+from batchframe import Service, Source
+
+class Items(Source[int]):
+    def __iter__(self):
+        return iter(range(3))
+
+class Work(Service[int]):
+    {definition} process(self, item):
+        yield item
+        raise ValueError("never runs")
+"""
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("backend", ["asyncio", "threads", "processes", "dask"])
+@pytest.mark.parametrize(("definition", "kind"), [("def", "a generator"), ("async def", "an async generator")])
+def test_a_generator_process_is_a_usage_error(tmp_path: Path, backend: str, definition: str, kind: str) -> None:
+    job = GENERATOR_PROCESS.replace("{definition}", definition)
+    code, stderr, run_dir = _exec(tmp_path, job, f"executor={backend}")
+    assert code == 2, stderr
+    assert f"Work.process is {kind}" in stderr and "without yield" in stderr, stderr
+    assert "Traceback" not in stderr
+    assert run_dir is None
+
+
+RETURNS_A_COROUTINE = """
+import asyncio
+from batchframe import Service, Source
+
+class Items(Source[int]):
+    def __iter__(self):
+        return iter(range(3))
+
+class Work(Service[int]):
+    async def on_worker_start(self):
+        self.loop = asyncio.get_running_loop()  # where the Service's async code runs (a client's loop)
+
+    def process(self, item):  # the async forgotten: it returns a coroutine
+        return self.work(item)
+
+    async def work(self, item):
+        if asyncio.get_running_loop() is not self.loop:
+            raise RuntimeError("awaited on another loop than the Service's")
+        await asyncio.sleep(0)
+        if item == 1:
+            raise ValueError("bad one")
+"""
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("backend", ["asyncio", "threads", "processes", "dask"])
+def test_a_coroutine_returned_by_a_plain_process_is_awaited_on_the_services_loop(tmp_path: Path, backend: str) -> None:
+    code, stderr, run_dir = _exec(tmp_path, RETURNS_A_COROUTINE, f"executor={backend}", "concurrency=2", timeout=150)
+    assert code == 3, stderr
+    assert run_dir is not None
+    records = read_jsonl(run_dir / "failed.jsonl")
+    assert [(r["item"], r["error_type"], r["message"]) for r in records] == [(1, "ValueError", "bad one")]
+    assert json.loads((run_dir / "summary.json").read_text())["succeeded"] == 2

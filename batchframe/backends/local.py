@@ -96,6 +96,8 @@ class LocalBackend:
                 on_loop = _on_service_loop_async(process, self.service_loop)
                 return _on_loop_with_timeout(on_loop, timeout_s, self._left_running)
             process = _on_service_loop(process, self.service_loop)
+        elif self.service_loop is not None:
+            process = _awaiting_on(process, self.service_loop)
         target = _carrying(process)
         if timeout_s is None:
             self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="batchframe")
@@ -201,7 +203,9 @@ def _in_thread(process: Any, pool: ThreadPoolExecutor) -> ItemCall:
 async def _awaited(result: Any) -> Any:
     """Unwrap what a thread returned: re-raise a carried BaseException; await an awaitable.
 
-    A plain ``def process`` may return an awaitable (a partial of an async function).
+    A plain ``def process`` may return an awaitable (a partial of an async function, a forgotten
+    ``async``): it is awaited on the loop where the Service's async code runs, on every back end
+    (here the driver's, with ``asyncio``; ``_awaiting_on`` with ``threads``; the run's loop in a worker).
     """
     result = uncarried(result)
     return await result if inspect.isawaitable(result) else result
@@ -255,6 +259,19 @@ def _in_thread_with_timeout(
 def _retrieve(future: asyncio.Future[Any]) -> None:
     if not future.cancelled():
         future.exception()
+
+
+def _awaiting_on(process: Callable[[Any], Any], loop: ServiceLoop) -> Callable[[Any], Any]:
+    """A plain ``def process`` for a pool thread of ``threads``: an awaitable it returns runs on ``loop``.
+
+    Where the Service's async code runs (its hooks, a client they opened), as on every back end.
+    """
+
+    def run(item: Any) -> Any:
+        result = process(item)
+        return loop.run(result) if inspect.isawaitable(result) else result
+
+    return run
 
 
 def _on_service_loop_async(process: Callable[[Any], Awaitable[Any]], loop: ServiceLoop) -> Callable[[Any], Any]:
