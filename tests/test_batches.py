@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import pickle
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -12,6 +11,7 @@ import pytest
 
 from batchframe.backends import NotStarted
 from batchframe.backends._batches import MAX_BATCH, TARGET_BATCH_S, Batcher, BatchReply, BatchSizer
+from batchframe.backends._pickling import loads_each
 from batchframe.backends._worker import ItemNotPicklable
 
 T = TypeVar("T")
@@ -31,7 +31,7 @@ class FakeWorkers:
         self.gate: asyncio.Event | None = None
 
     async def send(self, number: int, payload: bytes, count: int) -> BatchReply:
-        items = pickle.loads(payload)
+        items = [item for item, _ in loads_each(payload)]  # each item pickled on its own
         assert len(items) == count
         self.batches.append(items)
         self.out += 1

@@ -27,7 +27,7 @@ from batchframe.backends import NOT_STARTED, BackendError
 from batchframe.backends._factory import VersionMismatch, archive_project, batchframe_version
 from batchframe.backends._worker import (
     NOT_RUN,
-    RemoteError,
+    batch_payload,
     load_items,
     pack,
     pickled,
@@ -334,7 +334,7 @@ def test_a_timed_out_item_leaves_the_rest_of_its_batch_not_started(make_project:
     project = make_project({"job.py": TIMEOUT_JOB})
     key = start_service(service_factory(project / "job.py", "slow_s=0", "stuck=1"))
     try:
-        busy_s, outcomes = run_batch(key, pickled([0, 1, 2, 3]), 0.2)
+        busy_s, outcomes = run_batch(key, batch_of([0, 1, 2, 3]), 0.2)
     finally:
         stop_service(key)
     assert outcomes[0] is None
@@ -630,14 +630,14 @@ def test_a_worker_uses_its_runs_own_modules_and_the_driver_gets_its_classes_back
     driver_job = importlib.import_module(f"{factory.package}.job")
     key = start_service(factory, isolate=True)  # a second copy of the project, then sys.modules as it was
     try:
-        [item] = load_items(key, pickled([driver_job.Item(7)]))
+        [item] = load_items(key, batch_of([driver_job.Item(7)]))
         assert type(item).__qualname__ == "Item" and type(item) is not driver_job.Item  # the run's own class
         outcome = run_one(key, item)
-        with pytest.raises(RemoteError, match="gone_module"):  # an item of a module this worker does not have
-            run_batch(key, unknown_here(), None)
+        _, [gone] = run_batch(key, unknown_here(), None)  # an item of a module this worker does not have
         packed = pack(outcome, key)
     finally:
         stop_service(key)
+    assert "gone_module" in str(unpack(gone))  # type: ignore[arg-type]  # it fails alone, with its own error
     error = unpack(packed)
     assert type(error) is driver_job.Oops  # pickled under the driver's name, found by import here
     assert str(error) == f"{factory.package}.job.Item 7"
@@ -651,6 +651,11 @@ def unknown_here() -> bytes:
     exec("class Gone:\n    pass\n", module.__dict__)
     sys.modules["gone_module"] = module
     try:
-        return pickled([module.Gone()])
+        return batch_of([module.Gone()])
     finally:
         del sys.modules["gone_module"]
+
+
+def batch_of(items: list[object]) -> bytes:
+    """A batch as the driver sends it: each item pickled on its own."""
+    return batch_payload([pickled(item) for item in items])

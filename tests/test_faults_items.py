@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import batchframe_cli, build_file_tree, only_run_dir
+from helpers import batchframe_cli, build_file_tree, only_run_dir, read_jsonl
 
 WORK = """
 class Work(Service[object]):
@@ -278,3 +278,68 @@ def test_a_killed_retry_run_resumes_after_the_run_it_retries_is_deleted(tmp_path
     assert resumed.returncode == 0, resumed.stderr
     assert set(map(int, processed.read_text().split())) == set(range(60))  # every pending item came back
     assert json.loads((retry_dir / "summary.json").read_text())["succeeded"] == 60
+
+
+# ------------------------------------------------------------- items a worker process cannot rebuild
+
+UNREBUILDABLE_JOB = """
+from batchframe import Service, Source
+
+def rebuild(n):
+    raise ValueError(f"item {n} cannot be rebuilt here")
+
+class Fragile:
+    def __init__(self, n):
+        self.n = n
+
+    def __reduce__(self):
+        return rebuild, (self.n,)
+
+class Items(Source[object]):
+    def __iter__(self):
+        return (Fragile(n) if n % 7 == 3 else n for n in range(30))
+
+class Work(Service[object]):
+    def process(self, item):
+        pass
+"""
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("backend", ["processes", "dask"])
+def test_an_item_a_worker_cannot_unpickle_fails_alone_with_its_own_error(tmp_path: Path, backend: str) -> None:
+    build_file_tree(tmp_path, {"job.py": UNREBUILDABLE_JOB})
+    result = batchframe_cli(
+        "exec", "job.py", "-p", f"executor={backend}", "-p", "concurrency=2", "-d", "out", cwd=tmp_path, timeout=150
+    )
+    assert result.returncode == 3, result.stderr
+    run_dir = only_run_dir(tmp_path / "out")
+    records = {record["index"]: record for record in read_jsonl(run_dir / "failed.jsonl")}
+    assert sorted(records) == [3, 10, 17, 24]
+    for index, record in records.items():
+        assert record["error_type"] == "ValueError", record
+        assert f"item {index} cannot be rebuilt here" in record["message"], record
+    assert json.loads((run_dir / "summary.json").read_text())["succeeded"] == 26
+
+
+class _Unrebuildable:
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __reduce__(self) -> tuple[object, tuple[int]]:
+        return _refuse, (self.n,)
+
+
+def _refuse(n: int) -> None:
+    raise ValueError(f"no {n}")
+
+
+def test_items_pickled_one_by_one_come_back_one_by_one_around_those_that_cannot() -> None:
+    from batchframe.backends._pickling import dumps, dumps_each, loads_each
+
+    big = "x" * 300_000  # more than one pickle frame
+    items: list[object] = [1, _Unrebuildable(1), big, {"a": [big]}, _Unrebuildable(2), _Unrebuildable(3), (2, None)]
+    loaded = list(loads_each(dumps_each([dumps(item) for item in items])))
+    assert [item for item, error in loaded if error is None] == [1, big, {"a": [big]}, (2, None)]
+    assert [str(error) for _, error in loaded if error is not None] == ["no 1", "no 2", "no 3"]
+    assert list(loads_each(dumps_each([]))) == []

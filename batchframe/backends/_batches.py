@@ -4,7 +4,8 @@ The driver calls ``process`` one item at a time and keeps per-item semantics (re
 progress, pause, stop). Sending each item on its own to another process would pay one round trip
 per item and leave the worker idle during it, so a ``Batcher`` sits between the two:
 
-- items that arrive in the same event-loop iteration go out together, pickled once as a list;
+- items that arrive in the same event-loop iteration go out together in one payload, each pickled
+  on its own (a worker that cannot rebuild one fails that item alone, not its batch);
 - a batch holds about ``TARGET_BATCH_S`` of work, measured from the workers' own timing: the first
   batches hold one item (a short run or slow items are never held back), and the size at most
   doubles from one batch to the next;
@@ -21,13 +22,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import math
-import pickle
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from batchframe.backends import NOT_STARTED, NotStarted
-from batchframe.backends._worker import ItemNotPicklable, pickled
+from batchframe.backends._worker import ItemNotPicklable, batch_payload, pickled
 
 TARGET_BATCH_S = 0.1
 """How much work one batch holds (time on the worker), once the item time is known."""
@@ -56,7 +56,7 @@ class BatchReply:
 
 
 SendBatch = Callable[[int, bytes, int], Awaitable[BatchReply]]
-"""Sends a batch (its number, the pickled list of items, how many) to a worker; returns its reply."""
+"""Sends a batch (its number, its items pickled (``batch_payload``), how many) to a worker; returns its reply."""
 
 
 class BatchSizer:
@@ -238,22 +238,17 @@ class BatchingBackend:
 
 
 def _pickled_batch(entries: list[_Pending]) -> tuple[list[_Pending], bytes]:
-    """The items pickled once, as a list; an item that cannot be pickled fails alone with ``ItemNotPicklable``."""
-    try:
-        return entries, pickle.dumps([entry.item for entry in entries], protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception:
-        pass
+    """The items pickled one by one into one payload; one that cannot be pickled fails alone (``ItemNotPicklable``).
+
+    Pickled one by one, each is unpickled on its own by the worker: one it cannot rebuild fails alone.
+    """
     sendable: list[_Pending] = []
+    payloads: list[bytes] = []
     for entry in entries:
         try:
-            pickled(entry.item)
+            payloads.append(pickled(entry.item))
         except ItemNotPicklable as exc:
             entry.future.set_result(exc)
         else:
             sendable.append(entry)
-    try:
-        return sendable, pickle.dumps([entry.item for entry in sendable], protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception as exc:  # items that pickle alone but not together (a recursion limit): each fails
-        for entry in sendable:
-            entry.future.set_result(ItemNotPicklable(f"the item cannot be sent to a worker process: {exc!r}"))
-        return [], b""
+    return sendable, batch_payload(payloads)

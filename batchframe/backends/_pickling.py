@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import importlib
 import io
+import itertools
 import pickle
 import sys
 import types
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,3 +116,37 @@ def dumps(obj: Any, modules: RunModules | None = None) -> bytes:
 def loads(data: bytes, modules: RunModules | None = None) -> Any:
     """Unpickle ``data``, finding classes in a run's own modules first (``modules``), else by import."""
     return _Unpickler(io.BytesIO(data), modules).load()
+
+
+def dumps_each(pickled: Sequence[bytes]) -> bytes:
+    """Objects pickled one by one (``dumps``), as one payload for ``loads_each``: they are unpickled one by one too."""
+    ends = list(itertools.accumulate(map(len, pickled)))
+    return pickle.dumps((ends, b"".join(pickled)), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def loads_each(payload: bytes, modules: RunModules | None = None) -> Iterator[tuple[Any, BaseException | None]]:
+    """Unpickle each object of a ``dumps_each`` payload on its own: ``(object, None)``, or ``(None, error)``.
+
+    One object that cannot be unpickled here (its class unknown, its ``__setstate__`` raising) gives
+    its own error and the next one is read from where it starts. One unpickler reads them all while
+    none fails: a fresh one per object would cost four times as much.
+
+    Raises:
+        Exception: the payload itself is not one of ``dumps_each`` (a bug, not an object's fault).
+    """
+    ends, blob = pickle.loads(payload)
+    stream = io.BytesIO(blob)
+    unpickler: _Unpickler | None = None
+    start = 0
+    for end in ends:
+        if unpickler is None or stream.tell() != start:  # after a failure the unpickler may hold a torn frame
+            stream.seek(start)
+            unpickler = _Unpickler(stream, modules)
+        try:
+            obj = unpickler.load()
+        except BaseException as exc:  # unpickling runs the class's code, which may raise anything
+            unpickler = None
+            yield None, exc
+        else:
+            yield obj, None
+        start = end

@@ -109,7 +109,7 @@ def _exit_with_parent(parent: int) -> None:
 def serve(conn: Connection, progress: Progress) -> None:
     """Build the Service, then process the batches the driver sends until it says stop.
 
-    The driver sends ``(project, log_level)`` first, then batches ``(number, pickled list of items)``,
+    The driver sends ``(project, log_level)`` first, then batches ``(number, items pickled one by one)``,
     then None (stop). The worker answers ``(READY, None)`` once the Service is built, or
     ``(READY, error)`` and exits when it cannot be; ``(FAILED, (number, index, error))`` as soon as
     an item fails; ``(DONE, (number, busy_s, error))`` when a batch is over (``error``: why none of
@@ -142,7 +142,7 @@ def _run_batch(key: str, number: int, payload: bytes, channel: Channel, progress
     started = time.perf_counter()
     try:
         items = load_items(key, payload)
-    except BaseException as exc:  # an item's class is unknown here, say: no item of the batch can run
+    except BaseException as exc:  # the payload itself (an item that cannot be unpickled fails alone, in run_one)
         return (number, 0.0, pack(transportable(exc)))
     for index, item in enumerate(items):
         progress.starting(number, index)

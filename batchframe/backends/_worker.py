@@ -6,7 +6,11 @@ A worker serves runs by key (``ServiceFactory.run_key``): ``start_service`` buil
 Service and its own modules: items are unpickled with the run's modules (``load_items``), so two
 projects that both have a ``job.py`` never mix.
 
-Items travel pickled. An item's outcome is None (it succeeded) or the reason it failed, in a form
+Items travel pickled one by one, a batch of them in one payload (``batch_payload``), and are
+unpickled one by one here: an item this worker cannot rebuild (its class unknown here, its
+``__setstate__`` raising) fails alone, with its own error, and the rest of its batch runs.
+
+An item's outcome is None (it succeeded) or the reason it failed, in a form
 that always reaches the driver: an ordinary exception that pickles travels as itself (carrying the
 worker's traceback as ``remote_traceback``); anything else (``KeyboardInterrupt``, ``SystemExit``,
 ``GeneratorExit``, a ``CancelledError`` of the user's, an exception that does not survive pickling)
@@ -41,7 +45,7 @@ from batchframe._text import exception_message, format_exception
 from batchframe.backends import NOT_STARTED, item_timed_out
 from batchframe.backends._factory import build, remove_workdir
 from batchframe.backends._loop import ServiceLoop, hook_result
-from batchframe.backends._pickling import RunModules, dumps, loads
+from batchframe.backends._pickling import RunModules, dumps, dumps_each, loads, loads_each
 from batchframe.backends._worker_logs import LogSink, forward_logs, route_logs, unroute_logs, working_for
 from batchframe.retry import Retry, is_retryable
 
@@ -86,6 +90,15 @@ class ItemNotPicklable(Exception):  # noqa: N818 - names the problem, like pickl
     """The item cannot be sent to a worker process (it is not picklable)."""
 
 
+class Unloadable:
+    """In ``load_items``' list: an item this worker could not unpickle; ``run_one`` fails it with ``error``."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
 class WorkerDied(Retry):
     """The worker process running the item died; the item is retried (it counts as an attempt)."""
 
@@ -117,8 +130,13 @@ def call_hook(service: Any, name: str, loop: ServiceLoop) -> None:
         loop.run(result)
 
 
+def batch_payload(items: list[bytes]) -> bytes:
+    """A batch for a worker: items pickled one by one (``pickled``), so that each is unpickled on its own."""
+    return dumps_each(items)
+
+
 def pickled(item: Any) -> bytes:
-    """The item (or a list of items) as bytes for a worker.
+    """The item as bytes for a worker (``batch_payload`` puts a batch of them together).
 
     Raises:
         ItemNotPicklable: with the reason, so the item fails clearly and the run goes on.
@@ -212,16 +230,24 @@ def stop_service(key: str) -> None:
 
 
 def load_items(key: str, payload: bytes) -> list[Any]:
-    """Unpickle a pickled list of items with the run's own modules (then by import).
+    """Unpickle a batch (``batch_payload``) with the run's own modules (then by import), item by item.
+
+    An item that cannot be unpickled here is an ``Unloadable`` in its place, holding its own error
+    (``run_one`` fails that item alone with it).
 
     Raises:
         RunNotStarted: this process has not built the run's Service.
-        Exception: what unpickling raised (an item's class unknown here, say).
+        Exception: the payload is not a batch (a bug of batchframe's, not an item's).
     """
-    items = loads(payload, _run(key).modules)
-    if not isinstance(items, list):
-        raise TypeError(f"a batch must be a pickled list of items, not {type(items).__qualname__}")
-    return items
+    return [item if error is None else _unloadable(error) for item, error in loads_each(payload, _run(key).modules)]
+
+
+def _unloadable(error: BaseException) -> Unloadable:
+    with contextlib.suppress(Exception):  # an exception that refuses notes still says what it is
+        # add_note() of Python 3.11, by hand on 3.10 too (the failure record shows __notes__)
+        notes = [*getattr(error, "__notes__", ()), "(raised while the item was unpickled in a worker process)"]
+        setattr(error, "__notes__", notes)  # noqa: B010 - BaseException declares no __notes__ before 3.11
+    return Unloadable(error)
 
 
 def run_one(key: str, item: Any) -> Outcome:
@@ -230,6 +256,8 @@ def run_one(key: str, item: Any) -> Outcome:
         run = _run(key)
     except RunNotStarted as exc:  # another worker may have it: retried
         return RemoteError(type(exc).__name__, str(exc), "", retryable=True)
+    if type(item) is Unloadable:
+        return transportable(item.error, key)
     try:
         with working_for(key):
             _process(run, item)
