@@ -26,6 +26,7 @@ from batchframe.project import user_frames
 from batchframe.run import prepare
 from batchframe.service import retryable_exceptions
 from batchframe.source import (
+    check_limit,
     check_source,
     first_async_items,
     is_async_source,
@@ -93,6 +94,7 @@ def dry_run(
         UsageError: a bad path, project, config or parameter (exit code 2).
         RunError: a constructor raised, or the Source raised while it was read (exit code 1).
     """
+    check_limit(limit)
     prepared = prepare(path, config=config, params=params, ask_missing=ask_missing)
     with (
         run_logging(None, verbosity=verbosity),

@@ -354,8 +354,12 @@ def _end(
         executor.outcome = Outcome.FATAL
         executor.fatal_error = raised[0][1]
     notes += _check_source_length(executor, plan)
+    lost = records.lost()  # failed.jsonl or the journal deleted under the run: said, and exit code 1
+    for message in lost:
+        logger.warning("%s", message, extra=FILE_ONLY)  # the summary shows it on the console
+    problems += lost
     totals = _totals(journal, executor)
-    exit_code = _exit_code(executor, totals, supervisor.stopped_by)
+    exit_code = EXIT_FATAL if lost else _exit_code(executor, totals, supervisor.stopped_by)
     if journal is not None:
         _close_journal(journal, executor, exit_code)
     report = summary.as_dict(
@@ -416,6 +420,8 @@ def _close_quietly(close: Callable[[], object]) -> None:
 
 
 def _unread_count(executor: Driver) -> int | None:
+    if executor.source_exhausted:  # read to its end: nothing is unread, whatever __len__ says
+        return 0
     total = executor.stats.total
     return None if total is None else max(total - executor.positions_read, 0)
 
@@ -530,7 +536,7 @@ def _persist_failed(source: Any, records: RunRecords, loops: _RunLoops) -> Raise
         loops.call,
         source.persist_failed,
         records.failed_items,
-        after="; every failed item is still in failed.jsonl",
+        after="" if records.lost() else "; every failed item is still in failed.jsonl",
     )
 
 

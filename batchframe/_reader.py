@@ -79,6 +79,11 @@ class ThreadedReader:
         return leftovers, free
 
     @property
+    def exhausted(self) -> bool:
+        """The thread read the iterator to its end (not stopped by an error): nothing is left unread."""
+        return self._finished and self._error is None
+
+    @property
     def iterator(self) -> Iterator[Any]:
         """The underlying iterator (to read the rest after ``close()`` said it is free)."""
         return self._iterator

@@ -105,6 +105,8 @@ class Driver:
         self.positions_read = 0
         self.reader: ThreadedReader | None = None
         self.unread_iterator: Iterator[Any] | None = None
+        self.source_exhausted = False
+        """The Source was read to its end (or to the limit): no item of it is left unread."""
         """After a stop: the sync Source's iterator, free to read the unread rest (None: it is not)."""
         self._on_success = on_success
         self._on_failure = on_failure
@@ -405,6 +407,7 @@ class Driver:
                 await self._put_when_room(work)
             if self._stopping:
                 return
+        self.source_exhausted = True
 
     def _take_back_read_ahead(self) -> None:
         """Items the reader thread read but the feeder never took: they were read, so record them."""
@@ -412,6 +415,7 @@ class Driver:
             return
         leftovers, free = self.reader.close()
         self.unread_iterator = self.reader.iterator if free else None
+        self.source_exhausted = self.source_exhausted or self.reader.exhausted
         for item in leftovers:
             position = self.positions_read
             self.positions_read += 1

@@ -74,6 +74,21 @@ class JournalError(UsageError):
     title = "Journal error"
 
 
+def file_identity(path: Path | None) -> tuple[int, int] | None:
+    """The file at ``path`` as (device, inode), or None when there is none. Never raises.
+
+    A file deleted (or replaced) while a run writes to it through an open handle gives no error:
+    comparing its identity with the one it had tells.
+    """
+    if path is None:
+        return None
+    try:
+        stat = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return stat.st_dev, stat.st_ino
+
+
 def _missing_run_dir_hint(run_dir: Path) -> str:
     """What to give instead of a run folder that does not exist.
 
@@ -134,6 +149,7 @@ class Journal:
         self._flush_scheduled = False
         self._batch_items = 64
         self._writer = _Writer(connection)
+        self._identity = file_identity(path)
 
     # --------------------------------------------------------------------------------- opening
 
@@ -211,6 +227,16 @@ class Journal:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def lost(self) -> str | None:
+        """How the journal's file went since it was opened (deleted, replaced), or None while it is there. Never raises.
+
+        SQLite goes on writing to a deleted file without an error: only this check tells.
+        """
+        now = file_identity(self.path)
+        if now == self._identity:
+            return None
+        return "was deleted" if now is None else "was replaced by another file"
 
     def close(self) -> None:
         """Flush what is buffered, compact the done ranges and close the file."""

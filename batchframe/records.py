@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from batchframe._logging import FAILURES_LOGGER, flush_run_logs
 from batchframe.failures import NOT_PROCESSED, FailedItem, FailedItems, FailureLog, pickled_item
+from batchframe.journal import file_identity
 
 if TYPE_CHECKING:
     from batchframe.journal import Journal
@@ -42,6 +43,8 @@ class RunRecords:
         self.on_error: Callable[[Exception], None] | None = None
         """Told when a grouped write fails after ``on_failure`` returned (the executor stops the run)."""
         self._flush_scheduled = False
+        self._written = 0
+        self._failed_file: tuple[int, int] | None = None  # failed.jsonl's identity once it exists
 
     @property
     def on_success(self) -> Any:
@@ -69,6 +72,7 @@ class RunRecords:
             self.kept_failures.append(failed)
         if failed.error_type != NOT_PROCESSED:
             _log_failure(failed)
+        self._written += 1
         error: Exception | None = None
         try:
             if self.journal is not None:
@@ -112,6 +116,37 @@ class RunRecords:
         """
         flush_run_logs()
         self.failure_log.flush()
+        self._note_failed_file()
+
+    def _note_failed_file(self) -> None:
+        if self._failed_file is None and self._written:  # a stat per flush only until the file exists
+            self._failed_file = file_identity(self.failure_log.path)
+
+    def lost(self) -> list[str]:
+        """What of the records was deleted or replaced while the run wrote them (``failed.jsonl``, the journal).
+
+        A file deleted under an open handle takes every later write without an error, so a run would
+        say its failures are in ``failed.jsonl`` when they are nowhere. Two ``stat`` calls; never raises.
+        """
+        lost: list[str] = []
+        journal_went = self.journal.lost() if self.journal is not None else None
+        path = self.failure_log.path
+        if path is not None and self._failed_file is not None and file_identity(path) != self._failed_file:
+            kept = (
+                f"; the journal still has them (batchframe runs {path.parent} lists them)"
+                if self.journal is not None and journal_went is None
+                else ""
+            )
+            lost.append(
+                f"{path} was deleted or replaced while the run wrote to it: the {self._written:,} "
+                f"record(s) of items that did not succeed written there are lost{kept}."
+            )
+        if self.journal is not None and journal_went is not None:
+            lost.append(
+                f"The journal {self.journal.path} {journal_went} while the run wrote to it: what it recorded is "
+                "lost, so this run cannot be resumed or retried."
+            )
+        return lost
 
     def close(self) -> None:
         """Write what is buffered and close ``failed.jsonl`` (the spool stays readable until ``discard()``).
@@ -120,7 +155,10 @@ class RunRecords:
             RecordError: the last lines could not be written.
         """
         flush_run_logs()
-        self.failure_log.close()
+        try:
+            self.failure_log.close()
+        finally:
+            self._note_failed_file()
 
     def discard(self) -> None:
         """Delete the spool."""

@@ -40,6 +40,7 @@ from batchframe.progress import LOG_INTERVAL_S
 from batchframe.project import Project, load_project, user_code_failed
 from batchframe.retry import RetryPolicy
 from batchframe.secret import Secret, fingerprint_secret, remember_secret, secret_changed
+from batchframe.source import check_limit
 from batchframe.stats import EarlierParts
 
 if TYPE_CHECKING:
@@ -326,6 +327,7 @@ def run_project(
         UsageError: a bad path, project, config or parameter (nothing ran; exit code 2).
         RunError: the Service or Source could not be built (exit code 1).
     """
+    check_limit(limit)  # before anything is created
     prepared = prepare(path, config=config, params=params, ask_missing=ask_missing)
     started = dt.datetime.now()
     output = Path(output_dir)

@@ -6,12 +6,13 @@ import inspect
 import itertools
 import logging
 import operator
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any, Generic
 
 from batchframe import _types
 from batchframe._types import ItemT
-from batchframe.errors import ProjectError
+from batchframe.errors import ProjectError, UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -256,6 +257,25 @@ class _Rest(itertools.chain):  # type: ignore[type-arg]
 def iter_async_source(source: object) -> AsyncIterator[Any]:
     """Iterate an ``__aiter__``-style source."""
     return source.__aiter__()  # type: ignore[attr-defined,no-any-return]
+
+
+MAX_LIMIT = min(2**63 - 1, sys.maxsize)
+"""The largest ``--limit``: what the journal's INTEGER holds and ``itertools.islice`` takes."""
+
+
+def check_limit(limit: int | None) -> None:
+    """Refuse a ``--limit`` that is not a whole number from 1 to ``MAX_LIMIT``, before anything is created.
+
+    Raises:
+        UsageError: with the bounds.
+    """
+    if limit is None:
+        return
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+        raise UsageError(
+            f"--limit {_text(limit, str)} is out of range: it takes a whole number from 1 to {MAX_LIMIT:,}.",
+            hint="Give a smaller N, or leave --limit out to process every item.",
+        )
 
 
 async def first_async_items(items: AsyncIterator[Any], limit: int) -> AsyncIterator[Any]:

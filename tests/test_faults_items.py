@@ -6,6 +6,7 @@ Each run has a hard timeout: a hang fails the test instead of blocking the suite
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -343,3 +344,128 @@ def test_items_pickled_one_by_one_come_back_one_by_one_around_those_that_cannot(
     assert [item for item, error in loaded if error is None] == [1, big, {"a": [big]}, (2, None)]
     assert [str(error) for _, error in loaded if error is not None] == ["no 1", "no 2", "no 3"]
     assert list(loads_each(dumps_each([]))) == []
+
+
+# ----------------------------------------------------------------------------- --limit and the unread rest
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("dry_run", [False, True], ids=["exec", "dry-run"])
+def test_a_limit_too_large_for_the_journal_is_a_usage_error_before_anything_is_created(
+    tmp_path: Path, dry_run: bool
+) -> None:
+    build_file_tree(tmp_path, {"job.py": YIELDS_COROUTINES.replace("yield fetch(n)", "yield n")})
+    huge = "99999999999999999999999999999"
+    result = batchframe_cli(
+        "exec", "job.py", "--limit", huge, "-d", "out", *(["--dry-run"] if dry_run else []), cwd=tmp_path, timeout=30
+    )
+    assert result.returncode == 2, result.stderr
+    assert f"--limit {huge} is out of range" in result.stderr and "9,223,372,036,854,775,807" in result.stderr
+    assert not (tmp_path / "out").exists()
+    largest = batchframe_cli("exec", "job.py", "--limit", str(2**63 - 1), "-d", "out", cwd=tmp_path, timeout=30)
+    assert largest.returncode == 0, largest.stderr
+
+
+STOPPED_AT_THE_END = """
+import asyncio
+from pathlib import Path
+from batchframe import Service, Source
+
+class Numbers(Source[int]):
+    def __iter__(self):
+        yield from range(5)
+
+class Work(Service[int]):
+    async def process(self, item):
+        Path(f"started-{item}").touch()
+        await asyncio.sleep(0.3)
+"""
+
+
+@pytest.mark.timeout(60)
+def test_a_generator_read_to_its_end_leaves_nothing_unread_when_the_run_is_stopped(tmp_path: Path) -> None:
+    import signal
+
+    from helpers import signal_when_ready
+
+    build_file_tree(tmp_path, {"job.py": STOPPED_AT_THE_END})
+    code, _, stderr = signal_when_ready(
+        "exec",
+        "job.py",
+        "-d",
+        "out",
+        cwd=tmp_path,
+        ready=lambda: all((tmp_path / f"started-{n}").exists() for n in range(5)),
+        signum=signal.SIGTERM,
+    )
+    assert code == 143, stderr
+    assert "not read" not in stderr
+    report = json.loads((only_run_dir(tmp_path / "out") / "summary.json").read_text())
+    assert report["unread"] == 0 and report["warnings"] == []
+
+
+# ---------------------------------------------------------------------- records deleted under a run
+
+HALF_WAITS = """
+import asyncio
+from pathlib import Path
+from batchframe import Service, Source
+
+class Numbers(Source[int]):
+    def __len__(self):
+        return 10
+
+    def __iter__(self):
+        yield from range(10)
+
+class Work(Service[int]):
+    async def process(self, item):
+        while item >= 5 and not Path("go").exists():  # the test deletes a record file meanwhile
+            await asyncio.sleep(0.01)
+        raise ValueError(f"item {item}")
+"""
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("deleted", ["failed.jsonl", "journal.sqlite"])
+def test_a_record_file_deleted_during_the_run_is_reported_and_fails_the_run(tmp_path: Path, deleted: str) -> None:
+    import subprocess
+    import sys
+    import time
+
+    build_file_tree(tmp_path, {"job.py": HALF_WAITS})
+    run = subprocess.Popen(
+        [str(Path(sys.executable).parent / "batchframe"), "exec", "job.py", "-d", "out"],
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1"},
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not list((tmp_path / "out").glob("*/failed.jsonl")):  # the first failures are written
+            assert run.poll() is None and time.monotonic() < deadline, run.communicate()
+            time.sleep(0.005)
+        run_dir = only_run_dir(tmp_path / "out")
+        (run_dir / deleted).unlink()
+        (tmp_path / "go").touch()
+        _, stderr = run.communicate(timeout=30)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.communicate()
+    assert run.returncode == 1, stderr
+    assert f"{deleted} was deleted" in " ".join(stderr.split())  # the console says it (lines may wrap)
+    report = json.loads((run_dir / "summary.json").read_text())
+    assert report["exit_code"] == 1
+    assert any(f"{deleted} was deleted" in problem for problem in report["problems"])
+
+
+@pytest.mark.timeout(60)
+def test_a_run_whose_records_are_intact_reports_no_loss(tmp_path: Path) -> None:
+    build_file_tree(tmp_path, {"job.py": HALF_WAITS.replace("item >= 5", "False")})
+    result = batchframe_cli("exec", "job.py", "-d", "out", cwd=tmp_path, timeout=30)
+    assert result.returncode == 3, result.stderr
+    assert json.loads((only_run_dir(tmp_path / "out") / "summary.json").read_text())["problems"] == []
