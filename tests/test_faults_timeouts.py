@@ -232,3 +232,65 @@ def test_a_coroutine_returned_by_a_plain_process_is_awaited_on_the_services_loop
     records = read_jsonl(run_dir / "failed.jsonl")
     assert [(r["item"], r["error_type"], r["message"]) for r in records] == [(1, "ValueError", "bad one")]
     assert json.loads((run_dir / "summary.json").read_text())["succeeded"] == 2
+
+
+# ------------------------------------------------------------------ point 16: items changed by process
+
+MUTATES_ITS_ITEM = """
+from batchframe import Service, Source
+
+class Items(Source[dict]):
+    def __iter__(self):
+        return iter([{"n": n, "tags": []} for n in range(3)])
+
+class Work(Service[dict]):
+    exceptions_to_retry_for = {ValueError}
+
+    {definition} process(self, item):
+        if "touched" in item or item["tags"]:
+            raise RuntimeError(f"got the item as its last attempt left it: {item!r}")
+        item["touched"] = True
+        item["tags"].append("seen")
+        if item["n"] == 1:
+            raise ValueError("retry me")
+"""
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize(
+    ("backend", "definition"),
+    [
+        ("asyncio", "async def"),
+        ("asyncio", "def"),
+        ("threads", "async def"),
+        ("threads", "def"),
+        ("processes", "def"),
+        ("dask", "def"),
+    ],
+)
+def test_an_item_changed_by_process_is_retried_and_recorded_as_read(
+    tmp_path: Path, backend: str, definition: str
+) -> None:
+    job = MUTATES_ITS_ITEM.replace("{definition}", definition)
+    code, stderr, run_dir = _exec(tmp_path, job, f"executor={backend}", timeout=150)
+    assert code == 3, stderr
+    assert run_dir is not None
+    records = read_jsonl(run_dir / "failed.jsonl")
+    assert [(r["item"], r["error_type"], r["attempts"]) for r in records] == [({"n": 1, "tags": []}, "ValueError", 4)]
+
+
+def test_as_read_copies_only_what_can_change() -> None:
+    import threading
+
+    from batchframe.backends.local import as_read
+
+    for value in (3, "text", b"raw", None, 2.5, Path("a/b"), (1, "x"), frozenset({1, 2})):
+        assert as_read(value) is value
+    nested = {"a": [1, {"b": [2]}], "t": ([],)}
+    copied = as_read(nested)
+    assert copied == nested and copied is not nested and copied["a"][1] is not nested["a"][1]
+    assert copied["t"][0] is not nested["t"][0]  # a tuple holding a list is copied too
+    with_lambda = {"f": lambda: 1, "l": [1]}  # pickle refuses it: deepcopy
+    assert as_read(with_lambda)["l"] is not with_lambda["l"]
+    lock = threading.Lock()
+    assert as_read(lock) is lock  # cannot be copied: given as itself

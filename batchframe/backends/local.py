@@ -14,14 +14,21 @@ back end keeps a reference to such a task (asyncio would destroy it pending).
 
 Async code of the Service (``process`` and the hooks) runs on one loop: the driver's with
 ``asyncio``; with ``threads``, the run's ``ServiceLoop``, which the pool's threads wait on.
+
+Each attempt gets a copy of its item (``as_read``), as a worker process gets it pickled: what
+``process`` changes in an item never reaches its retry or its failure record.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
+import datetime
 import inspect
 import logging
+import pathlib
+import pickle
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -33,6 +40,15 @@ from batchframe.backends._threads import Threads
 from batchframe.backends._worker import describe, traceback_text
 
 logger = logging.getLogger(__name__)
+
+IMMUTABLE_TYPES: frozenset[type] = frozenset(
+    {
+        type(None), bool, int, float, complex, str, bytes, range,
+        pathlib.PurePosixPath, pathlib.PureWindowsPath, pathlib.PosixPath, pathlib.WindowsPath,
+        datetime.date, datetime.datetime, datetime.time, datetime.timedelta,
+    }
+)  # fmt: skip
+"""Items of these exact types cannot change: ``process`` gets them as they are, with no copy."""
 
 CANCEL_GRACE_S = 0.1
 """How long a timed-out async attempt may take to end once cancelled (a ``finally`` that closes a response)
@@ -86,6 +102,10 @@ class LocalBackend:
                 hint="Fix on_worker_start (its traceback follows); no item was processed.",
                 user_traceback=traceback_text(exc),
             ) from None
+        return _given_copies(self._item_call())
+
+    def _item_call(self) -> ItemCall:
+        """``process`` where it runs (the loop, a thread, the Service's loop), under the time limit if any."""
         process = self.service.process
         timeout_s = self.item_timeout_s
         is_async = inspect.iscoroutinefunction(process)
@@ -147,6 +167,40 @@ class LocalBackend:
             await self.service_loop.run_async(result)
         else:
             uncarried(await carrying(result))
+
+
+def _given_copies(call: ItemCall) -> ItemCall:
+    """``call`` given each item as read: a copy of its own per attempt, unless it cannot change.
+
+    What ``process`` changes in an item then never reaches its retry or its failure record, as with
+    ``processes`` and ``dask``, whose workers get the item pickled. A plain function, not a
+    coroutine: an item that needs no copy (an int, a str, a path) costs one type lookup.
+    """
+    immutable = IMMUTABLE_TYPES
+
+    def call_as_read(item: Any) -> Awaitable[Any]:
+        return call(item if type(item) in immutable else as_read(item))
+
+    return call_as_read
+
+
+def as_read(item: Any) -> Any:
+    """``item`` itself if it cannot change, else a deep copy (pickled and unpickled, as a worker gets it).
+
+    An item that pickle cannot copy is copied with ``copy.deepcopy`` (a dict holding a lambda); one
+    that cannot be copied at all (a lock, an open file, a generator) is given as itself. Never raises.
+    """
+    kind = type(item)
+    if kind in IMMUTABLE_TYPES or (kind in (tuple, frozenset) and all(type(x) in IMMUTABLE_TYPES for x in item)):
+        return item
+    try:
+        return pickle.loads(pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL))
+    except Exception:
+        pass
+    try:
+        return copy.deepcopy(item)
+    except Exception:
+        return item
 
 
 def _on_loop_with_timeout(
