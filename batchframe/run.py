@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from batchframe._compat import fold_alias_assignments, fold_alias_specs, setting, sync_aliases
+from batchframe._config_values import check_config_values
 from batchframe._execution import RunPlan, RunResult, execute
 from batchframe._live import read_status
 from batchframe._logging import FILE_ONLY, run_logging
@@ -181,7 +182,7 @@ def prepare(
     for value in values.values():
         if isinstance(value, Secret):
             remember_secret(value)
-    config_obj = _make_config(project, values)
+    config_obj = _make_config(project, values, specs)
     settings = settings_from_config(config_obj)
     return PreparedRun(project, specs, values, config_obj, settings, given, config, sources)
 
@@ -227,7 +228,9 @@ def param_text(value: Any) -> str:
     return "none" if value is None else str(value)
 
 
-def _make_config(project: Project, values: Mapping[str, Any]) -> Configuration:
+def _make_config(
+    project: Project, values: Mapping[str, Any], specs: Mapping[str, ParamSpec] | None = None
+) -> Configuration:
     try:
         config = make_config(project.config_cls, values)
     except Exception as exc:
@@ -238,6 +241,10 @@ def _make_config(project: Project, values: Mapping[str, Any]) -> Configuration:
         ) from exc
     if not isinstance(config, Configuration):
         raise UsageError(f"{project.config_cls.__qualname__} is not a batchframe Configuration.")
+    # A config class's own value of the wrong type ("false" for a bool) is refused, not taken as it is.
+    # A required value not given yet (the UI checks a form before the server's environment adds it) is not.
+    known = collect_specs(project) if specs is None else specs
+    check_config_values(config, {name: spec for name, spec in known.items() if name in values or not spec.required})
     sync_aliases(config)
     return config
 

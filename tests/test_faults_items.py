@@ -5,12 +5,25 @@ Each run has a hard timeout: a hang fails the test instead of blocking the suite
 
 from __future__ import annotations
 
+import enum
 import json
 import os
 from pathlib import Path
+from typing import Any, Literal, NewType, TypeVar
 
 import pytest
 from helpers import batchframe_cli, build_file_tree, only_run_dir, read_jsonl
+
+from batchframe import Secret
+from batchframe._log_levels import LogLevels
+
+
+class Color(enum.Enum):
+    RED = 1
+
+
+UserId = NewType("UserId", int)
+ItemT = TypeVar("ItemT")
 
 WORK = """
 class Work(Service[object]):
@@ -469,3 +482,120 @@ def test_a_run_whose_records_are_intact_reports_no_loss(tmp_path: Path) -> None:
     result = batchframe_cli("exec", "job.py", "-d", "out", cwd=tmp_path, timeout=30)
     assert result.returncode == 3, result.stderr
     assert json.loads((only_run_dir(tmp_path / "out") / "summary.json").read_text())["problems"] == []
+
+
+# ------------------------------------------------------------------------- config values of the wrong type
+
+CONFIG_JOB = """
+from batchframe import Service, Source
+
+class Numbers(Source[int]):
+    def __iter__(self):
+        return iter(range(3))
+
+class Work(Service[int]):
+    def process(self, item):
+        pass
+"""
+
+
+def config_module(body: str, base: str = "Configuration") -> str:
+    header = "from dataclasses import dataclass\nfrom pathlib import Path\n"
+    header += "from batchframe import BatchframeParam, Configuration\n\n"
+    return header + f"@dataclass\nclass Prod({base}):\n" + "".join(f"    {line}\n" for line in body.splitlines())
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("dry_run", [False, True], ids=["exec", "dry-run"])
+@pytest.mark.parametrize(
+    ("assignment", "expected"),
+    [
+        ("journal = 'false'", "bool"),
+        ("max_retries = '2'", "int"),
+        ("item_timeout_sec = '30'", "float | None"),
+        ("retry_delays_sec = '1,2'", "list[float] | None"),
+        ("concurrency = '4'", "int"),
+        ("queue_size = 2.5", "int | None"),
+        ("retry_backoff_sec = '1'", "float"),
+        ("max_per_second = '5'", "float | None"),
+        ("retry_delays_sec = [1, 'x']", "list[float] | None"),
+        ("max_retries = True", "int"),
+        ("max_retries = None", "int"),
+        ("executor = 'thread'", "one of 'asyncio'"),
+        ("out: BatchframeParam[Path] = 'data'", "Path"),
+    ],
+)
+def test_a_config_class_value_of_the_wrong_type_is_a_config_error(
+    tmp_path: Path, assignment: str, expected: str, dry_run: bool
+) -> None:
+    build_file_tree(tmp_path, {"job.py": CONFIG_JOB, "config/prod.py": config_module(assignment)})
+    args = ["exec", "job.py", "-c", "prod", "-d", "out", *(["--dry-run"] if dry_run else [])]
+    result = batchframe_cli(*args, cwd=tmp_path, timeout=30)
+    assert result.returncode == 2, result.stderr
+    name, _, value = assignment.partition(" = ")
+    field = name.split(":")[0]
+    message = " ".join(result.stderr.split())
+    assert "Config error: The configuration Prod sets 1 field to a value of the wrong type" in message
+    assert f"Prod.{field} = {value}" in message and f"expected {expected}" in message, message
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.timeout(60)
+def test_a_wrong_value_set_by_a_base_config_class_names_that_class(tmp_path: Path) -> None:
+    base = config_module('max_retries = "2"').replace("class Prod(", "class Base(")
+    build_file_tree(tmp_path, {"job.py": CONFIG_JOB, "config/prod.py": base + config_module("concurrency = 2", "Base")})
+    result = batchframe_cli("exec", "job.py", "-c", "prod", "--dry-run", cwd=tmp_path, timeout=30)
+    assert result.returncode == 2, result.stderr
+    assert "The configuration Prod sets 1 field" in result.stderr and "Base.max_retries = '2'" in result.stderr
+
+
+@pytest.mark.timeout(60)
+def test_config_class_values_of_their_type_and_its_documented_forms_run(tmp_path: Path) -> None:
+    body = "\n".join(
+        [
+            "retry_backoff_sec = 1",  # an int is a float
+            "retry_delays_sec = [1, 2.5]",
+            "journal = False",
+            "queue_size = None",
+            "log_levels = 'httpx:WARNING'",  # documented: text, parsed later
+            "out: BatchframeParam[Path] = Path('data')",
+            "region: BatchframeParam[str] = None",  # the user's own field: None is "not set" (implicit Optional)
+        ]
+    )
+    build_file_tree(tmp_path, {"job.py": CONFIG_JOB, "config/prod.py": config_module(body)})
+    result = batchframe_cli("exec", "job.py", "-c", "prod", "-d", "out", cwd=tmp_path, timeout=30)
+    assert result.returncode == 0, result.stderr
+    overridden = batchframe_cli(
+        "exec", "job.py", "-c", "prod", "-p", "journal=true", "--dry-run", cwd=tmp_path, timeout=30
+    )
+    assert overridden.returncode == 0, overridden.stderr
+
+
+@pytest.mark.parametrize(
+    ("annotation", "good", "bad"),
+    [
+        ("int", [0, 2**70], [True, 1.0, "1"]),
+        ("float", [1, 1.5, float("inf")], [False, "1.5", None]),
+        ("bool", [True, False], ["false", 0]),
+        ("str | None", ["x", None], [b"x", 1]),
+        ("list[float]", [[], [1, 2.5]], [(1.0,), ["1"], "1,2"]),
+        ("tuple[int, ...]", [(), (1, 2)], [[1], (1, "2")]),
+        ("tuple[int, str]", [(1, "a")], [(1, 2), (1,)]),
+        ("dict[str, int]", [{}, {"a": 1}], [{"a": "1"}, {1: 1}]),
+        ("Literal['a', 1]", ["a", 1], ["b", True, 1.0]),
+        ("Color", [Color.RED], ["RED", 1]),
+        ("Path", [Path("x")], ["x"]),
+        ("Secret", [Secret("s")], ["s"]),
+        ("UserId", [3], ["3"]),
+        ("ItemT", [object(), "anything"], []),
+        ("Any", [None, 1], []),
+        ("LogLevels | None", [LogLevels("httpx:INFO"), "httpx:INFO", {"httpx": 20}, None], [20]),
+    ],
+)
+def test_value_matches_its_annotation(annotation: str, good: list[object], bad: list[object]) -> None:
+    from batchframe._config_values import value_matches
+
+    hint = eval(annotation, {**globals(), "Literal": Literal, "Any": Any})  # the test table's type texts
+    assert all(value_matches(hint, value) for value in good), annotation
+    assert not any(value_matches(hint, value) for value in bad), annotation
