@@ -162,7 +162,8 @@ def test_an_unknown_executor_set_in_a_config_class(job: Path) -> None:
     )
     result = batchframe_cli("exec", "job.py", "-p", f"state_dir={job / 'state'}", cwd=job)
     assert result.returncode == 2
-    assert "Unknown executor 'gpu'. Valid executors: asyncio, threads, processes, dask" in result.stderr
+    # The config check names the field, the value and the valid executors.
+    assert "Conf.executor = 'gpu' (str), expected one of 'asyncio', 'threads', 'processes', 'dask'" in result.stderr
 
 
 def test_a_scheduler_that_does_not_answer(job: Path) -> None:
