@@ -1,0 +1,65 @@
+"""One odd run folder never breaks the listing: ``runs``, ``runs RUN_DIR`` and the UI's runs page show the rest."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import SIMPLE_PROJECT, batchframe_cli
+
+from batchframe.journal import Journal
+
+
+def _two_runs(make_project: Any, tmp_path: Path) -> tuple[Path, Path]:
+    project = make_project({"job.py": SIMPLE_PROJECT})
+    out = tmp_path / "out"
+    for _ in range(2):
+        assert batchframe_cli("exec", "job.py", "-d", out, cwd=project).returncode == 0
+    first, second = sorted(out.iterdir())
+    return first, second
+
+
+def _spoil_summary(run_dir: Path) -> None:
+    summary = json.loads((run_dir / "summary.json").read_text())
+    summary["run"] = "x"
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+
+
+def _spoil_journal(run_dir: Path) -> None:
+    journal = Journal.open(run_dir)
+    try:
+        journal.set_meta(started_at="not a time")
+    finally:
+        journal.close()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("spoil", [_spoil_summary, _spoil_journal])
+def test_an_odd_run_is_listed_with_the_others(make_project: Any, tmp_path: Path, spoil: Any) -> None:
+    odd, fine = _two_runs(make_project, tmp_path)
+    spoil(odd)
+    listing = batchframe_cli("runs", "-d", tmp_path / "out", cwd=tmp_path)
+    assert listing.returncode == 0, listing.stderr
+    assert odd.name in listing.stdout and fine.name in listing.stdout
+    assert "Traceback" not in listing.stdout + listing.stderr
+    detail = batchframe_cli("runs", odd, cwd=tmp_path)
+    assert detail.returncode == 0, detail.stderr
+    assert "Traceback" not in detail.stdout + detail.stderr
+
+    import warnings
+
+    with warnings.catch_warnings():  # as in test_ui_routes: Starlette's TestClient runs on httpx alike
+        warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+        from starlette.testclient import TestClient
+
+    from batchframe.ui.app import UISettings, create_app
+
+    settings = UISettings(output_dir=tmp_path / "out", project=None, config=None, token="t" * 40, workdir=tmp_path)
+    with TestClient(create_app(settings), base_url="http://127.0.0.1:8765", follow_redirects=False) as client:
+        assert client.get(f"/?token={'t' * 40}").status_code == 303
+        page = client.get("/runs")
+        assert page.status_code == 200
+        assert odd.name in page.text and fine.name in page.text
+        assert client.get(f"/runs/{odd.name}").status_code == 200
