@@ -41,6 +41,27 @@ def console(*, stderr: bool = False) -> Console:
     return existing
 
 
+def restore_std_streams() -> bool:
+    """Give ``sys.stdout``/``sys.stderr`` back when user code closed them (``sys.stdout.close()`` in ``process``).
+
+    Python's standard streams do not own their file descriptors, so 1 and 2 are still open: new
+    streams on them let the run print its summary. Returns whether one was restored.
+    """
+    restored = False
+    for name, fd in (("stdout", 1), ("stderr", 2)):
+        stream = getattr(sys, name)
+        if stream is not None and not getattr(stream, "closed", False):
+            continue
+        try:
+            os.fstat(fd)
+            setattr(sys, name, open(fd, "w", buffering=1, closefd=False, errors="backslashreplace"))  # noqa: SIM115
+        except OSError:
+            continue
+        _consoles.pop("out" if fd == 1 else "err", None)
+        restored = True
+    return restored
+
+
 def _quiet_on_broken_pipe(console_cls: type[Console]) -> type[Console]:
     class PipeTolerantConsole(console_cls):  # type: ignore[valid-type,misc]
         """A console that goes quiet when its pipe closes (``| head``; ``| tee`` and Ctrl-C).

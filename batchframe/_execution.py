@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from batchframe import summary
-from batchframe._console import console
+from batchframe._console import console, restore_std_streams
 from batchframe._live import RunLink
 from batchframe._logging import FILE_ONLY
 from batchframe._types import Finishes, PersistsFailed
@@ -113,6 +113,7 @@ class RunPlan:
         limit: process only the first this many items of the Source (``exec --limit``; a resume
             keeps it); None: all. A retry's replayed items are not limited.
         earlier: what the earlier parts of a resumed run counted (shown with this part's counts).
+        shown_dir: ``run_dir`` as given, for messages (``run_dir`` and ``output_dir`` are made absolute).
     """
 
     run_dir: Path
@@ -128,6 +129,14 @@ class RunPlan:
     keep: bool = False
     limit: int | None = None
     earlier: EarlierParts | None = None
+    shown_dir: Path = field(init=False)
+    """The run folder as the user named it (relative, say), for messages; ``run_dir`` itself is absolute."""
+
+    def __post_init__(self) -> None:
+        # Every path a run keeps is absolute: user code may os.chdir() while the run writes its files.
+        self.shown_dir = self.run_dir
+        self.run_dir = self.run_dir.absolute()
+        self.output_dir = self.output_dir.absolute()
 
 
 class _Replay(Source[Any]):
@@ -168,7 +177,7 @@ def execute(prepared: Buildable, plan: RunPlan, journal: Journal | None) -> RunR
             _failed_to_start(plan, journal, error)
             raise
         if not plan.quiet:
-            logger.info("Run folder: %s", plan.run_dir)
+            logger.info("Run folder: %s", plan.shown_dir)
         supervisor = Supervisor(
             executor,
             progress=_progress(executor.stats, plan),
@@ -365,12 +374,14 @@ def _end(
     report = summary.as_dict(
         executor, exit_code=exit_code, problems=problems, warnings=notes, totals=totals, meta=plan.meta
     )
+    if restore_std_streams():
+        logger.warning("The run's code closed sys.stdout or sys.stderr; batchframe opened them again for its summary.")
     if not plan.quiet:
         summary.write_json(plan.run_dir, report)
         if supervisor.link is not None:
             supervisor.link.finish(report["outcome"], exit_code)
         logger.info("%s", summary.end_line(report), extra=FILE_ONLY)
-        summary.show(report, run_dir=plan.run_dir)
+        summary.show(report, run_dir=plan.shown_dir)
     _close_source(executor)
     kept = records.kept_failures or []
     return RunResult(

@@ -253,7 +253,7 @@ class _PlainHandler(logging.StreamHandler):  # type: ignore[type-arg]
             super().emit(record)
 
     def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
-        if isinstance(sys.exc_info()[1], OSError):
+        if isinstance(sys.exc_info()[1], (OSError, ValueError)):  # a closed pipe; a stream user code closed
             self.console.quiet = True  # like every other output of the run, from now on
             with contextlib.suppress(SystemExit):  # the shared console's never exits; a plain rich one would
                 self.console.on_broken_pipe()

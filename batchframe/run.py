@@ -447,6 +447,8 @@ def resume_run(
         JournalError: no journal, a damaged one, a newer format, or another process holds it.
         UsageError: the project's parameters or configuration changed since the run started.
     """
+    if Path(run_dir).exists():  # absolute: user code may os.chdir() while the run writes (a bad path keeps its hint)
+        run_dir = Path(run_dir).absolute()
     refuse_symlinks(run_dir)
     journal = Journal.open(run_dir)
     meta = journal.meta()
@@ -518,6 +520,8 @@ def retry_run(
         AlreadyFinished: every item of that run succeeded.
         JournalError: no usable journal in ``run_dir``, or failed items that could not be stored.
     """
+    if Path(run_dir).exists():  # absolute: user code may os.chdir() while the run writes (a bad path keeps its hint)
+        run_dir = Path(run_dir).absolute()
     refuse_symlinks(run_dir)
     _check_finished(run_dir)
     meta, payloads = _unfinished_payloads(run_dir)

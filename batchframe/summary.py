@@ -137,7 +137,7 @@ def show(report: Mapping[str, Any], *, run_dir: Path) -> None:
         for warning in [*report["problems"], *report["warnings"]]:
             print_line(f"Warning: {warning}", stderr=True, style="yellow", prose=True)
         print_line(f"Run folder: {run_dir}", stderr=True)
-    except OSError:  # stderr is a closed pipe (| tee, then Ctrl-C): the records are written already
+    except (OSError, ValueError):  # a closed pipe (| tee, then Ctrl-C), a closed stream: the records are written
         pass
 
 

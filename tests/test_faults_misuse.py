@@ -1,0 +1,65 @@
+"""User code that changes the process under the run: ``os.chdir``, closed standard streams. The records stand."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import batchframe_cli, only_run_dir, read_jsonl
+
+SOURCE = """
+import os, sys
+from batchframe import Service, Source
+class Numbers(Source[int]):
+    def __len__(self):
+        return 20
+    def __iter__(self):
+        return iter(range(20))
+"""
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("executor", ["asyncio", "threads"])
+def test_os_chdir_in_process_leaves_every_record_in_the_run_folder(
+    make_project: Any, tmp_path: Path, executor: str
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    job = SOURCE + f"""
+class Work(Service[int]):
+    def process(self, item):
+        os.chdir({str(elsewhere)!r})
+        if item == 3:
+            raise ValueError("three")
+"""
+    project = make_project({"job.py": job})
+    result = batchframe_cli("exec", "job.py", "-p", f"executor={executor}", cwd=project)
+    assert result.returncode == 3, result.stderr
+    run_dir = only_run_dir(project / "batchframe_outputs")
+    assert [record["item"] for record in read_jsonl(run_dir / "failed.jsonl")] == [3]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert (summary["succeeded"], summary["failed"], summary["problems"]) == (19, 1, [])
+    assert "deleted" not in result.stderr
+    assert not (elsewhere / "batchframe_outputs").exists()
+
+
+@pytest.mark.timeout(60)
+def test_closing_stdout_and_stderr_in_process_does_not_abort_the_run(make_project: Any) -> None:
+    job = SOURCE + """
+class Work(Service[int]):
+    def process(self, item):
+        if item == 3:
+            sys.stdout.close()
+            sys.stderr.close()
+        if item == 5:
+            raise ValueError("five")
+"""
+    project = make_project({"job.py": job})
+    result = batchframe_cli("exec", "job.py", cwd=project)
+    assert result.returncode == 3, result.stderr
+    summary = json.loads((only_run_dir(project / "batchframe_outputs") / "summary.json").read_text())
+    assert (summary["succeeded"], summary["failed"]) == (19, 1)
+    assert "batchframe run completed with failures" in result.stderr  # the summary reaches the console again
+    assert "lost sys.stderr" not in result.stderr
