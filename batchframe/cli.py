@@ -19,6 +19,7 @@ from batchframe._completion import complete_config, complete_param
 from batchframe._help import Command, Group
 
 if TYPE_CHECKING:
+    from batchframe.errors import UsageError
     from batchframe.run import AskMissing
 
 app = typer.Typer(
@@ -153,8 +154,30 @@ def _errors_as_exit_codes(verbosity: int = 0) -> Iterator[None]:
             raise  # typer's Exit and Abort, click's usage errors: typer reports them itself
         from batchframe._console import print_error
 
+        bad_path = _bad_path_error(exc)
+        if bad_path is not None:
+            print_error(bad_path, show_traceback=verbosity >= 2)
+            raise typer.Exit(bad_path.exit_code) from None
+
         print_error(InternalError.from_exception(exc), show_traceback=verbosity >= 2)
         raise typer.Exit(InternalError.exit_code) from None
+
+
+def _bad_path_error(exc: Exception) -> UsageError | None:
+    """A path on the command line the system refuses (a name over 255 characters, a symlink loop), as a usage error."""
+    import errno
+
+    from batchframe.errors import UsageError
+
+    if isinstance(exc, OSError) and exc.errno in (errno.ENAMETOOLONG, errno.ELOOP):
+        too_long = exc.errno == errno.ENAMETOOLONG
+        why = "a part of it is longer than a file name may be (255 characters)" if too_long else "its links form a loop"
+        path = exc.filename if exc.filename is not None else "a path given"
+        hint = "Give a path whose every part is shorter." if too_long else "Give a path without the loop."
+        return UsageError(f"The path {path} cannot be used: {why}.", hint=hint)
+    if isinstance(exc, RuntimeError) and str(exc).startswith("Symlink loop from"):  # pathlib's resolve()
+        return UsageError(f"{exc}: its symbolic links form a loop.", hint="Give a path without the loop.")
+    return None
 
 
 def _is_click_control(exc: Exception) -> bool:

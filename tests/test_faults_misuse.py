@@ -63,3 +63,25 @@ class Work(Service[int]):
     assert (summary["succeeded"], summary["failed"]) == (19, 1)
     assert "batchframe run completed with failures" in result.stderr  # the summary reaches the console again
     assert "lost sys.stderr" not in result.stderr
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["exec", "LONG"],
+        ["exec", "job.py", "-d", "LONG"],
+        ["runs", "-d", "LONG"],
+        ["resume", "LONG"],
+        ["exec", "loop1"],
+    ],
+)
+def test_a_path_the_system_refuses_is_a_usage_error_with_a_panel(make_project: Any, args: list[str]) -> None:
+    project = make_project({"job.py": SOURCE + "\nclass Work(Service[int]):\n    def process(self, item):\n        pass\n"})
+    (project / "loop1").symlink_to(project / "loop2")
+    (project / "loop2").symlink_to(project / "loop1")
+    result = batchframe_cli(*[("x" * 300 if arg == "LONG" else arg) for arg in args], cwd=project)
+    assert result.returncode == 2, result.stderr
+    assert "Usage error:" in result.stderr and "Traceback" not in result.stderr
+    assert "255 characters" in result.stderr or "loop" in result.stderr
+    assert not (project / "batchframe_outputs").exists()
