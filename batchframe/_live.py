@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from batchframe._files import read_regular_text
 from batchframe.errors import UsageError
 from batchframe.stats import Stats
 
@@ -97,7 +98,7 @@ class RunNotLiveError(UsageError):
 def read_status(run_dir: Path) -> RunStatus | None:
     """The run's status, or None when it has none (an older version's run, or one that never started)."""
     try:
-        data = json.loads((run_dir / STATUS_NAME).read_text(encoding="utf-8"))
+        data = json.loads(read_regular_text(run_dir / STATUS_NAME))
         names = {f.name for f in dataclasses.fields(RunStatus)}
         status = RunStatus(**{key: value for key, value in data.items() if key in names})
     except (OSError, ValueError, TypeError):
@@ -268,7 +269,7 @@ class RunLink:
 
     def _read_control(self) -> tuple[int, str]:
         try:
-            data = json.loads((self.run_dir / CONTROL_NAME).read_text(encoding="utf-8"))
+            data = json.loads(read_regular_text(self.run_dir / CONTROL_NAME))
             return int(data["seq"]), str(data["command"])
         except (OSError, ValueError, TypeError, KeyError):
             return 0, ""

@@ -12,6 +12,7 @@ from typing import Any
 
 from batchframe._console import Col, print_line, print_table
 from batchframe._execution import FAILED_TO_START
+from batchframe._files import read_regular_text
 from batchframe._live import read_status
 from batchframe.failures import NOT_PROCESSED
 from batchframe.journal import JOURNAL_NAME, Journal, JournalError
@@ -160,7 +161,7 @@ def read_summary(folder: Path) -> tuple[dict[str, Any] | None, str]:
         or cannot be opened.
     """
     try:
-        text = (folder / SUMMARY_NAME).read_text(encoding="utf-8")
+        text = read_regular_text(folder / SUMMARY_NAME)
     except (FileNotFoundError, NotADirectoryError):
         return None, ""
     except (OSError, ValueError) as exc:  # no permission, a folder; bytes that are not UTF-8

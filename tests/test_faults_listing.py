@@ -63,3 +63,32 @@ def test_an_odd_run_is_listed_with_the_others(make_project: Any, tmp_path: Path,
         assert page.status_code == 200
         assert odd.name in page.text and fine.name in page.text
         assert client.get(f"/runs/{odd.name}").status_code == 200
+
+
+@pytest.mark.timeout(60)
+def test_fifos_named_like_run_files_block_no_reader(make_project: Any, tmp_path: Path) -> None:
+    import os
+
+    odd, fine = _two_runs(make_project, tmp_path)
+    for name in ("summary.json", "status.json", "logs.txt", "failed.jsonl"):
+        (odd / name).unlink(missing_ok=True)
+        os.mkfifo(odd / name)
+    listing = batchframe_cli("runs", "-d", tmp_path / "out", cwd=tmp_path, timeout=20)
+    assert listing.returncode == 0, listing.stderr
+    assert odd.name in listing.stdout and fine.name in listing.stdout
+    assert "not a regular file" in listing.stdout + listing.stderr
+    assert batchframe_cli("runs", odd, cwd=tmp_path, timeout=20).returncode == 0
+
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+        from starlette.testclient import TestClient
+
+    from batchframe.ui.app import UISettings, create_app
+
+    settings = UISettings(output_dir=tmp_path / "out", project=None, config=None, token="t" * 40, workdir=tmp_path)
+    with TestClient(create_app(settings), base_url="http://127.0.0.1:8765", follow_redirects=False) as client:
+        assert client.get(f"/?token={'t' * 40}").status_code == 303
+        assert odd.name in client.get("/runs").text
+        assert client.get(f"/runs/{odd.name}").status_code == 200

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from batchframe._execution import FAILED_TO_START
+from batchframe._files import open_regular
 from batchframe._live import STATUS_NAME, RunStatus, read_status
 from batchframe.history import RunInfo, list_runs, read_run, read_summary, summary_view
 from batchframe.journal import JOURNAL_NAME, JournalError
@@ -344,7 +345,7 @@ def failure_counts(status: RunStatus | None, info: RunInfo | None) -> dict[str, 
 def log_tail(folder: Path, *, lines: int = LOG_LINES, max_bytes: int = LOG_BYTES) -> str:
     """The last ``lines`` lines of the run's ``logs.txt``, reading at most ``max_bytes`` from its end."""
     try:
-        with (folder / LOG_NAME).open("rb") as log:
+        with open_regular(folder / LOG_NAME) as log:
             size = log.seek(0, os.SEEK_END)
             start = max(0, size - max_bytes)
             log.seek(start)
@@ -398,7 +399,7 @@ def failure_groups(
     rows: dict[str, list[FailedRow]] = {}
     seen: dict[str, int] = {}
     wanted = {name for name, count in counts.items() if count > 0}
-    with contextlib.suppress(OSError), (folder / FAILED_NAME).open("rb") as lines:
+    with contextlib.suppress(OSError), open_regular(folder / FAILED_NAME) as lines:
         read = 0
         for raw in lines:
             read += len(raw)
