@@ -60,6 +60,8 @@ class RunStatus:
         updated_at: when the status was written (seconds since the epoch).
         outcome: how it ended (completed, stopped, fatal), once finished.
         launch_id: the ``BATCHFRAME_LAUNCH_ID`` of the process running it (set by ``batchframe ui``).
+        pid_started: when that process started (``/proc``'s clock ticks since boot), so a process that
+            got the same PID later is not taken for it; None where there is no ``/proc``.
     """
 
     state: str
@@ -84,6 +86,7 @@ class RunStatus:
     retries: int | None = None
     rate_limited: int | None = None
     cooldown_total_s: float | None = None
+    pid_started: str | None = None
 
     @property
     def live(self) -> bool:
@@ -103,7 +106,7 @@ def read_status(run_dir: Path) -> RunStatus | None:
         status = RunStatus(**{key: value for key, value in data.items() if key in names})
     except (OSError, ValueError, TypeError):
         return None
-    if status.live and not _alive(status.pid):
+    if status.live and not _alive(status.pid, status.pid_started):
         return dataclasses.replace(status, state=KILLED)
     return status
 
@@ -127,8 +130,11 @@ def send_control(run_dir: Path, command: Command) -> None:
     _write_json(run_dir / CONTROL_NAME, {"seq": time.time_ns(), "command": command})
 
 
-def _alive(pid: int) -> bool:
+def _alive(pid: int, started: str | None = None) -> bool:
+    """Whether ``pid`` runs and is the process that started at ``started`` (when known): a reused PID is not."""
     if pid <= 0:
+        return False
+    if started is not None and process_started(pid) not in (started, None):
         return False
     try:
         os.kill(pid, 0)
@@ -139,6 +145,15 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return not _zombie(pid)
+
+
+def process_started(pid: int) -> str | None:
+    """When ``pid`` started, in clock ticks since boot (``/proc/PID/stat`` field 22); None without ``/proc``."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return fields[19] if len(fields) > 19 else None  # fields[0] is field 3 (the state)
 
 
 def _zombie(pid: int) -> bool:
@@ -184,6 +199,7 @@ class RunLink:
         self._last_seq = self._control_seq()  # a command left by an earlier part of the run is not ours
         self._control_mtime: int | None = None
         self._launch_id = os.environ.get(LAUNCH_ID_ENV) or None
+        self._pid_started = process_started(os.getpid())
         self._failed = False
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -227,6 +243,7 @@ class RunLink:
             outcome=outcome,
             exit_code=exit_code,
             launch_id=self._launch_id,
+            pid_started=self._pid_started,
             failures_by_type=stats.whole_failures_by_type,
             retries=stats.whole_retries,
             rate_limited=stats.whole_rate_limited,

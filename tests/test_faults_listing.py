@@ -92,3 +92,27 @@ def test_fifos_named_like_run_files_block_no_reader(make_project: Any, tmp_path:
         assert client.get(f"/?token={'t' * 40}").status_code == 303
         assert odd.name in client.get("/runs").text
         assert client.get(f"/runs/{odd.name}").status_code == 200
+
+
+def test_a_killed_run_whose_pid_was_reused_is_not_running(tmp_path: Path) -> None:
+    import dataclasses
+    import os
+
+    from batchframe._live import RunStatus, process_started, read_status
+
+    folder = tmp_path / "2026-01-01T00-00-00"
+    folder.mkdir()
+
+    def status(pid_started: str | None) -> str:
+        # This test's own PID stands for a PID the system gave to another process since the run was killed.
+        written = RunStatus(state="running", pid=os.getpid(), pid_started=pid_started)
+        (folder / "status.json").write_text(json.dumps(dataclasses.asdict(written)))
+        seen = read_status(folder)
+        assert seen is not None
+        return seen.state
+
+    mine = process_started(os.getpid())
+    assert mine is not None
+    assert status(mine) == "running"
+    assert status(str(int(mine) - 1)) == "killed"  # same PID, another process
+    assert status(None) == "running"  # a status of an older batchframe: the PID alone decides
