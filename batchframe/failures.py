@@ -147,7 +147,7 @@ class FailureLog:
         """
         if self.path is None:
             return
-        data = (failed.to_json() + "\n").encode("utf-8", "backslashreplace")
+        data = (redact(failed.to_json()) + "\n").encode("utf-8", "backslashreplace")  # a secret inside an item too
         self._pending.append(data)
         self._pending_bytes += len(data)
         if self._pending_bytes >= self._FLUSH_BYTES:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import os
 import re
 import threading
@@ -158,6 +159,9 @@ def remember_secret(value: Secret[Any]) -> None:
         return
     with _lock:
         _values.add(text)
+        # Also as JSON writes it (failed.jsonl): a value with quotes, backslashes or non-ASCII is escaped there.
+        _values.add(json.dumps(text, ensure_ascii=True)[1:-1])
+        _values.add(json.dumps(text, ensure_ascii=False)[1:-1])
         longest_first = sorted(_values, key=len, reverse=True)
         _pattern = re.compile("|".join(re.escape(v) for v in longest_first))
 

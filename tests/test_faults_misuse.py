@@ -85,3 +85,28 @@ def test_a_path_the_system_refuses_is_a_usage_error_with_a_panel(make_project: A
     assert "Usage error:" in result.stderr and "Traceback" not in result.stderr
     assert "255 characters" in result.stderr or "loop" in result.stderr
     assert not (project / "batchframe_outputs").exists()
+
+
+@pytest.mark.timeout(60)
+def test_a_secret_carried_inside_an_item_is_redacted_in_failed_jsonl(make_project: Any) -> None:
+    job = '''
+from batchframe import BatchframeParam, Secret, Service, Source
+
+class Calls(Source[dict]):
+    def __init__(self, token: BatchframeParam[Secret]):
+        self.token = token.get_secret_value()
+    def __iter__(self):
+        yield {"id": 1, "auth": f"Bearer {self.token}"}
+        yield {"id": 2, "auth": self.token}
+
+class Work(Service[dict]):
+    def process(self, item):
+        raise ValueError("refused")
+'''
+    project = make_project({"job.py": job})
+    token = 'tok"en\\\\é-5d1f'  # quotes, a backslash and non-ASCII: JSON escapes them
+    result = batchframe_cli("exec", "job.py", cwd=project, BATCHFRAME_PARAM_TOKEN=token)
+    assert result.returncode == 3, result.stderr
+    failed = (only_run_dir(project / "batchframe_outputs") / "failed.jsonl").read_text()
+    assert token not in failed and json.dumps(token)[1:-1] not in failed and "5d1f" not in failed
+    assert [record["item"]["auth"] for record in read_jsonl(only_run_dir(project / "batchframe_outputs") / "failed.jsonl")] == ["Bearer **********", "**********"]
