@@ -110,3 +110,58 @@ class Work(Service[dict]):
     failed = (only_run_dir(project / "batchframe_outputs") / "failed.jsonl").read_text()
     assert token not in failed and json.dumps(token)[1:-1] not in failed and "5d1f" not in failed
     assert [record["item"]["auth"] for record in read_jsonl(only_run_dir(project / "batchframe_outputs") / "failed.jsonl")] == ["Bearer **********", "**********"]
+
+
+@pytest.mark.timeout(60)
+def test_basic_config_in_a_job_prints_each_line_once_and_leaks_no_secret(make_project: Any) -> None:
+    job = '''
+import logging
+logging.basicConfig(level=logging.INFO)          # common at the top of a script
+from batchframe import BatchframeParam, Secret, Service, Source
+
+class Numbers(Source[int]):
+    def __iter__(self):
+        return iter(range(2))
+
+class Work(Service[int]):
+    def __init__(self, token: BatchframeParam[Secret]):
+        self.token = token.get_secret_value()
+    def process(self, item):
+        logging.getLogger("job").info("calling with %s for item %d", self.token, item)
+'''
+    project = make_project({"job.py": job})
+    result = batchframe_cli("exec", "job.py", cwd=project, BATCHFRAME_PARAM_TOKEN="s3cret-value-77")
+    assert result.returncode == 0, result.stderr
+    assert "s3cret-value-77" not in result.stderr + result.stdout
+    assert result.stderr.count("calling with ********** for item 0") == 1  # once, not twice
+    logs = (only_run_dir(project / "batchframe_outputs") / "logs.txt").read_text()
+    assert "calling with ********** for item 1" in logs and "s3cret-value-77" not in logs
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("change", ["logging.basicConfig(force=True)", "logging.disable(logging.CRITICAL)"])
+def test_user_logging_changes_do_not_truncate_logs_txt(make_project: Any, change: str) -> None:
+    job = f'''
+import logging, time
+from batchframe import Service, Source
+
+class Numbers(Source[int]):
+    def __iter__(self):
+        return iter(range(6))
+
+class Work(Service[int]):
+    def process(self, item):
+        if item == 1:
+            {change}
+        time.sleep(0.1)
+        if item == 4:
+            raise ValueError("four")
+        logging.getLogger("job").info("done %d", item)
+'''
+    project = make_project({"job.py": job})
+    result = batchframe_cli("exec", "job.py", "-p", "concurrency=1", cwd=project)
+    assert result.returncode == 3, result.stderr
+    logs = (only_run_dir(project / "batchframe_outputs") / "logs.txt").read_text()
+    assert "done 5" in logs  # the job's records after the change
+    assert "Item 4 failed" in logs or "four" in logs  # batchframe's own failure line
+    assert "Run ended: completed (exit code 3)" in logs
