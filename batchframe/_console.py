@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from batchframe._text import printable
+
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.panel import Panel
@@ -87,7 +89,7 @@ def print_line(text: str | Text, *, stderr: bool = False, style: str = "", prose
     """
     from rich.text import Text
 
-    line = text if isinstance(text, Text) else Text(text, style=style)
+    line = shown(text) if isinstance(text, Text) else Text(printable(text), style=style)
     out = console(stderr=stderr)
     for part in wrap_words(line, out.width) if prose and out.is_terminal else [line]:
         out.print(part, soft_wrap=True)
@@ -176,7 +178,18 @@ def print_table(
 def _as_text(cell: str | Text) -> Text:
     from rich.text import Text
 
-    return cell if isinstance(cell, Text) else Text(cell)  # never markup: a "[x]" in a value stays as it is
+    if isinstance(cell, Text):
+        return shown(cell)
+    return Text(printable(cell))  # never markup: a "[x]" in a value stays as it is
+
+
+def shown(text: Text) -> Text:
+    """``text`` as it may reach a terminal: the control characters of user data written out as text."""
+    from rich.text import Text
+
+    plain = text.plain
+    safe = printable(plain)
+    return text if safe == plain else Text(safe, style=text.style)
 
 
 def _join(row: Sequence[Text]) -> Text:
@@ -274,6 +287,9 @@ def print_error(error: BatchframeError, *, show_traceback: bool) -> None:
     from batchframe.secret import has_secrets, redact
 
     error.message, error.user_traceback = redact(error.message), redact(error.user_traceback or "") or None
+    error.message = printable(error.message)  # a message may quote user data: it never drives the terminal
+    error.hint = printable(error.hint) if error.hint else error.hint
+    error.user_traceback = printable(error.user_traceback) if error.user_traceback else None
     out = console(stderr=True)
     if out.is_terminal and _fits_a_panel(error, out.width):
         out.print(_panel(error))

@@ -254,6 +254,7 @@ def _redacted_records() -> Iterator[None]:
     def make(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = previous(*args, **kwargs)
         redacting.filter(record)
+        _written_out(record)
         return record
 
     logging.setLogRecordFactory(make)
@@ -261,6 +262,23 @@ def _redacted_records() -> Iterator[None]:
         yield
     finally:
         logging.setLogRecordFactory(previous)
+
+
+def _written_out(record: logging.LogRecord) -> None:
+    """Control characters in a record's message or traceback (user data) are written out as text, everywhere."""
+    from batchframe._text import printable
+
+    try:
+        message = record.getMessage()
+    except Exception:  # a bad format or a raising __str__: the handler reports it as logging does
+        return
+    safe = printable(message)
+    if safe != message:
+        record.msg, record.args = safe, None
+    if record.exc_info and record.exc_info[1] is not None:
+        text = logging.Formatter().formatException(record.exc_info)
+        if printable(text) != text:
+            record.exc_text, record.exc_info = printable(text), None
 
 
 class _LoggingGuard:

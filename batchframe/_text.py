@@ -23,6 +23,7 @@ import importlib
 import importlib.util
 import linecache
 import os
+import re
 import reprlib
 import site
 import sysconfig
@@ -50,6 +51,20 @@ _MAX_NOTES = 100
 
 
 # ------------------------------------------------------------------------------------------ values
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+"""Characters a terminal acts on (ESC sequences, a reset, a bell...); newline and tab are left as they are."""
+
+
+def printable(text: str) -> str:
+    """``text`` with its control characters written out as text (ESC as four characters, backslash x1b).
+
+    User data never drives the terminal: no screen cleared, no reset, no colour.
+    """
+    if not _CONTROL.search(text):
+        return text
+    return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
 
 
 def safe_str(value: object) -> str:
