@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from batchframe._log_levels import EXPECTED, ROOT, LogLevels, RunLogLevel, is_library
+from batchframe._text import printable
 
 if TYPE_CHECKING:
-    from rich.console import Console
+    from rich.console import Console, ConsoleRenderable
     from rich.logging import RichHandler
 
 FILE_FORMAT = "%(asctime)s %(levelname)-8s %(name)s: %(message)s"
@@ -36,6 +37,18 @@ FAILURES_LOGGER = "batchframe.failures"
 """``extra=`` for records that go to logs.txt but reach the console only with -v (tracebacks, the end line)."""
 CONSOLE_FAILURES = 10
 """Per-item failure lines shown on the console; logs.txt gets every one."""
+
+
+class _PrintableFormatter(logging.Formatter):
+    r"""The run's handlers' formatter: a record as text that never drives a terminal (``_text.printable``).
+
+    What user code logs or raises may hold control characters (an ESC that clears the screen): they
+    are written out as text (``\x1b[2J``) in logs.txt and on the console alike. It formats every
+    record the run's handlers take, those sent by worker processes included.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        return printable(super().format(record))
 
 
 class _RunFileHandler(logging.FileHandler):
@@ -254,7 +267,6 @@ def _redacted_records() -> Iterator[None]:
     def make(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = previous(*args, **kwargs)
         redacting.filter(record)
-        _written_out(record)
         return record
 
     logging.setLogRecordFactory(make)
@@ -262,23 +274,6 @@ def _redacted_records() -> Iterator[None]:
         yield
     finally:
         logging.setLogRecordFactory(previous)
-
-
-def _written_out(record: logging.LogRecord) -> None:
-    """Control characters in a record's message or traceback (user data) are written out as text, everywhere."""
-    from batchframe._text import printable
-
-    try:
-        message = record.getMessage()
-    except Exception:  # a bad format or a raising __str__: the handler reports it as logging does
-        return
-    safe = printable(message)
-    if safe != message:
-        record.msg, record.args = safe, None
-    if record.exc_info and record.exc_info[1] is not None:
-        text = logging.Formatter().formatException(record.exc_info)
-        if printable(text) != text:
-            record.exc_text, record.exc_info = printable(text), None
 
 
 class _LoggingGuard:
@@ -379,9 +374,11 @@ def _console_handler(console: Console, verbosity: int) -> logging.Handler:
     """On a terminal, rich's handler; off a terminal, plain lines formatted as in logs.txt."""
     if not console.is_terminal:
         plain = _PlainHandler(console)
-        plain.setFormatter(logging.Formatter(FILE_FORMAT))
+        plain.setFormatter(_PrintableFormatter(FILE_FORMAT))
         return plain
-    return _whole_words_handler()(console=console, show_path=verbosity >= 2, rich_tracebacks=verbosity >= 2)
+    rich = _whole_words_handler()(console=console, show_path=verbosity >= 2, rich_tracebacks=verbosity >= 2)
+    rich.setFormatter(_PrintableFormatter())
+    return rich
 
 
 _LOG_COLUMNS = 29
@@ -401,6 +398,8 @@ def _whole_words_handler() -> type[RichHandler]:
         """
 
         def emit(self, record: logging.LogRecord) -> None:
+            if self.rich_tracebacks and record.exc_info:  # -vv: rich draws the exception itself
+                record = _printable_traceback(record)
             message = self.format(record)
             longest = max((cell_len(word) for word in message.split()), default=0)
             if record.exc_info or longest <= self.console.width - _LOG_COLUMNS:
@@ -413,7 +412,22 @@ def _whole_words_handler() -> type[RichHandler]:
             except Exception:
                 self.handleError(record)
 
+        def render_message(self, record: logging.LogRecord, message: str) -> ConsoleRenderable:
+            # With -vv rich formats the message of a record with a traceback itself, not through format().
+            return super().render_message(record, printable(message))
+
     return WholeWordsRichHandler
+
+
+def _printable_traceback(record: logging.LogRecord) -> logging.LogRecord:
+    """``record``, or a copy whose traceback is plain printable text when its exception's holds control characters."""
+    text = logging.Formatter().formatException(record.exc_info)  # type: ignore[arg-type]
+    safe = printable(text)
+    if safe == text:
+        return record
+    copy = logging.makeLogRecord(record.__dict__)
+    copy.exc_info, copy.exc_text = None, safe
+    return copy
 
 
 def console_level(verbosity: int) -> int:
@@ -485,7 +499,7 @@ def run_logging(
     handlers: list[logging.Handler] = []
     if log_file is not None:
         file_handler = _RunFileHandler(log_file, encoding="utf-8")
-        file_handler.setFormatter(logging.Formatter(FILE_FORMAT))
+        file_handler.setFormatter(_PrintableFormatter(FILE_FORMAT))
         file_handler.addFilter(_FileFilter(thresholds))
         handlers.append(file_handler)
     console_handler = _console_handler(console or shared_console(stderr=True), verbosity)
