@@ -17,13 +17,13 @@ import logging
 import os
 import re
 import sys
-import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from batchframe._log_guard import LoggingGuard, RedactSecrets
 from batchframe._log_levels import EXPECTED, ROOT, LogLevels, RunLogLevel, is_library
 from batchframe._text import printable
 
@@ -234,118 +234,6 @@ class _ConsoleFilter(logging.Filter):
         return True
 
 
-class _RedactSecrets(logging.Filter):
-    """Blanks the run's secret values out of a record (its message and traceback) before any handler writes it.
-
-    The user's own log calls and exception messages may quote a secret parameter's value.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        from batchframe.secret import has_secrets, redact
-
-        if not has_secrets():
-            return True
-        try:
-            message = record.getMessage()
-        except Exception:  # a bad format or a raising __str__: the handler reports it as logging does
-            return True
-        record.msg, record.args = redact(message), None
-        if record.exc_info:
-            record.exc_text = record.exc_text or logging.Formatter().formatException(record.exc_info)
-            record.exc_info = None  # the formatted, redacted text is written instead
-        if record.exc_text:
-            record.exc_text = redact(record.exc_text)
-        return True
-
-
-@contextmanager
-def _redacted_records() -> Iterator[None]:
-    """Every record is redacted as it is made, so the user's own handlers (``basicConfig``) get it redacted too."""
-    previous = logging.getLogRecordFactory()
-    redacting = _RedactSecrets()
-
-    def make(*args: Any, **kwargs: Any) -> logging.LogRecord:
-        record = previous(*args, **kwargs)
-        redacting.filter(record)
-        return record
-
-    logging.setLogRecordFactory(make)
-    try:
-        yield
-    finally:
-        logging.setLogRecordFactory(previous)
-
-
-class _LoggingGuard:
-    """Keeps the run's log records flowing whatever user code does to ``logging`` while the run goes.
-
-    Four times a second (and at the start): a run handler that user code removed
-    (``logging.basicConfig(force=True)``) is put back; ``logging.disable(...)`` is undone; a console
-    handler of the user's on the root logger (``basicConfig()`` at the top of a job) is set aside
-    while the run prints its own, so no line is printed twice. Each is said once in a warning.
-    """
-
-    CHECK_EVERY_S = 0.25
-
-    def __init__(self, root: logging.Logger, handlers: list[logging.Handler]) -> None:
-        self.root = root
-        self.handlers = handlers
-        self.set_aside: list[logging.Handler] = []
-        self._said: set[str] = set()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def __enter__(self) -> _LoggingGuard:
-        self.check()
-        self._thread = threading.Thread(target=self._watch, name="batchframe-logging-guard", daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        for handler in self.set_aside:
-            if handler not in self.root.handlers:
-                self.root.addHandler(handler)
-
-    def _watch(self) -> None:
-        while not self._stop.wait(self.CHECK_EVERY_S):
-            with contextlib.suppress(Exception):  # never let the guard itself break the run
-                self.check()
-
-    def check(self) -> None:
-        """Put the run's logging back as it should be (cheap when nothing changed)."""
-        root = self.root
-        if logging.root.manager.disable:
-            logging.disable(logging.NOTSET)
-            self._say("disable", "logging.disable() was called while the run goes: the run's log records go on.")
-        for handler in self.handlers:
-            if handler not in root.handlers:
-                root.addHandler(handler)
-                self._say("force", "A handler of the run was removed (logging.basicConfig(force=True)?): put back.")
-        for handler in list(root.handlers):
-            if handler not in self.handlers and _prints_to_the_console(handler):
-                root.removeHandler(handler)
-                self.set_aside.append(handler)
-                self._say("console", "A console log handler of your code is set aside while the run prints its own.")
-
-    def _say(self, key: str, message: str) -> None:
-        if key not in self._said:
-            self._said.add(key)
-            logging.getLogger(__name__).warning(message)
-
-
-def _prints_to_the_console(handler: logging.Handler) -> bool:
-    """A plain handler writing to stdout or stderr (what ``logging.basicConfig()`` adds)."""
-    return type(handler) is logging.StreamHandler and getattr(handler, "stream", None) in (
-        sys.stderr,
-        sys.stdout,
-        sys.__stderr__,
-        sys.__stdout__,
-    )
-
-
 class _PlainHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Off a terminal: the console gets logs.txt's lines; it goes quiet once its pipe is closed.
 
@@ -507,16 +395,15 @@ def run_logging(
     handlers.append(console_handler)
     for handler in handlers:
         handler.setLevel(thresholds.lowest)  # the filters decide per logger
-        handler.addFilter(_RedactSecrets())
+        handler.addFilter(RedactSecrets())  # records of worker processes are not made here
     previous_level = root.level
     loggers = LogLevels({name: level for name, level in named.items() if name != ROOT})
     root.setLevel(RunLogLevel(thresholds.base, loggers) if loggers else thresholds.base)
     for handler in handlers:
         root.addHandler(handler)
     logging.captureWarnings(True)
-    guard = _LoggingGuard(root, handlers)
     try:
-        with _named_levels(named), _dask_records_to_the_run(), _redacted_records(), guard:
+        with _named_levels(named), _dask_records_to_the_run(), LoggingGuard(root, handlers):
             yield
     finally:
         logging.captureWarnings(False)
