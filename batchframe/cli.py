@@ -97,7 +97,31 @@ def _verbosity(verbose: int) -> int:
 
 
 def _output_dir(output_dir: Path | None) -> Path:
-    return output_dir or _global.output_dir or DEFAULT_OUTPUT_DIR
+    return _usable(output_dir or _global.output_dir or DEFAULT_OUTPUT_DIR)
+
+
+_NAME_MAX = 255
+"""The longest file name (in bytes) the usual file systems take (ext4, XFS, btrfs, APFS)."""
+
+
+def _usable(path: Path) -> Path:
+    """``path`` from the command line; one the system refuses (a part too long, a symlink loop) is a UsageError.
+
+    Checked before a command uses it: a check further on (``is_dir()``, ``exists()``) would take such
+    a path for a missing one.
+    """
+    import errno
+    import os
+
+    try:
+        if any(len(os.fsencode(part)) > _NAME_MAX for part in path.parts):  # under a folder yet to be made too
+            raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG), str(path))
+        os.stat(path)
+    except OSError as exc:
+        refused = _bad_path_error(exc)
+        if refused is not None:
+            raise refused from None
+    return path
 
 
 @app.callback()
@@ -166,13 +190,19 @@ def _errors_as_exit_codes(verbosity: int = 0) -> Iterator[None]:
 def _bad_path_error(exc: Exception) -> UsageError | None:
     """A path on the command line the system refuses (a name over 255 characters, a symlink loop), as a usage error."""
     import errno
+    import os
 
     from batchframe.errors import UsageError
 
     if isinstance(exc, OSError) and exc.errno in (errno.ENAMETOOLONG, errno.ELOOP):
         too_long = exc.errno == errno.ENAMETOOLONG
-        why = "a part of it is longer than a file name may be (255 characters)" if too_long else "its links form a loop"
         path = exc.filename if exc.filename is not None else "a path given"
+        why = "its symbolic links form a loop"
+        if too_long:
+            long_part = any(len(os.fsencode(part)) > _NAME_MAX for part in Path(str(path)).parts)
+            why = (
+                f"a part of it is longer than a file name may be ({_NAME_MAX} bytes)" if long_part else "it is too long"
+            )
         hint = "Give a path whose every part is shorter." if too_long else "Give a path without the loop."
         return UsageError(f"The path {path} cannot be used: {why}.", hint=hint)
     if isinstance(exc, RuntimeError) and str(exc).startswith("Symlink loop from"):  # pathlib's resolve()
@@ -229,6 +259,7 @@ def exec_(
         from batchframe.run import run_project
 
         _reject_extra_args(ctx.args, param or [])
+        _usable(path)
         interactive = _interactive(no_input)
         ask_missing = _prompts() if interactive else None
         if dry_run:
@@ -543,6 +574,7 @@ def _from_run_dir(function: str, run_dir: Path, verbose: int, no_input: bool) ->
     with _errors_as_exit_codes(verbose):
         from batchframe import run
 
+        _usable(run_dir)
         interactive = _interactive(no_input)
         try:
             result = getattr(run, function)(
@@ -576,7 +608,7 @@ def runs(
         from batchframe import history
 
         if run_dir is not None:
-            history.show_run(run_dir)
+            history.show_run(_usable(run_dir))
         else:
             history.show_runs(_output_dir(output_dir))
 
@@ -617,7 +649,12 @@ def ui(
                 "The UI needs the ui extra: pip install 'batchframe[ui]'", hint=f"({exc.name} is not installed.)"
             ) from None
         serve(
-            path, config=config, output_dir=_output_dir(output_dir), host=host, port=port, open_browser=not no_browser
+            path if path is None else _usable(path),
+            config=config,
+            output_dir=_output_dir(output_dir),
+            host=host,
+            port=port,
+            open_browser=not no_browser,
         )
 
 
