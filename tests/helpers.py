@@ -43,6 +43,28 @@ def batchframe_cli(
     )
 
 
+def start_batchframe(*args: str | os.PathLike[str], cwd: Path, **env: str) -> subprocess.Popen[str]:
+    """Start the real ``batchframe`` console script in the background (no terminal; output piped)."""
+    return subprocess.Popen(
+        [str(Path(sys.executable).parent / "batchframe"), *map(str, args)],
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "COLUMNS": "200", **env},
+    )
+
+
+def wait_until(ready: Callable[[], bool], process: subprocess.Popen[str], timeout: float = 30) -> None:
+    """Wait until ``ready()`` holds; the test fails if ``process`` ends first or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert time.monotonic() < deadline, f"{process.args} never got ready"
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.005)
+
+
 def signal_when_ready(
     *args: str, cwd: Path, ready: Callable[[], bool], signum: int, timeout: float = 30
 ) -> tuple[int | None, str, str]:
@@ -52,22 +74,9 @@ def signal_when_ready(
         Its exit code, stdout and stderr. The test fails when the process ends before ``ready()``
         holds, or ``ready()`` does not hold within ``timeout`` seconds.
     """
-    executable = Path(sys.executable).parent / "batchframe"
-    process = subprocess.Popen(
-        [str(executable), *args],
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "COLUMNS": "200"},
-    )
+    process = start_batchframe(*args, cwd=cwd)
     try:
-        deadline = time.monotonic() + timeout
-        while not ready():
-            assert time.monotonic() < deadline, f"batchframe {' '.join(args)} never got ready"
-            assert process.poll() is None, process.communicate()
-            time.sleep(0.005)
+        wait_until(ready, process, timeout)
         process.send_signal(signum)
         stdout, stderr = process.communicate(timeout=timeout)
     finally:

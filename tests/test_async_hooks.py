@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -20,7 +17,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from helpers import EXAMPLES, batchframe_cli, read_jsonl
+from helpers import EXAMPLES, batchframe_cli, read_jsonl, start_batchframe, wait_until
 
 BACKENDS = ["asyncio", "threads", "processes", "dask"]
 
@@ -227,16 +224,9 @@ def test_a_second_sigterm_cuts_a_blocked_async_finish_short(make_project: Any) -
             """
         }
     )
-    executable = Path(sys.executable).parent / "batchframe"
-    process = subprocess.Popen(
-        [str(executable), "exec", "job.py"], cwd=project, stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "200"},
-    )  # fmt: skip
+    process = start_batchframe("exec", "job.py", cwd=project)
     try:
-        deadline = time.monotonic() + 30
-        while not (project / "finishing").exists():
-            assert time.monotonic() < deadline and process.poll() is None, process.communicate()
-            time.sleep(0.01)
+        wait_until((project / "finishing").exists, process)
         process.send_signal(signal.SIGTERM)
         time.sleep(0.3)
         assert process.poll() is None  # the first signal lets finish() go on
@@ -278,16 +268,9 @@ def test_a_second_sigterm_cuts_a_blocked_async_on_worker_stop_short(make_project
             """
         }
     )
-    executable = Path(sys.executable).parent / "batchframe"
-    process = subprocess.Popen(
-        [str(executable), "exec", "job.py", "-p", f"executor={backend}"], cwd=project, stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "200"},
-    )  # fmt: skip
+    process = start_batchframe("exec", "job.py", "-p", f"executor={backend}", cwd=project)
     try:
-        deadline = time.monotonic() + 30
-        while not (project / "stopping").exists():
-            assert time.monotonic() < deadline and process.poll() is None, process.communicate()
-            time.sleep(0.01)
+        wait_until((project / "stopping").exists, process)
         process.send_signal(signal.SIGTERM)
         time.sleep(0.3)  # two signals sent at once would be one (signals of a kind do not queue)
         process.send_signal(signal.SIGTERM)

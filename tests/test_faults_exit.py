@@ -6,16 +6,14 @@ Each case runs the real CLI under a hard timeout; the job's own ledger says what
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import batchframe_cli, only_run_dir
+from helpers import batchframe_cli, only_run_dir, start_batchframe, wait_until
 
 BLOCKING_JOB = """
 import asyncio, os, pathlib, time
@@ -39,17 +37,11 @@ class Work(Service[int]):
 
 
 def _start(project: Path, *args: str, **env: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [str(Path(sys.executable).parent / "batchframe"), *args], cwd=project, stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "200", **env},
-    )  # fmt: skip
+    return start_batchframe(*args, cwd=project, **env)
 
 
 def _wait_for(path: Path, process: subprocess.Popen[str], timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not path.exists():
-        assert time.monotonic() < deadline and process.poll() is None, process.communicate()
-        time.sleep(0.01)
+    wait_until(path.exists, process, timeout_s)
 
 
 def _done(project: Path) -> list[int]:
