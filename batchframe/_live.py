@@ -15,12 +15,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
+import math
 import os
 import tempfile
 import threading
 import time
+import types
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,13 +106,37 @@ def read_status(run_dir: Path) -> RunStatus | None:
     """The run's status, or None when it has none (an older version's run, or one that never started)."""
     try:
         data = json.loads(read_regular_text(run_dir / STATUS_NAME))
-        names = {f.name for f in dataclasses.fields(RunStatus)}
-        status = RunStatus(**{key: value for key, value in data.items() if key in names})
-    except (OSError, ValueError, TypeError):
+        fields = _status_fields()
+        known = {key: value for key, value in data.items() if key in fields}
+        if not all(_is_a(value, fields[key]) for key, value in known.items()):
+            return None  # a status.json edited by hand: the run is shown from its journal and summary
+        status = RunStatus(**known)
+    except (OSError, ValueError, TypeError, AttributeError, RecursionError):  # not JSON; not an object
         return None
     if status.live and not _alive(status.pid, status.pid_started):
         return dataclasses.replace(status, state=KILLED)
     return status
+
+
+@functools.cache
+def _status_fields() -> dict[str, Any]:
+    """Each field of ``RunStatus`` and its type."""
+    return typing.get_type_hints(RunStatus)
+
+
+def _is_a(value: object, kind: Any) -> bool:
+    """Whether a value read from JSON is of ``kind``: ``int``, ``float``, ``str``, ``X | None``, ``dict[str, int]``."""
+    if typing.get_origin(kind) is types.UnionType:
+        return any(_is_a(value, member) for member in typing.get_args(kind))
+    if kind is type(None):
+        return value is None
+    if typing.get_origin(kind) is dict:
+        return isinstance(value, dict) and all(isinstance(k, str) and _is_a(v, int) for k, v in value.items())
+    if isinstance(value, bool):
+        return kind is bool
+    if kind is float:
+        return isinstance(value, (int, float)) and math.isfinite(value)  # JSON's NaN and Infinity too
+    return isinstance(value, kind)
 
 
 def send_control(run_dir: Path, command: Command) -> None:
@@ -142,7 +170,7 @@ def _alive(pid: int, started: str | None = None) -> bool:
         return False
     except PermissionError:  # someone else's process: it exists
         return True
-    except OSError:
+    except (OSError, OverflowError):  # OverflowError: a number no PID can be
         return False
     return not _zombie(pid)
 

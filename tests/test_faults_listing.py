@@ -35,8 +35,14 @@ def _spoil_journal(run_dir: Path) -> None:
         journal.close()
 
 
+def _spoil_status(run_dir: Path) -> None:
+    status = json.loads((run_dir / "status.json").read_text())
+    status.update(state="running", pid="x", failures_by_type={"E": "many"}, eta_s=float("inf"))
+    (run_dir / "status.json").write_text(json.dumps(status))
+
+
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("spoil", [_spoil_summary, _spoil_journal])
+@pytest.mark.parametrize("spoil", [_spoil_summary, _spoil_journal, _spoil_status])
 def test_an_odd_run_is_listed_with_the_others(make_project: Any, tmp_path: Path, spoil: Any) -> None:
     odd, fine = _two_runs(make_project, tmp_path)
     spoil(odd)
@@ -116,3 +122,56 @@ def test_a_killed_run_whose_pid_was_reused_is_not_running(tmp_path: Path) -> Non
     assert status(mine) == "running"
     assert status(str(int(mine) - 1)) == "killed"  # same PID, another process
     assert status(None) == "running"  # a status of an older batchframe: the PID alone decides
+
+
+@pytest.mark.timeout(90)
+def test_a_killed_run_whose_pid_another_process_got_is_not_shown_running(make_project: Any, tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import warnings
+
+    from helpers import signal_when_ready
+
+    from batchframe._live import process_started, read_status
+
+    slow = SIMPLE_PROJECT.replace("self.seen.append(item)", "self.seen.append(item); await asyncio.sleep(5)")
+    project = make_project({"job.py": "import asyncio\n" + slow})
+    out = tmp_path / "out"
+
+    def running() -> bool:
+        folders = list(out.glob("*/status.json")) if out.is_dir() else []
+        return bool(folders) and (status := read_status(folders[0].parent)) is not None and status.state == "running"
+
+    code, _, _ = signal_when_ready("exec", "job.py", "-d", str(out), cwd=project, ready=running, signum=signal.SIGKILL)
+    assert code == -signal.SIGKILL
+    run_dir = next(out.iterdir())
+    # The system gives the killed run's PID to another process: here, one this test starts.
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        status = json.loads((run_dir / "status.json").read_text())
+        assert status["state"] == "running" and status["pid_started"]
+        (run_dir / "status.json").write_text(json.dumps({**status, "pid": other.pid}))
+        seen = read_status(run_dir)
+        assert seen is not None and seen.state == "killed" and not seen.live
+
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+            from starlette.testclient import TestClient
+
+        from batchframe.ui.app import UISettings, create_app
+
+        settings = UISettings(output_dir=out, project=None, config=None, token="t" * 40, workdir=tmp_path)
+        with TestClient(create_app(settings), base_url="http://127.0.0.1:8765", follow_redirects=False) as client:
+            assert client.get(f"/?token={'t' * 40}").status_code == 303
+            page = client.get(f"/runs/{run_dir.name}").text
+            assert "killed" in page and "tone-live" not in page
+            assert "tone-live" not in client.get("/runs").text
+            # The same status with the other process's own start time: that one is running.
+            (run_dir / "status.json").write_text(
+                json.dumps({**status, "pid": other.pid, "pid_started": process_started(other.pid)})
+            )
+            assert "tone-live" in client.get(f"/runs/{run_dir.name}").text
+    finally:
+        other.kill()
+        other.wait()
