@@ -1,8 +1,9 @@
-"""Reading a run folder's files: only regular files, so a FIFO or a device named like one never blocks a reader.
+"""A run folder's files are regular files: a FIFO or a device named like one never blocks a reader or a writer.
 
 ``runs``, the UI and a running run read files others may have put in a run folder. Opening a FIFO
 for reading waits for a writer, forever; so every reader opens without blocking and checks the
-file's type before reading.
+file's type before reading. A resume writes to the files of an existing run folder, and opening a
+FIFO to write waits for a reader: it checks them first (``regular_or_missing``).
 """
 
 from __future__ import annotations
@@ -46,3 +47,17 @@ def read_regular_text(path: Path) -> str:
     """
     with open_regular(path) as file:
         return file.read().decode("utf-8")
+
+
+def regular_or_missing(path: Path) -> bool:
+    """Whether ``path`` is a regular file, a symbolic link (not followed) or nothing: not a FIFO, a device, a folder.
+
+    For a writer: opening a FIFO to write to it waits for a reader, forever.
+    """
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return True
+    except OSError:  # a path the system refuses: whoever opens it says why
+        return True
+    return stat.S_ISREG(mode) or stat.S_ISLNK(mode)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from batchframe._compat import fold_alias_assignments, fold_alias_specs, setting, sync_aliases
 from batchframe._config_values import check_config_values
 from batchframe._execution import RunPlan, RunResult, execute
+from batchframe._files import regular_or_missing
 from batchframe._live import read_status
 from batchframe._logging import FILE_ONLY, run_logging
 from batchframe.configuration import Configuration
@@ -662,10 +663,12 @@ _RUN_FILES = (
 
 
 def refuse_symlinks(run_dir: Path) -> None:
-    """Refuse a run folder whose files are symlinks: resume rewrites them, and would write through the link.
+    """Refuse a run folder whose files are symlinks or not regular files (a FIFO, a device, a folder).
+
+    A resume rewrites them: it would write through a link, and wait for good on a FIFO it opens to write.
 
     Raises:
-        JournalError: one of the run's files is a symlink.
+        JournalError: one of the run's files is a symlink, a FIFO, a device or a folder.
     """
     linked = [name for name in _RUN_FILES if (Path(run_dir) / name).is_symlink()]
     if linked:
@@ -673,6 +676,13 @@ def refuse_symlinks(run_dir: Path) -> None:
             f"{run_dir} has files that are symbolic links ({', '.join(linked)}); batchframe will not write "
             "through them (a resume rewrites failed.jsonl and the journal).",
             hint="Use the run's real folder, or replace the links with the files they point to.",
+        )
+    odd = [name for name in _RUN_FILES if not regular_or_missing(Path(run_dir) / name)]
+    if odd:  # a FIFO: opened to be written (a resume's logs.txt, failed.jsonl), it would wait for good
+        raise JournalError(
+            f"{run_dir} has files that are not regular files ({', '.join(odd)}: a FIFO, a device or a "
+            "folder); batchframe will not read or write them.",
+            hint="Move them away (a run's logs.txt, failed.jsonl and summary.json are written anew when missing).",
         )
 
 

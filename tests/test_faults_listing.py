@@ -175,3 +175,28 @@ def test_a_killed_run_whose_pid_another_process_got_is_not_shown_running(make_pr
     finally:
         other.kill()
         other.wait()
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("name", ["logs.txt", "failed.jsonl", "summary.json"])
+def test_resume_refuses_a_fifo_among_the_run_files_instead_of_waiting_on_it(
+    make_project: Any, tmp_path: Path, name: str
+) -> None:
+    import os
+    import signal
+
+    from helpers import signal_when_ready
+
+    project = make_project(
+        {"job.py": "import asyncio\n" + SIMPLE_PROJECT.replace("self.seen.append(item)", "await asyncio.sleep(5)")}
+    )
+    out = tmp_path / "out"
+    started = lambda: any(out.glob("*/status.json")) if out.is_dir() else False  # noqa: E731
+    signal_when_ready("exec", "job.py", "-d", str(out), cwd=project, ready=started, signum=signal.SIGKILL)
+    run_dir = next(out.iterdir())
+    (run_dir / name).unlink(missing_ok=True)
+    os.mkfifo(run_dir / name)  # a resume would open it to write, and wait for a reader for good
+    for command in ("resume", "retry"):
+        refused = batchframe_cli(command, run_dir, cwd=project, timeout=30)
+        assert refused.returncode == 2, refused.stderr
+        assert f"not regular files ({name}" in refused.stderr and "Traceback" not in refused.stderr
