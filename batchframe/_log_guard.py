@@ -23,6 +23,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from batchframe.secret import has_secrets, redact
+
 
 class RedactSecrets(logging.Filter):
     """Blanks the run's secret values out of a record (its message and traceback) before any handler writes it.
@@ -31,9 +33,7 @@ class RedactSecrets(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from batchframe.secret import has_secrets, redact
-
-        if not has_secrets():
+        if not has_secrets():  # per record: no import here, one call
             return True
         try:
             message = record.getMessage()
