@@ -42,6 +42,7 @@ from typing import Any
 
 from batchframe.errors import RecordError, UsageError
 from batchframe.failures import NOT_PROCESSED, FailedItem, pickled_item, safe_repr, safe_str, storable_text
+from batchframe.secret import redact
 
 logger = logging.getLogger(__name__)
 
@@ -321,7 +322,7 @@ class Journal:
                 storable_text(failed.error_type),
                 storable_text(failed.message),
                 storable_text(failed.traceback),
-                storable_text(safe_repr(failed.item)),
+                storable_text(redact(safe_repr(failed.item))),  # the text is for reading: no secret in it
                 payload,
             )
         )

@@ -197,3 +197,33 @@ class Work(Service[int]):
     assert "Item 1 failed after 1 attempt(s): ValueError: one" in logs  # batchframe's own failure line
     assert "Run ended: completed (exit code 3)" in logs
     assert logs.count("put back") + logs.count("is undone") == 1  # said once
+
+
+@pytest.mark.timeout(60)
+def test_the_journals_text_of_a_failed_item_has_no_secret_but_retry_gets_the_item(make_project: Any) -> None:
+    import sqlite3
+
+    job = '''
+from batchframe import BatchframeParam, Secret, Service, Source
+
+class Calls(Source[str]):
+    def __init__(self, token: BatchframeParam[Secret]):
+        self.token = token.get_secret_value()
+    def __iter__(self):
+        yield f"Bearer {self.token}"
+
+class Work(Service[str]):
+    def process(self, item):
+        raise ValueError("refused")
+'''
+    project = make_project({"job.py": job})
+    result = batchframe_cli("exec", "job.py", cwd=project, BATCHFRAME_PARAM_TOKEN="s3cret-in-item")
+    assert result.returncode == 3, result.stderr
+    run_dir = only_run_dir(project / "batchframe_outputs")
+    with sqlite3.connect(run_dir / "journal.sqlite") as db:
+        rows = db.execute("SELECT * FROM items").fetchall()
+    texts = [value for row in rows for value in row if isinstance(value, str)]  # the pickle is bytes: kept for retry
+    assert texts and not any("s3cret-in-item" in text for text in texts)
+    assert any("**********" in text for text in texts)
+    retried = batchframe_cli("retry", run_dir, cwd=project, BATCHFRAME_PARAM_TOKEN="s3cret-in-item")
+    assert retried.returncode == 3, retried.stderr  # the item itself came back from the pickle and failed again
