@@ -12,9 +12,9 @@ from typing import Any as _Any
 
 if _TYPE_CHECKING:
     from batchframe.configuration import Configuration
-    from batchframe.container import inject
     from batchframe.errors import BatchframeError, ConfigError, ParamError, ProjectError, RunError, UsageError
-    from batchframe.params import BatchframeParam
+    from batchframe.project.container import inject
+    from batchframe.project.params import BatchframeParam
     from batchframe.retry import RateLimited, Retry
     from batchframe.secret import Secret
     from batchframe.service import Service
@@ -24,7 +24,7 @@ if _TYPE_CHECKING:
 
 _HOMES = {
     "BatchframeError": "batchframe.errors",
-    "BatchframeParam": "batchframe.params",
+    "BatchframeParam": "batchframe.project.params",
     "ConfigError": "batchframe.errors",
     "Configuration": "batchframe.configuration",
     "ParamError": "batchframe.errors",
@@ -36,7 +36,7 @@ _HOMES = {
     "Service": "batchframe.service",
     "Source": "batchframe.source",
     "UsageError": "batchframe.errors",
-    "inject": "batchframe.container",
+    "inject": "batchframe.project.container",
 }
 
 __all__ = [

@@ -1,5 +1,5 @@
 """``python -m batchframe`` runs the CLI."""
 
-from batchframe.cli import app
+from batchframe.cli.app import app
 
 app(prog_name="batchframe")

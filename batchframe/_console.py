@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from rich.text import Text
 
     from batchframe.errors import BatchframeError
-    from batchframe.params import ParamSpec
+    from batchframe.project.params import ParamSpec
 
 _consoles: dict[str, Console] = {}
 
@@ -394,7 +394,7 @@ def _param_row(spec: ParamSpec, values: Mapping[str, Any], source: str | None, *
     """name, type, value (with where it came from unless it is the default), description[, owner]."""
     import enum
 
-    from batchframe._parsing import shown_value
+    from batchframe.project.parsing import shown_value
 
     if spec.name not in values:
         value = "required"

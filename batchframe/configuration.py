@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Annotated, Literal
 
-from batchframe._log_levels import LogLevels
-from batchframe.params import BatchframeParam
+from batchframe.project.log_levels import LogLevels
+from batchframe.project.params import BatchframeParam
 
 ExecutorName = Literal["asyncio", "threads", "processes", "dask"]
 

@@ -25,12 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from batchframe._execution import RunPlan, execute
 from batchframe.configuration import Configuration
-from batchframe.container import Wired, make_config, marked_classes, wire
-from batchframe.failures import FailedItem
-from batchframe.limits import ExecutorSettings
-from batchframe.params import (
+from batchframe.project.container import Wired, make_config, marked_classes, wire
+from batchframe.project.params import (
     ParamSpec,
     merge_specs,
     missing_params,
@@ -39,10 +36,13 @@ from batchframe.params import (
     resolve_values,
     unknown_param_error,
 )
-from batchframe.run import RunResult, param_text, settings_from_config
-from batchframe.run import run_project as _run_project
+from batchframe.run.commands import RunResult, param_text, settings_from_config
+from batchframe.run.commands import run_project as _run_project
+from batchframe.run.execute import RunPlan, execute
+from batchframe.run.limits import ExecutorSettings
+from batchframe.runfolder.failures import FailedItem
+from batchframe.runfolder.stats import Outcome, Stats
 from batchframe.source import Source
-from batchframe.stats import Outcome, Stats
 
 if TYPE_CHECKING:
     from batchframe.backends._factory import ServiceFactory

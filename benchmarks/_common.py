@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import batchframe
-from batchframe.run import RunResult, run_project
+from batchframe.run.commands import RunResult, run_project
 
 
 def byte_compile_batchframe() -> None:

@@ -41,7 +41,7 @@ class MaybeFail(Service[int]):
 
 MEASURE = """
 import resource, sys, time
-from batchframe.run import run_project
+from batchframe.run.commands import run_project
 started = time.perf_counter()
 result = run_project(sys.argv[1], params=sys.argv[3:], output_dir=sys.argv[2])
 elapsed = time.perf_counter() - started

@@ -36,7 +36,7 @@ def main() -> None:
     python_ms = median_ms([sys.executable, "-c", "pass"])
     typer_ms = median_ms([sys.executable, "-c", "import typer"])
     code = (
-        "import json, sys\nfrom batchframe.cli import app\n"
+        "import json, sys\nfrom batchframe.cli.app import app\n"
         "try:\n    app(['--help'])\nexcept SystemExit:\n    pass\nprint(json.dumps(sorted(sys.modules)))"
     )
     listing = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

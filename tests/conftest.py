@@ -61,8 +61,8 @@ def make_project(tmp_path: Path) -> Callable[..., Path]:
 @pytest.fixture
 def make_executor() -> Callable[..., object]:
     """Build a Driver over a list (or any source) and a service; keyword overrides go to its settings."""
-    from batchframe.driver import Driver, ExecutorSettings
     from batchframe.retry import RetryPolicy
+    from batchframe.run.driver import Driver, ExecutorSettings
 
     def make(source: object, service: object, *, retry: dict[str, object] | None = None, **overrides: object):
         policy = RetryPolicy(**{"base_s": 0.001, "cap_s": 0.005, **(retry or {})})  # type: ignore[arg-type]

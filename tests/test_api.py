@@ -26,11 +26,11 @@ def test_errors_carry_exit_codes_and_builtin_bases() -> None:
 def test_help_does_not_import_heavy_modules() -> None:
     code = (
         "import sys\n"
-        "from batchframe.cli import app\n"
+        "from batchframe.cli.app import app\n"
         "try:\n    app(['--help'], prog_name='batchframe')\nexcept SystemExit:\n    pass\n"
         "print(','.join(sorted(sys.modules)))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     loaded = set(result.stdout.strip().splitlines()[-1].split(","))
-    for heavy in ("copier", "IPython", "questionary", "kink", "asyncio", "batchframe.run"):
+    for heavy in ("copier", "IPython", "questionary", "kink", "asyncio", "batchframe.run.commands"):
         assert heavy not in loaded, heavy

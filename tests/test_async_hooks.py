@@ -69,7 +69,7 @@ def test_the_http_push_example_opens_and_closes_a_client_per_worker(
     assert "Traceback" not in result.stderr  # (logs.txt keeps dask's own records, a closing comm's among them)
 
 
-PER_RUN_JOB = '''
+PER_RUN_JOB = """
 import asyncio, json, os, threading
 import httpx
 from batchframe import BatchframeParam, Service, Source, inject
@@ -107,7 +107,7 @@ class Push(Service[int]):
         note("finish")
         await self.client.aclose()                      # closed in finish, on process's loop
         note("closed" if self.client.is_closed else "still open")
-'''
+"""
 
 
 @pytest.mark.timeout(120)

@@ -7,7 +7,7 @@ from helpers import SIMPLE_PROJECT, batchframe_cli, only_run_dir
 from typer.testing import CliRunner
 
 from batchframe import __version__
-from batchframe.cli import app
+from batchframe.cli.app import app
 
 runner = CliRunner()
 
@@ -213,7 +213,7 @@ def test_show_completion_script(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_bug_of_batchframes_own_is_a_panel_not_a_traceback(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, verbose: list[str], traceback_shown: bool
 ) -> None:
-    from batchframe import history
+    from batchframe.runfolder import history
 
     def broken(output_dir: Path) -> None:
         raise KeyError("a bug of ours")

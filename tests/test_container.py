@@ -6,8 +6,8 @@ from pathlib import Path
 import kink
 import pytest
 
-from batchframe.container import wire
-from batchframe.run import prepare
+from batchframe.project.container import wire
+from batchframe.run.commands import prepare
 
 DI_PROJECT = """
 from __future__ import annotations

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from helpers import batchframe_cli, cooling_job, only_run_dir, signal_when_ready
 
-from batchframe.progress import describe
-from batchframe.stats import EarlierParts, Stats
+from batchframe.run.progress import describe
+from batchframe.runfolder.stats import EarlierParts, Stats
 
 JOB = """
 import asyncio, os, pathlib
@@ -60,7 +60,16 @@ def test_after_a_stop_and_a_resume_every_count_is_the_whole_runs(make_project: A
     project = make_project({"job.py": JOB})
     ledger = project / "ledger.txt"
     env = {"LEDGER": str(ledger)}
-    args = ("exec", "job.py", "-p", "concurrency=1", "-p", "retry_backoff_sec=0.001", "-p", "retry_backoff_max_sec=0.001")
+    args = (
+        "exec",
+        "job.py",
+        "-p",
+        "concurrency=1",
+        "-p",
+        "retry_backoff_sec=0.001",
+        "-p",
+        "retry_backoff_max_sec=0.001",
+    )
     os.environ.update(env)  # signal_when_ready passes this process's environment on
     try:
         code, _, stderr = signal_when_ready(
@@ -164,7 +173,7 @@ def test_overlapping_cool_downs_count_once(make_executor: Any) -> None:
 
 
 def test_the_live_line_shows_the_whole_runs_counts_and_retries_when_they_fit() -> None:
-    from batchframe.progress import live_line
+    from batchframe.run.progress import live_line
 
     stats = Stats(total=5000, succeeded=1200, failed=12, retrying=3, in_flight=8, retries=140, skipped=2000)
     stats.earlier = EarlierParts(succeeded=1950, failed=50, retries=77)

@@ -8,8 +8,8 @@ from collections import Counter
 import pytest
 
 from batchframe import ParamError, Retry, Service, Source
-from batchframe.driver import ExecutorSettings, Outcome
-from batchframe.failures import NOT_PROCESSED
+from batchframe.run.driver import ExecutorSettings, Outcome
+from batchframe.runfolder.failures import NOT_PROCESSED
 
 
 class ListSource(Source[int]):

@@ -218,7 +218,7 @@ def test_limit_runs_exactly_n_items_and_reads_no_further(job: Path) -> None:
     summary = json.loads((run_dir / "summary.json").read_text())
     assert (summary["succeeded"], summary["total"], summary["outcome"]) == (4, 4, "completed")
     assert summary["run"]["limit"] == 4
-    from batchframe.journal import Journal
+    from batchframe.runfolder.journal import Journal
 
     journal = Journal.open(run_dir, readonly=True)
     try:

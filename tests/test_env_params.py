@@ -12,9 +12,9 @@ import pytest
 from helpers import batchframe_cli, only_run_dir
 
 from batchframe.errors import ParamError
-from batchframe.params import env_values
-from batchframe.project import load_project
-from batchframe.run import collect_specs, prepare
+from batchframe.project.load import load_project
+from batchframe.project.params import env_values
+from batchframe.run.commands import collect_specs, prepare
 
 PROJECT = """
 import json

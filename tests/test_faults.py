@@ -407,16 +407,16 @@ def test_a_closed_stderr_pipe_does_not_prevent_the_records(tmp_path: Path) -> No
 
 SLOW_JOURNAL = """
 import time
-import batchframe.journal
+import batchframe.runfolder.journal
 from batchframe import Service, Source
 
-_commit = batchframe.journal._Writer._commit
+_commit = batchframe.runfolder.journal._Writer._commit
 
 def _slow_commit(self, batches):
     time.sleep(0.01)  # a slow disk
     _commit(self, batches)
 
-batchframe.journal._Writer._commit = _slow_commit
+batchframe.runfolder.journal._Writer._commit = _slow_commit
 
 class Items(Source[int]):
     def __iter__(self):

@@ -15,7 +15,7 @@ import pytest
 from helpers import batchframe_cli, build_file_tree, only_run_dir, read_jsonl
 
 from batchframe import Secret
-from batchframe._log_levels import LogLevels
+from batchframe.project.log_levels import LogLevels
 
 
 class Color(enum.Enum):
@@ -594,7 +594,7 @@ def test_config_class_values_of_their_type_and_its_documented_forms_run(tmp_path
     ],
 )
 def test_value_matches_its_annotation(annotation: str, good: list[object], bad: list[object]) -> None:
-    from batchframe._config_values import value_matches
+    from batchframe.project.config_values import value_matches
 
     hint = eval(annotation, {**globals(), "Literal": Literal, "Any": Any})  # the test table's type texts
     assert all(value_matches(hint, value) for value in good), annotation

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from helpers import SIMPLE_PROJECT, batchframe_cli
 
-from batchframe.journal import Journal
+from batchframe.runfolder.journal import Journal
 
 
 def _two_runs(make_project: Any, tmp_path: Path) -> tuple[Path, Path]:
@@ -104,7 +104,7 @@ def test_a_killed_run_whose_pid_was_reused_is_not_running(tmp_path: Path) -> Non
     import dataclasses
     import os
 
-    from batchframe._live import RunStatus, process_started, read_status
+    from batchframe.runfolder.live import RunStatus, process_started, read_status
 
     folder = tmp_path / "2026-01-01T00-00-00"
     folder.mkdir()
@@ -133,7 +133,7 @@ def test_a_killed_run_whose_pid_another_process_got_is_not_shown_running(make_pr
 
     from helpers import signal_when_ready
 
-    from batchframe._live import process_started, read_status
+    from batchframe.runfolder.live import process_started, read_status
 
     slow = SIMPLE_PROJECT.replace("self.seen.append(item)", "self.seen.append(item); await asyncio.sleep(5)")
     project = make_project({"job.py": "import asyncio\n" + slow})

@@ -203,7 +203,7 @@ class Work(Service[int]):
 def test_the_journals_text_of_a_failed_item_has_no_secret_but_retry_gets_the_item(make_project: Any) -> None:
     import sqlite3
 
-    job = '''
+    job = """
 from batchframe import BatchframeParam, Secret, Service, Source
 
 class Calls(Source[str]):
@@ -215,7 +215,7 @@ class Calls(Source[str]):
 class Work(Service[str]):
     def process(self, item):
         raise ValueError("refused")
-'''
+"""
     project = make_project({"job.py": job})
     result = batchframe_cli("exec", "job.py", cwd=project, BATCHFRAME_PARAM_TOKEN="s3cret-in-item")
     assert result.returncode == 3, result.stderr

@@ -12,8 +12,8 @@ from helpers import batchframe_cli
 from test_supervisor import Numbers, SignalsItself, supervise
 from typer.testing import CliRunner
 
-from batchframe.cli import app
-from batchframe.driver import Outcome
+from batchframe.cli.app import app
+from batchframe.run.driver import Outcome
 
 COMMANDS = ["exec", "params", "init", "new-config", "update", "resume", "retry", "runs", "ui"]
 

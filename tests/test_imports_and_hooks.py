@@ -12,7 +12,7 @@ from helpers import batchframe_cli, build_file_tree, only_run_dir
 
 from batchframe import ProjectError, Service, Source
 from batchframe._types import ItemT
-from batchframe.project import load_project
+from batchframe.project.load import load_project
 from batchframe.service import misspelt_hooks as service_hooks
 from batchframe.source import misspelt_hooks as source_hooks
 
@@ -336,7 +336,7 @@ def test_the_base_persist_failed_is_not_even_called(monkeypatch: pytest.MonkeyPa
 
 def test_load_project_logs_the_warnings_unless_told_not_to(make_project, caplog: pytest.LogCaptureFixture) -> None:
     root = make_project({"job.py": HOOKED.replace("def on_worker_stop", "def on_worker_stpo")})
-    caplog.set_level("WARNING", logger="batchframe.project")
+    caplog.set_level("WARNING", logger="batchframe.project.load")
     project = load_project(root / "job.py")
     assert [r.getMessage() for r in caplog.records] == project.hook_warnings
     assert len(project.hook_warnings) == 1 and "did you mean on_worker_stop?" in project.hook_warnings[0]

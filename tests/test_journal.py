@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from batchframe.failures import FailedItem, pickled_item
-from batchframe.journal import FORMAT_VERSION, Journal, JournalError, merge_ranges, ranges_of
+from batchframe.runfolder.failures import FailedItem, pickled_item
+from batchframe.runfolder.journal import FORMAT_VERSION, Journal, JournalError, merge_ranges, ranges_of
 
 
 def test_ranges_of_coalesces_positions() -> None:
@@ -39,7 +39,7 @@ def test_a_journal_records_done_failed_and_not_processed(tmp_path: Path) -> None
 
 
 def test_items_in_flight_for_a_while_are_written_with_the_item(tmp_path: Path, monkeypatch) -> None:
-    import batchframe.journal as journal_module
+    import batchframe.runfolder.journal as journal_module
 
     monkeypatch.setattr(journal_module, "_IN_FLIGHT_AFTER_S", 0.0)
     journal = Journal.create(tmp_path, {})

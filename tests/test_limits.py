@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from helpers import batchframe_cli
 
-from batchframe.limits import ExecutorSettings, RateLimit, RateLimiter, with_limits
+from batchframe.run.limits import ExecutorSettings, RateLimit, RateLimiter, with_limits
 
 # ------------------------------------------------------------------------------------------ fake clocks
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from helpers import batchframe_cli, cooling_job, only_run_dir
 
-from batchframe._live import CONTROL_NAME, STATUS_NAME, RunNotLiveError, RunStatus, read_status, send_control
 from batchframe.errors import UsageError
+from batchframe.runfolder.live import CONTROL_NAME, STATUS_NAME, RunNotLiveError, RunStatus, read_status, send_control
 
 SLOW_JOB = """
 import asyncio, time

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from helpers import batchframe_cli, only_run_dir
 
-from batchframe._log_levels import EXPECTED, LogLevels, RunLogLevel, is_library, named_levels
-from batchframe._logging import _Thresholds, console_lines, run_levels
 from batchframe.backends import _worker_logs
 from batchframe.errors import ParamError
+from batchframe.project.log_levels import EXPECTED, LogLevels, RunLogLevel, is_library, named_levels
+from batchframe.runfolder.logs import _Thresholds, console_lines, run_levels
 
 # A project whose process logs like a job using httpx: the library's logger (simulated: no network) at
 # INFO and DEBUG, and its own logger (``proj.my_job``: the module's __name__) at INFO and DEBUG.
@@ -204,9 +204,9 @@ def test_a_level_covers_the_loggers_below_it() -> None:
 
 
 def test_log_levels_is_parsed_from_dash_p_by_the_parameter_machinery() -> None:
-    from batchframe._parsing import parse_value
     from batchframe.configuration import Configuration
-    from batchframe.params import params_of_class
+    from batchframe.project.params import params_of_class
+    from batchframe.project.parsing import parse_value
 
     spec = next(spec for spec in params_of_class(Configuration) if spec.name == "log_levels")
     assert spec.default is None
@@ -233,7 +233,7 @@ def test_libraries_are_the_modules_installed_with_python(tmp_path: Path, monkeyp
     (tmp_path / "mine_only_here.py").write_text("")
     monkeypatch.syspath_prepend(str(tmp_path))
     assert is_library("httpx") and is_library("httpcore.connection") and is_library("asyncio.events")
-    assert not is_library("batchframe.driver")
+    assert not is_library("batchframe.run.driver")
     assert not is_library("__main__") and not is_library("root")
     assert not is_library("mine_only_here.sub")  # a module outside the installation: the project's
     assert not is_library("no_such_module_anywhere") and not is_library("user.code")
@@ -244,7 +244,7 @@ def test_thresholds_per_logger() -> None:
     info, debug, warning = logging.INFO, logging.DEBUG, logging.WARNING
     default = _Thresholds(LogLevels(), verbosity=0)
     assert default.of("httpx") == (info, warning)
-    assert default.of("proj.my_job") == (info, info) and default.of("batchframe.driver") == (info, info)
+    assert default.of("proj.my_job") == (info, info) and default.of("batchframe.run.driver") == (info, info)
     assert default.of("root") == (info, info)
     verbose = _Thresholds(LogLevels(), verbosity=1)
     assert verbose.of("httpx") == (debug, debug)
@@ -257,7 +257,7 @@ def test_thresholds_per_logger() -> None:
 
 def test_console_lines_leave_out_library_info_with_its_continuation_lines() -> None:
     text = """\
-2026-12-03 08:00:00,000 INFO     batchframe._execution: Run folder: out/1
+2026-12-03 08:00:00,000 INFO     batchframe.run.execute: Run folder: out/1
 2026-12-03 08:00:00,001 INFO     httpx: HTTP Request: GET /1
 2026-12-03 08:00:00,002 INFO     proj.my_job: own line
 2026-12-03 08:00:00,003 DEBUG    httpcore.connection: a detail

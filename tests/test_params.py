@@ -11,7 +11,7 @@ import pytest
 
 from batchframe import BatchframeParam, Configuration, ParamError
 from batchframe.errors import ConfigError
-from batchframe.params import (
+from batchframe.project.params import (
     merge_specs,
     missing_params,
     missing_params_error,

@@ -8,8 +8,8 @@ import time
 import pytest
 from rich.console import Console
 
-from batchframe.driver import Stats
-from batchframe.progress import LiveProgress, LogProgress, describe, make_progress
+from batchframe.run.driver import Stats
+from batchframe.run.progress import LiveProgress, LogProgress, describe, make_progress
 
 
 def test_describe_with_total() -> None:
@@ -33,12 +33,12 @@ def test_log_progress_logs_periodically(caplog: pytest.LogCaptureFixture) -> Non
             logged.set()
 
     flag = Flag()
-    logging.getLogger("batchframe.progress").addHandler(flag)
+    logging.getLogger("batchframe.run.progress").addHandler(flag)
     try:
-        with caplog.at_level(logging.INFO, logger="batchframe.progress"), LogProgress(stats, interval_s=0.01):
+        with caplog.at_level(logging.INFO, logger="batchframe.run.progress"), LogProgress(stats, interval_s=0.01):
             assert logged.wait(5)
     finally:
-        logging.getLogger("batchframe.progress").removeHandler(flag)
+        logging.getLogger("batchframe.run.progress").removeHandler(flag)
     assert any("Progress: 4/10 done" in r.getMessage() for r in caplog.records)
 
 
@@ -72,7 +72,7 @@ def test_live_progress_without_a_total_shows_no_eta() -> None:
 
 
 def test_a_cooldown_shows_its_seconds_left_and_the_line_still_fits_80_columns() -> None:
-    from batchframe.progress import live_line
+    from batchframe.run.progress import live_line
 
     cooling = Stats(total=300, succeeded=100, failed=13, retrying=2, in_flight=8)
     cooling.cooldown_until = time.monotonic() + 11.5
@@ -93,7 +93,7 @@ def test_a_cooldown_shows_its_seconds_left_and_the_line_still_fits_80_columns() 
 
 def test_off_a_terminal_a_cooldown_is_logged_when_it_begins(caplog: pytest.LogCaptureFixture) -> None:
     stats = Stats(total=10, succeeded=4)
-    with caplog.at_level(logging.INFO, logger="batchframe.progress"), LogProgress(stats, interval_s=60):
+    with caplog.at_level(logging.INFO, logger="batchframe.run.progress"), LogProgress(stats, interval_s=60):
         time.sleep(0.3)  # longer than a poll: nothing to say before the interval
         assert not caplog.records
         stats.cooldown_until = time.monotonic() + 3

@@ -4,7 +4,7 @@ import pytest
 from helpers import SIMPLE_PROJECT
 
 from batchframe import ConfigError, Configuration, ProjectError
-from batchframe.project import load_project
+from batchframe.project.load import load_project
 
 PACKAGE_FILES = {
     "__init__.py": "",

@@ -10,8 +10,8 @@ from helpers import batchframe_cli, build_file_tree
 from test_interactive import spawn  # noqa: F401 - the pexpect fixture
 
 from batchframe import BatchframeParam
-from batchframe.params import params_of_class
-from batchframe.prompts import _validator
+from batchframe.cli.prompts import _validator
+from batchframe.project.params import params_of_class
 
 PROJECT = '''
 import enum

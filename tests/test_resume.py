@@ -220,7 +220,7 @@ def test_resume_refuses_when_the_parameters_changed(job: Path) -> None:
 
 def test_resume_of_a_run_from_before_a_new_setting_existed(job: Path) -> None:
     """A run's journal from a batchframe without a setting added since (log_levels) resumes: no job changed."""
-    from batchframe.journal import Journal
+    from batchframe.runfolder.journal import Journal
 
     killed_run(job, signal.SIGTERM)
     run_dir = only_run_dir(job / "batchframe_outputs")

@@ -8,7 +8,7 @@ import pytest
 from helpers import SIMPLE_PROJECT, only_run_dir, read_jsonl
 
 from batchframe import ParamError, RunError, UsageError
-from batchframe.run import create_run_dir, run_project
+from batchframe.run.commands import create_run_dir, run_project
 
 FAILING_PROJECT = """
 import logging

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from helpers import batchframe_cli, only_run_dir, read_jsonl
 
-from batchframe.failures import FailedItem
+from batchframe.runfolder.failures import FailedItem
 
 JOB = """
 from batchframe import BatchframeParam, Service, Source

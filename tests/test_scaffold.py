@@ -13,8 +13,8 @@ import yaml
 from helpers import REPO, batchframe_cli, build_file_tree
 from typer.testing import CliRunner
 
-from batchframe.cli import app
-from batchframe.scaffold import ScaffoldError, init_project, package_name_for, parse_data, update_project
+from batchframe.cli.app import app
+from batchframe.scaffold.create import ScaffoldError, init_project, package_name_for, parse_data, update_project
 
 runner = CliRunner()
 TEMPLATE = REPO / "templates" / "project"

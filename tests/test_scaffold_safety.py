@@ -12,9 +12,9 @@ import pytest
 from helpers import REPO, batchframe_cli
 from typer.testing import CliRunner
 
-from batchframe._update import BACKUP_DIR
-from batchframe.cli import app
-from batchframe.scaffold import ScaffoldError, init_project, parse_data, update_project
+from batchframe.cli.app import app
+from batchframe.scaffold.create import ScaffoldError, init_project, parse_data, update_project
+from batchframe.scaffold.update import BACKUP_DIR
 
 runner = CliRunner()
 TEMPLATE = REPO / "templates" / "project"

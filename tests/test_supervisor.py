@@ -8,9 +8,9 @@ import signal
 from contextlib import nullcontext
 
 from batchframe import Service, Source
-from batchframe.driver import Driver, ExecutorSettings, Outcome
-from batchframe.failures import NOT_PROCESSED
-from batchframe.supervisor import Supervisor
+from batchframe.run.driver import Driver, ExecutorSettings, Outcome
+from batchframe.run.supervisor import Supervisor
+from batchframe.runfolder.failures import NOT_PROCESSED
 
 
 class Numbers(Source[int]):

@@ -11,8 +11,8 @@ import pytest
 
 from batchframe._text import exception_message, format_exception, group_members, notes_of, safe_str
 from batchframe.backends._worker import RemoteError, traceback_text, transportable
-from batchframe.failures import FailedItem, user_traceback
-from batchframe.project import user_frames
+from batchframe.project.load import user_frames
+from batchframe.runfolder.failures import FailedItem, user_traceback
 
 needs_groups = pytest.mark.skipif(sys.version_info < (3, 11), reason="exception groups are Python 3.11+")
 if sys.version_info >= (3, 11):

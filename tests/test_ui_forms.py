@@ -21,9 +21,9 @@ from helpers import batchframe_cli, only_run_dir
 
 from batchframe import Secret
 from batchframe.errors import BatchframeError, ParamError, ProjectError
-from batchframe.params import resolve_values
-from batchframe.project import load_project
-from batchframe.run import collect_specs
+from batchframe.project.load import load_project
+from batchframe.project.params import resolve_values
+from batchframe.run.commands import collect_specs
 from batchframe.ui import _forms
 from batchframe.ui._forms import FieldSpec, FormError, describe, validate, widget_for
 

@@ -22,7 +22,7 @@ import httpx
 import pytest
 from helpers import batchframe_cli, only_run_dir
 
-from batchframe._live import LAUNCH_ID_ENV, RunStatus
+from batchframe.runfolder.live import LAUNCH_ID_ENV, RunStatus
 from batchframe.ui import _launch
 from batchframe.ui._security import CONTENT_SECURITY_POLICY
 from batchframe.ui.app import UISettings, create_app
@@ -820,7 +820,7 @@ def test_batchframe_ui_prints_its_url_serves_it_and_refuses_a_busy_port(tmp_path
 
 def test_without_the_ui_extra_the_command_says_what_to_install(tmp_path: Path) -> None:
 
-    code = "import sys; sys.modules['uvicorn'] = None\nfrom batchframe.cli import app\napp(['ui', '--no-browser'])"
+    code = "import sys; sys.modules['uvicorn'] = None\nfrom batchframe.cli.app import app\napp(['ui', '--no-browser'])"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=60)
     assert result.returncode == 2
     assert "The UI needs the ui extra: pip install 'batchframe[ui]'" in result.stderr

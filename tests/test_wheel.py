@@ -24,7 +24,9 @@ def test_a_fresh_install_of_the_wheel_inits_and_runs_a_project(tmp_path: Path) -
     run(sys.executable, "-m", "venv", tmp_path / "venv", cwd=tmp_path)
     bin_dir = tmp_path / "venv" / "bin"
     run(bin_dir / "pip", "install", "-q", wheel, "pytest", cwd=tmp_path)
-    listing = run(bin_dir / "python", "-c", "import batchframe.scaffold as s; print(s.templates_root())", cwd=tmp_path)
+    listing = run(
+        bin_dir / "python", "-c", "import batchframe.scaffold.create as s; print(s.templates_root())", cwd=tmp_path
+    )
     assert "site-packages/batchframe/_templates" in listing.stdout
     env_cache = {"BATCHFRAME_CACHE_DIR": str(tmp_path / "cache")}
     init = subprocess.run(

@@ -19,7 +19,7 @@ import pexpect
 import pytest
 from helpers import batchframe_cli, build_file_tree, only_run_dir
 
-from batchframe.stats import Stats
+from batchframe.runfolder.stats import Stats
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
@@ -172,7 +172,7 @@ def test_off_a_terminal_lines_are_plain_and_whole(make_project, tmp_path: Path) 
     run_dir = only_run_dir(output)
     lines = result.stderr.splitlines()
     assert f"Run folder: {run_dir}" in lines
-    logged = rf"\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d,\d{{3}} INFO     batchframe\._execution: Run folder: {re.escape(str(run_dir))}"
+    logged = rf"\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d,\d{{3}} INFO     batchframe\.run\.execute: Run folder: {re.escape(str(run_dir))}"
     assert any(re.fullmatch(logged, line) for line in lines)  # as in logs.txt: one line, time and level
     assert [line for line in lines if line != line.rstrip()] == []  # nothing padded to a width
     assert "╭" not in result.stderr
@@ -181,8 +181,8 @@ def test_off_a_terminal_lines_are_plain_and_whole(make_project, tmp_path: Path) 
 def test_off_a_terminal_the_progress_line_is_one_line() -> None:
     from rich.console import Console
 
-    from batchframe._logging import run_logging
-    from batchframe.progress import LogProgress
+    from batchframe.run.progress import LogProgress
+    from batchframe.runfolder.logs import run_logging
 
     out = io.StringIO()
     stats = Stats(total=3_000_000, succeeded=1_234_567, failed=12_345, retrying=1_234, in_flight=512)
@@ -192,7 +192,9 @@ def test_off_a_terminal_the_progress_line_is_one_line() -> None:
             time.sleep(0.01)
     lines = [line for line in out.getvalue().splitlines() if "Progress:" in line]
     assert lines, out.getvalue()
-    assert all(re.fullmatch(r"\S+ \S+ INFO     batchframe\.progress: Progress: .+, ETA \S+", line) for line in lines)
+    assert all(
+        re.fullmatch(r"\S+ \S+ INFO     batchframe\.run\.progress: Progress: .+, ETA \S+", line) for line in lines
+    )
     assert len(lines[0]) > 80  # a long line stays one line: nothing wraps it at the console's width
 
 
@@ -299,7 +301,7 @@ def test_an_error_panel_shows_the_users_frames_only(tmp_path: Path, source: str,
 
 
 def test_the_live_line_keeps_count_percentage_and_eta_when_narrow() -> None:
-    from batchframe.progress import live_line
+    from batchframe.run.progress import live_line
 
     stats = Stats(total=300, succeeded=100, failed=13, retrying=2, in_flight=8)
     for width in (200, 120, 80, 60, 45):
@@ -330,7 +332,7 @@ class Slow(Service[int]):
 
 @pytest.mark.timeout(60)
 def test_on_an_80_column_terminal_the_live_line_fits_and_says_paused(tmp_path: Path) -> None:
-    from batchframe._live import send_control
+    from batchframe.runfolder.live import send_control
 
     build_file_tree(tmp_path, {"job.py": SLOW_PROJECT})
     env = {**os.environ, "TERM": "xterm", "COLUMNS": "80", "LINES": "24"}

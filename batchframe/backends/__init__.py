@@ -1,6 +1,6 @@
 """Execution back ends: where one item's ``process`` call runs.
 
-The driver (``batchframe.driver.Driver``) owns everything else (the queue, retries, timeouts,
+The driver (``batchframe.run.driver.Driver``) owns everything else (the queue, retries, timeouts,
 the rate limit, progress, the journal, failed items, pause and stop), so every back end behaves the
 same; a back end only turns ``item`` into an awaitable call of the Service's ``process``:
 

@@ -41,7 +41,7 @@ from batchframe.backends._pickling import RunModules, loads
 from batchframe.errors import ParamError
 
 if TYPE_CHECKING:
-    from batchframe.project import Project
+    from batchframe.project.load import Project
 
 ARCHIVE_MAX_BYTES = 50 * 2**20
 """The largest project folder sent to a cluster's workers (its files' total size)."""
@@ -262,9 +262,9 @@ def build(factory: ServiceFactory, *, local_dir: str | None = None, isolate: boo
         VersionMismatch: this process runs another batchframe or Python than the driver.
         Exception: what loading the project or the user's constructors raised.
     """
-    from batchframe._compat import sync_aliases
-    from batchframe.container import build_service, make_config
-    from batchframe.project import load_project, project_modules
+    from batchframe.project.compat import sync_aliases
+    from batchframe.project.container import build_service, make_config
+    from batchframe.project.load import load_project, project_modules
 
     check_versions(factory)
     path, workdir = Path(factory.project_path), None

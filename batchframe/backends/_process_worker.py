@@ -18,7 +18,6 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from batchframe._logging import FILE_ONLY
 from batchframe.backends._worker import (
     describe,
     load_items,
@@ -29,6 +28,7 @@ from batchframe.backends._worker import (
     traceback_text,
     transportable,
 )
+from batchframe.runfolder.logs import FILE_ONLY
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection

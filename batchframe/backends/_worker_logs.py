@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from batchframe._log_levels import LogLevels, named_levels
+from batchframe.project.log_levels import LogLevels, named_levels
 
 LogSink = Callable[[logging.LogRecord], None]
 """Takes a log record of a run (and sends it to the driver)."""

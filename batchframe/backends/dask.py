@@ -29,12 +29,12 @@ import pickle
 import traceback
 from typing import Any
 
-from batchframe._logging import FILE_ONLY, dask_loggers
 from batchframe.backends import BackendError, ItemCall
 from batchframe.backends._batches import WINDOW, Batcher, BatchingBackend, BatchReply, BatchSizer
 from batchframe.backends._dask_plugin import ServicePlugin, WorkerSetupError, log_topic
 from batchframe.backends._factory import ServiceFactory
 from batchframe.backends._worker import NOT_RUN, describe, run_batch, unpack
+from batchframe.runfolder.logs import FILE_ONLY, dask_loggers
 
 logger = logging.getLogger(__name__)
 

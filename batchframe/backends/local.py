@@ -33,11 +33,11 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from batchframe._logging import FILE_ONLY
 from batchframe.backends import BackendError, ItemCall, item_timed_out
 from batchframe.backends._loop import Carried, ServiceLoop, carrying, hook_result, uncarried
 from batchframe.backends._threads import Threads
 from batchframe.backends._worker import describe, traceback_text
+from batchframe.runfolder.logs import FILE_ONLY
 
 logger = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ Configuration, BatchframeParam`` (the current spelling, see the README's "Coming
 """
 
 from batchframe.configuration import Configuration
-from batchframe.params import BatchframeParam
+from batchframe.project.params import BatchframeParam
 from batchframe.service import Service
 from batchframe.source import Source
 

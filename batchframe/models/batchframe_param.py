@@ -3,6 +3,6 @@
 The same ``BatchframeParam`` as ``from batchframe import BatchframeParam``.
 """
 
-from batchframe.params import BatchframeParam
+from batchframe.project.params import BatchframeParam
 
 __all__ = ["BatchframeParam"]

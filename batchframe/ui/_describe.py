@@ -36,13 +36,13 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from batchframe._compat import fold_alias_assignments
-from batchframe._configs import CONFIG_DIR, _is_abstract, _leaves, find_config_dir, list_configs
 from batchframe.configuration import Configuration
 from batchframe.errors import BatchframeError, ParamError
-from batchframe.params import ParamSpec, missing_params_error, resolve_values, split_assignments
-from batchframe.project import Project, load_project, user_frames
-from batchframe.run import _make_config, collect_specs, param_text, settings_from_config
+from batchframe.project.compat import fold_alias_assignments
+from batchframe.project.configs import CONFIG_DIR, _is_abstract, _leaves, find_config_dir, list_configs
+from batchframe.project.load import Project, load_project, user_frames
+from batchframe.project.params import ParamSpec, missing_params_error, resolve_values, split_assignments
+from batchframe.run.commands import _make_config, collect_specs, param_text, settings_from_config
 from batchframe.secret import Secret, redact, remember_secret
 from batchframe.ui._forms import UNSET_SUFFIX, FieldSpec, ProjectForm, widget_for
 

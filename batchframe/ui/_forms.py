@@ -53,7 +53,7 @@ UNSET_SUFFIX = "__unset"
 # The child: `-c` rather than `-m`, so that it can drop the current directory from sys.path before
 # importing anything else. `python -m` puts the server's working directory first on sys.path, where a
 # user's `json.py` or `typing.py` would shadow the standard library; the `batchframe` console script
-# never does (the project's own folder is appended last by batchframe.project). The folder this
+# never does (the project's own folder is appended last by batchframe.project.load). The folder this
 # batchframe was imported from (argv[1]) is appended instead, so a batchframe that is not installed
 # (run from a checkout) is found all the same.
 _CHILD_CODE = (

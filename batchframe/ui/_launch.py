@@ -27,8 +27,8 @@ from pathlib import Path
 
 import anyio.to_thread
 
-from batchframe._live import LAUNCH_ID_ENV, read_status
 from batchframe.errors import BatchframeError
+from batchframe.runfolder.live import LAUNCH_ID_ENV, read_status
 from batchframe.ui._runs_view import folder_names
 
 FIND_EVERY_S = 0.1
@@ -44,7 +44,7 @@ _CHILD_CODE = (
     "import sys\n"
     "if sys.path and sys.path[0] in ('', '.'):\n"
     "    del sys.path[0]\n"
-    "from batchframe.cli import app\n"
+    "from batchframe.cli.app import app\n"
     "app(prog_name='batchframe')\n"
 )
 

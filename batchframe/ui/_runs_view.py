@@ -18,13 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from batchframe._execution import FAILED_TO_START
-from batchframe._files import open_regular
-from batchframe._live import STATUS_NAME, RunStatus, read_status
-from batchframe.history import RunInfo, list_runs, read_run, read_summary, summary_view
-from batchframe.journal import JOURNAL_NAME, JournalError
-from batchframe.progress import cooldown_text
-from batchframe.summary import SUMMARY_NAME
+from batchframe.run.execute import FAILED_TO_START
+from batchframe.run.progress import cooldown_text
+from batchframe.runfolder.files import open_regular
+from batchframe.runfolder.history import RunInfo, list_runs, read_run, read_summary, summary_view
+from batchframe.runfolder.journal import JOURNAL_NAME, JournalError
+from batchframe.runfolder.live import STATUS_NAME, RunStatus, read_status
+from batchframe.runfolder.summary import SUMMARY_NAME
 
 LOG_NAME = "logs.txt"
 FAILED_NAME = "failed.jsonl"

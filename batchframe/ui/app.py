@@ -43,10 +43,10 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from batchframe._live import Command, send_control
-from batchframe._logging import console_lines
 from batchframe.errors import BatchframeError
-from batchframe.params import env_variable
+from batchframe.project.params import env_variable
+from batchframe.runfolder.live import Command, send_control
+from batchframe.runfolder.logs import console_lines
 from batchframe.ui._forms import UNSET_SUFFIX, FieldSpec, FormError, ProjectForm, describe, validate
 from batchframe.ui._launch import Launcher, LaunchError
 from batchframe.ui._runs_view import (

@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from batchframe._completion import complete_config, complete_param
-from batchframe._help import Command, Group
+from batchframe.cli.completion import complete_config, complete_param
+from batchframe.cli.help import Command, Group
 
 if TYPE_CHECKING:
     from batchframe.errors import UsageError
-    from batchframe.run import AskMissing
+    from batchframe.run.commands import AskMissing
 
 app = typer.Typer(
     name="batchframe",
@@ -256,14 +256,14 @@ def exec_(
       143  terminated (SIGTERM)
     """  # noqa: D301 - \b is click's "do not rewrap this paragraph" marker
     with _errors_as_exit_codes(verbose):
-        from batchframe.run import run_project
+        from batchframe.run.commands import run_project
 
         _reject_extra_args(ctx.args, param or [])
         _usable(path)
         interactive = _interactive(no_input)
         ask_missing = _prompts() if interactive else None
         if dry_run:
-            from batchframe import _dry_run
+            from batchframe.cli import dry_run as _dry_run
 
             report = _dry_run.dry_run(
                 path,
@@ -348,7 +348,7 @@ def _end_lingering_children(deadline: float) -> None:
 
 
 def _prompts() -> AskMissing:
-    from batchframe.prompts import ask_missing
+    from batchframe.cli.prompts import ask_missing
 
     return ask_missing
 
@@ -383,13 +383,13 @@ def params(path: PathArg, config: ConfigOpt = None, param: ParamOpt = None, verb
     with _errors_as_exit_codes(verbose):
         import dataclasses
 
-        from batchframe._compat import fold_alias_assignments
         from batchframe._console import print_params
         from batchframe.configuration import Configuration
         from batchframe.errors import ConfigError
-        from batchframe.params import split_assignments
-        from batchframe.project import load_project
-        from batchframe.run import collect_specs, resolve_with_sources
+        from batchframe.project.compat import fold_alias_assignments
+        from batchframe.project.load import load_project
+        from batchframe.project.params import split_assignments
+        from batchframe.run.commands import collect_specs, resolve_with_sources
 
         unchosen: list[str] = []
         try:
@@ -428,7 +428,7 @@ def init(
     copier asks the questions (the Source's kind, the configs...); --defaults asks none.
     """
     with _errors_as_exit_codes(verbose):
-        from batchframe import scaffold
+        from batchframe.scaffold import create as scaffold
 
         answers = scaffold.parse_data(data or [], scaffold.templates_root() / "project")
         ask = not defaults and _interactive(no_input=False)
@@ -437,9 +437,9 @@ def init(
 
 
 def _print_next_steps(target: Path) -> None:
-    from batchframe._configs import list_configs
     from batchframe._console import print_line
-    from batchframe.scaffold import find_config_dir, package_name_for
+    from batchframe.project.configs import list_configs
+    from batchframe.scaffold.create import find_config_dir, package_name_for
 
     package = package_name_for(target.name)
     configs = list_configs(find_config_dir(target))
@@ -470,8 +470,8 @@ def new_config(
     The new config subclasses the project's abstract config; use it with exec -c config_NAME.
     """
     with _errors_as_exit_codes(verbose):
-        from batchframe import scaffold
         from batchframe._console import print_line
+        from batchframe.scaffold import create as scaffold
 
         path = scaffold.new_config(name, project=project)
         print_line(f"Created {path}. Use it with:", style="green")
@@ -497,8 +497,8 @@ def update(
     For a project made with batchframe init: your answers and your edits are kept.
     """
     with _errors_as_exit_codes(verbose):
-        from batchframe import scaffold
         from batchframe._console import print_line
+        from batchframe.scaffold import create as scaffold
 
         report = scaffold.update_project(project, force=force)
         if report.merged:
@@ -572,7 +572,7 @@ def _no_dry_run(command: str, run_dir: Path, verbose: int) -> None:
 
 def _from_run_dir(function: str, run_dir: Path, verbose: int, no_input: bool) -> None:
     with _errors_as_exit_codes(verbose):
-        from batchframe import run
+        from batchframe.run import commands as run
 
         _usable(run_dir)
         interactive = _interactive(no_input)
@@ -605,7 +605,7 @@ def runs(
     Runs are looked for in batchframe_outputs in the current folder, or in the folder -d names.
     """
     with _errors_as_exit_codes(verbose):
-        from batchframe import history
+        from batchframe.runfolder import history
 
         if run_dir is not None:
             history.show_run(_usable(run_dir))

@@ -33,6 +33,7 @@ class RedactSecrets(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """Redact the record in place; never drops it."""
         if not has_secrets():  # per record: no import here, one call
             return True
         try:
@@ -147,7 +148,7 @@ class LoggingGuard:
     def _say(self, key: str) -> None:
         if key not in self._said:
             self._said.add(key)
-            logging.getLogger("batchframe._logging").warning(_SAID[key])
+            logging.getLogger("batchframe.runfolder.logs").warning(_SAID[key])
 
 
 def prints_to_the_console(handler: logging.Handler) -> bool:

@@ -37,10 +37,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from batchframe._configs import CONFIG_DIR, config_to_load, find_config_dir, list_configs, pick_config
 from batchframe.configuration import Configuration
-from batchframe.container import clear_marked, marked_classes
 from batchframe.errors import ConfigError, ProjectError, RunError
+from batchframe.project.configs import CONFIG_DIR, config_to_load, find_config_dir, list_configs, pick_config
+from batchframe.project.container import clear_marked, marked_classes
 from batchframe.service import Service
 from batchframe.service import misspelt_hooks as service_hook_warnings
 from batchframe.source import Source
@@ -352,7 +352,7 @@ def _installation_dirs() -> tuple[Path, ...]:
     dirs = {paths[key] for key in ("stdlib", "platstdlib", "purelib", "platlib") if key in paths}
     if sys.prefix != sys.base_prefix:  # a virtual environment
         dirs.add(sys.prefix)
-    dirs.add(str(Path(__file__).parent))
+    dirs.add(str(Path(__file__).parent.parent))  # batchframe itself
     return tuple(Path(d).resolve() for d in dirs)
 
 
@@ -431,7 +431,7 @@ def _import(name: str, file: Path) -> types.ModuleType:
     except Exception as exc:
         from batchframe._text import safe_str
 
-        frames = user_frames(exc, exclude=(Path(__file__).parent,))
+        frames = user_frames(exc, exclude=(Path(__file__).parent.parent,))
         raise ProjectError(
             f"Importing {file.name} failed with {type(exc).__name__}: {safe_str(exc)}",
             hint="Fix the error in your code (the frames below are from your files) and run again.",

@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from batchframe._files import read_regular_text
 from batchframe.errors import UsageError
-from batchframe.stats import Stats
+from batchframe.runfolder.files import read_regular_text
+from batchframe.runfolder.stats import Stats
 
 logger = logging.getLogger(__name__)
 

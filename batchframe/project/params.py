@@ -10,8 +10,8 @@ import typing
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Annotated, Any, TypeVar
 
-from batchframe._parsing import parse_value, type_name
 from batchframe.errors import ConfigError, ParamError
+from batchframe.project.parsing import parse_value, type_name
 from batchframe.secret import MASK, Secret, is_secret_type, secret_argument_problem
 
 __all__ = [

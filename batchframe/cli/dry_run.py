@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from batchframe._console import console, print_line
-from batchframe._logging import run_logging
 from batchframe.errors import RunError
-from batchframe.failures import safe_repr, safe_str, storable_text
-from batchframe.project import user_frames
-from batchframe.run import prepare
+from batchframe.project.load import user_frames
+from batchframe.run.commands import prepare
+from batchframe.runfolder.failures import safe_repr, safe_str, storable_text
+from batchframe.runfolder.logs import run_logging
 from batchframe.service import retryable_exceptions
 from batchframe.source import (
     check_limit,
@@ -38,7 +38,7 @@ from batchframe.source import (
 if TYPE_CHECKING:
     from rich.text import Text
 
-    from batchframe.run import AskMissing
+    from batchframe.run.commands import AskMissing
 
 SHOWN = 5
 """How many of the first items a dry run shows."""

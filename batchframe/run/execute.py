@@ -25,30 +25,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from batchframe import summary
 from batchframe._console import console, restore_std_streams
-from batchframe._live import RunLink
-from batchframe._logging import FILE_ONLY
 from batchframe._types import Finishes, PersistsFailed
 from batchframe.backends import WORKER_BACKENDS, Backend, make_backend
 from batchframe.backends._batches import MAX_BATCH
 from batchframe.backends._loop import ServiceLoop, run_on
-from batchframe.driver import Driver
 from batchframe.errors import BatchframeError
-from batchframe.failures import FailedItem, safe_str
-from batchframe.progress import LOG_INTERVAL_S, ProgressDisplay, make_progress
-from batchframe.project import user_frames
-from batchframe.records import RunRecords
+from batchframe.project.load import user_frames
+from batchframe.run.driver import Driver
+from batchframe.run.progress import LOG_INTERVAL_S, ProgressDisplay, make_progress
+from batchframe.run.supervisor import Supervisor
+from batchframe.runfolder import summary
+from batchframe.runfolder.failures import FailedItem, safe_str
+from batchframe.runfolder.live import RunLink
+from batchframe.runfolder.logs import FILE_ONLY
+from batchframe.runfolder.records import RunRecords
+from batchframe.runfolder.stats import EarlierParts, Outcome, Stats
 from batchframe.source import Source, defines_hook
-from batchframe.stats import EarlierParts, Outcome, Stats
-from batchframe.supervisor import Supervisor
 
 if TYPE_CHECKING:
     from batchframe.backends._factory import ServiceFactory
     from batchframe.configuration import Configuration
-    from batchframe.container import Wired
-    from batchframe.journal import Journal
-    from batchframe.limits import ExecutorSettings
+    from batchframe.project.container import Wired
+    from batchframe.run.limits import ExecutorSettings
+    from batchframe.runfolder.journal import Journal
 
 logger = logging.getLogger(__name__)
 

@@ -9,11 +9,11 @@ import typing
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal, TypeVar, Union
 
-from batchframe._log_levels import LogLevels
-from batchframe._parsing import shown_value
 from batchframe.configuration import Configuration
 from batchframe.errors import ConfigError
-from batchframe.params import ParamSpec
+from batchframe.project.log_levels import LogLevels
+from batchframe.project.params import ParamSpec
+from batchframe.project.parsing import shown_value
 from batchframe.secret import MASK
 
 __all__ = ["check_config_values", "value_matches"]

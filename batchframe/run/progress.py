@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.text import Text
 
-    from batchframe.stats import Stats
+    from batchframe.runfolder.stats import Stats
 
 logger = logging.getLogger(__name__)
 

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from batchframe.errors import RecordError, UsageError
-from batchframe.failures import NOT_PROCESSED, FailedItem, pickled_item, safe_repr, safe_str, storable_text
+from batchframe.runfolder.failures import NOT_PROCESSED, FailedItem, pickled_item, safe_repr, safe_str, storable_text
 from batchframe.secret import redact
 
 logger = logging.getLogger(__name__)

@@ -17,18 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from batchframe._compat import fold_alias_assignments, fold_alias_specs, setting, sync_aliases
-from batchframe._config_values import check_config_values
-from batchframe._execution import RunPlan, RunResult, execute
-from batchframe._files import regular_or_missing
-from batchframe._live import read_status
-from batchframe._logging import FILE_ONLY, run_logging
 from batchframe.configuration import Configuration
-from batchframe.container import Wired, make_config, wire
 from batchframe.errors import ParamError, RunError, UsageError
-from batchframe.journal import Journal, JournalError, load_items
-from batchframe.limits import ExecutorSettings
-from batchframe.params import (
+from batchframe.project.compat import fold_alias_assignments, fold_alias_specs, setting, sync_aliases
+from batchframe.project.config_values import check_config_values
+from batchframe.project.container import Wired, make_config, wire
+from batchframe.project.load import Project, load_project, user_code_failed
+from batchframe.project.params import (
     ParamSpec,
     env_values,
     merge_specs,
@@ -38,12 +33,17 @@ from batchframe.params import (
     resolve_values,
     split_assignments,
 )
-from batchframe.progress import LOG_INTERVAL_S
-from batchframe.project import Project, load_project, user_code_failed
 from batchframe.retry import RetryPolicy
+from batchframe.run.execute import RunPlan, RunResult, execute
+from batchframe.run.limits import ExecutorSettings
+from batchframe.run.progress import LOG_INTERVAL_S
+from batchframe.runfolder.files import regular_or_missing
+from batchframe.runfolder.journal import Journal, JournalError, load_items
+from batchframe.runfolder.live import read_status
+from batchframe.runfolder.logs import FILE_ONLY, run_logging
+from batchframe.runfolder.stats import EarlierParts
 from batchframe.secret import Secret, fingerprint_secret, remember_secret, secret_changed
 from batchframe.source import check_limit
-from batchframe.stats import EarlierParts
 
 if TYPE_CHECKING:
     from batchframe.backends._factory import ServiceFactory

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from rich.text import Text
 
-    from batchframe.driver import Driver
+    from batchframe.run.driver import Driver
 
 SUMMARY_NAME = "summary.json"
 
@@ -79,7 +79,7 @@ def as_dict(
 
 
 def _text(exc: BaseException) -> str:
-    from batchframe.failures import safe_str
+    from batchframe.runfolder.failures import safe_str
 
     return safe_str(exc)
 
@@ -145,7 +145,7 @@ def _show(report: Mapping[str, Any]) -> None:
     from rich.text import Text
 
     from batchframe._console import Col, print_line, print_table
-    from batchframe.failures import NOT_PROCESSED
+    from batchframe.runfolder.failures import NOT_PROCESSED
 
     title = heading(report)
     print_line(Text(f"batchframe run {title}", style=_STYLES.get(title, "bold red")), stderr=True)

@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from batchframe._console import Col, print_line, print_table
-from batchframe._execution import FAILED_TO_START
-from batchframe._files import read_regular_text
-from batchframe._live import read_status
-from batchframe.failures import NOT_PROCESSED
-from batchframe.journal import JOURNAL_NAME, Journal, JournalError
-from batchframe.summary import SUMMARY_NAME
+from batchframe.run.execute import FAILED_TO_START
+from batchframe.runfolder.failures import NOT_PROCESSED
+from batchframe.runfolder.files import read_regular_text
+from batchframe.runfolder.journal import JOURNAL_NAME, Journal, JournalError
+from batchframe.runfolder.live import read_status
+from batchframe.runfolder.summary import SUMMARY_NAME
 
 SUMMARY_UNREADABLE = "summary.json unreadable"
 """The note on a run whose summary.json cannot be read (truncated, not an object, edited by hand)."""

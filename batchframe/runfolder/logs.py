@@ -23,9 +23,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from batchframe._log_guard import LoggingGuard, RedactSecrets
-from batchframe._log_levels import EXPECTED, ROOT, LogLevels, RunLogLevel, is_library
 from batchframe._text import printable
+from batchframe.project.log_levels import EXPECTED, ROOT, LogLevels, RunLogLevel, is_library
+from batchframe.runfolder.log_guard import LoggingGuard, RedactSecrets
 
 if TYPE_CHECKING:
     from rich.console import Console, ConsoleRenderable

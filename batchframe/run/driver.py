@@ -23,14 +23,22 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequen
 from dataclasses import dataclass
 from typing import Any
 
-from batchframe._logging import FILE_ONLY
-from batchframe._reader import ThreadedReader
 from batchframe.backends import Backend, ItemCall, NotStarted
 from batchframe.backends.local import LocalBackend
 from batchframe.errors import RunError
-from batchframe.failures import NOT_PROCESSED, FailedItem, error_type_of, safe_attribute, safe_str, user_traceback
-from batchframe.limits import ExecutorSettings, with_limits
 from batchframe.retry import RateLimited, RetryPolicy
+from batchframe.run.limits import ExecutorSettings, with_limits
+from batchframe.run.reader import ThreadedReader
+from batchframe.runfolder.failures import (
+    NOT_PROCESSED,
+    FailedItem,
+    error_type_of,
+    safe_attribute,
+    safe_str,
+    user_traceback,
+)
+from batchframe.runfolder.logs import FILE_ONLY
+from batchframe.runfolder.stats import Outcome, Stats
 from batchframe.service import retryable_exceptions
 from batchframe.source import (
     check_source,
@@ -40,7 +48,6 @@ from batchframe.source import (
     iter_sync_source,
     source_length,
 )
-from batchframe.stats import Outcome, Stats
 
 __all__ = ["Driver", "ExecutorSettings", "Outcome", "Stats"]
 

@@ -13,12 +13,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from batchframe._logging import FAILURES_LOGGER, flush_run_logs
-from batchframe.failures import NOT_PROCESSED, FailedItem, FailedItems, FailureLog, pickled_item
-from batchframe.journal import file_identity
+from batchframe.runfolder.failures import NOT_PROCESSED, FailedItem, FailedItems, FailureLog, pickled_item
+from batchframe.runfolder.journal import file_identity
+from batchframe.runfolder.logs import FAILURES_LOGGER, flush_run_logs
 
 if TYPE_CHECKING:
-    from batchframe.journal import Journal
+    from batchframe.runfolder.journal import Journal
 
 failure_logger = logging.getLogger(FAILURES_LOGGER)
 """One WARNING per item that fails for good (the console shows the first few; logs.txt all of them)."""

@@ -35,8 +35,9 @@ class ScaffoldError(UsageError):
 
 def templates_root() -> Path:
     """The shipped templates: inside the installed package, or ``templates/`` of a source checkout."""
-    packaged = Path(__file__).resolve().parent / "_templates"
-    return packaged if packaged.is_dir() else Path(__file__).resolve().parent.parent / "templates"
+    package = Path(__file__).resolve().parent.parent
+    packaged = package / "_templates"
+    return packaged if packaged.is_dir() else package.parent / "templates"
 
 
 def cache_dir() -> Path:
@@ -50,6 +51,7 @@ def cache_dir() -> Path:
 
 
 def installed_version() -> str:
+    """The version of batchframe that is running."""
     from batchframe import __version__
 
     return __version__
@@ -120,6 +122,7 @@ def _locked(repo: Path) -> Iterator[None]:
 
 
 def git(cwd: Path, *args: str) -> str:
+    """Run git in ``cwd`` and return its output; a failure is a ``ScaffoldError`` with git's message."""
     result = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise ScaffoldError(f"git {' '.join(args)} failed in {cwd}: {result.stderr.strip()}")
@@ -131,6 +134,7 @@ CONFLICT_MARKER = "<<<<<<< before updating"
 
 
 def run_copier(function: str, *args: Any, **kwargs: Any) -> Any:
+    """Call ``copier.<function>``; copier's own errors become a ``ScaffoldError``."""
     import copier
     from copier.errors import CopierError
 

@@ -15,13 +15,13 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from batchframe._loop_watch import LoopWatch
-from batchframe.driver import Driver
-from batchframe.progress import ProgressDisplay
-from batchframe.stats import Outcome
+from batchframe.run.driver import Driver
+from batchframe.run.loop_watch import LoopWatch
+from batchframe.run.progress import ProgressDisplay
+from batchframe.runfolder.stats import Outcome
 
 if TYPE_CHECKING:
-    from batchframe._live import RunLink
+    from batchframe.runfolder.live import RunLink
 
 logger = logging.getLogger(__name__)
 
@@ -232,7 +232,7 @@ def _on_ctrl_c(action: Callable[[], None]) -> None:
 
 
 def _banner(executor: Driver, *, emergency: bool) -> str:
-    from batchframe.progress import describe
+    from batchframe.run.progress import describe
 
     if emergency:
         head = f"batchframe emergency shell: the run failed with {executor.fatal_error!r}."

@@ -26,7 +26,7 @@ import kink
 from kink.errors.execution_error import ExecutionError
 from kink.errors.service_error import ServiceError
 
-from batchframe.params import is_param_annotation, type_hints
+from batchframe.project.params import is_param_annotation, type_hints
 
 logger = logging.getLogger(__name__)
 
@@ -266,7 +266,7 @@ def _fill(
 
 def make_config(config_cls: type, values: Mapping[str, Any]) -> Any:
     """Instantiate a configuration, applying the parameter values that are its attributes."""
-    from batchframe.params import params_of_class
+    from batchframe.project.params import params_of_class
 
     own = {spec.name for spec in params_of_class(config_cls)}
     fields = dataclasses.fields(config_cls) if dataclasses.is_dataclass(config_cls) else ()

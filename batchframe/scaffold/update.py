@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from batchframe._template_history import (
+from batchframe.scaffold.history import (
     ANSWERS_FILE,
     CONFLICT_MARKER,
     ScaffoldError,

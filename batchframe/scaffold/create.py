@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from batchframe._template_history import (
+from batchframe.scaffold.history import (
     GIT_IDENTITY,
     ScaffoldError,
     git,
@@ -27,7 +27,7 @@ from batchframe._template_history import (
     run_copier,
     templates_root,
 )
-from batchframe._update import UpdateReport, update_project
+from batchframe.scaffold.update import UpdateReport, update_project
 
 logger = logging.getLogger(__name__)
 

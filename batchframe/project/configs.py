@@ -21,6 +21,7 @@ __all__ = ["CONFIG_DIR", "config_to_load", "find_config_dir", "list_configs", "p
 
 
 def find_config_dir(package_dir: Path) -> Path | None:
+    """The project's ``configs/`` folder, or None when it has none."""
     candidate = package_dir / CONFIG_DIR
     return candidate if candidate.is_dir() else None
 

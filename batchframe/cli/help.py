@@ -44,7 +44,7 @@ class Command(TyperCommand):
 
     def shell_complete(self, ctx: Context, incomplete: str) -> list[CompletionItem]:
         """Also the values of ``-p NAME=VALUE`` in bash, where they reach the command (see ``_completion``)."""
-        from batchframe._completion import bash_split_values
+        from batchframe.cli.completion import bash_split_values
 
         values = bash_split_values(ctx)  # type: ignore[arg-type]  # a typer.Context at run time
         if values:

@@ -132,6 +132,7 @@ class RunLogLevel(int):
     loggers: LogLevels
 
     def __new__(cls, level: int, loggers: LogLevels) -> RunLogLevel:
+        """The level number, carrying the per-logger levels it was parsed with."""
         made = super().__new__(cls, level)
         made.loggers = loggers
         return made
@@ -173,6 +174,6 @@ def _is_installed_module(top: str) -> bool:
         places = [os.path.dirname(spec.origin)]
     else:
         places = list(spec.submodule_search_locations or [])
-    from batchframe.project import _installed  # the one rule of what is installed (not the project)
+    from batchframe.project.load import _installed  # the one rule of what is installed (not the project)
 
     return bool(places) and all(_installed(Path(place).resolve()) for place in places)

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 import typer  # typer reads the annotations of a completion function at run time
 
 if TYPE_CHECKING:
-    from batchframe.params import ParamSpec
-    from batchframe.project import Project
+    from batchframe.project.load import Project
+    from batchframe.project.params import ParamSpec
 
 
 def _project_path(ctx: typer.Context) -> Path:
@@ -25,7 +25,7 @@ def _project_path(ctx: typer.Context) -> Path:
 
 def complete_config(ctx: typer.Context, incomplete: str) -> list[str]:
     """``-c``: the concrete configs of the project named on the command line."""
-    from batchframe._configs import CONFIG_DIR, list_configs
+    from batchframe.project.configs import CONFIG_DIR, list_configs
 
     path = _project_path(ctx)
     config_dir = (path if path.is_dir() else path.parent) / CONFIG_DIR
@@ -121,7 +121,7 @@ def _param_specs(ctx: typer.Context) -> dict[str, ParamSpec]:
 
     logging.disable(logging.CRITICAL)  # importing the project may log; completion output is the shell's
     try:
-        from batchframe.run import collect_specs
+        from batchframe.run.commands import collect_specs
 
         return dict(collect_specs(_load_project(_project_path(ctx), ctx.params.get("config"))))
     except Exception:  # a broken project simply completes nothing
@@ -131,7 +131,7 @@ def _param_specs(ctx: typer.Context) -> dict[str, ParamSpec]:
 def _load_project(path: Path, config: str | None) -> Project:
     """The project as ``exec`` loads it; with several configs and no ``-c`` yet, with the first one's."""
     from batchframe.errors import ConfigError
-    from batchframe.project import load_project
+    from batchframe.project.load import load_project
 
     try:
         return load_project(path, config)
@@ -142,6 +142,6 @@ def _load_project(path: Path, config: str | None) -> Project:
 
 
 def _values(spec: ParamSpec | None) -> list[str]:
-    from batchframe._parsing import value_choices
+    from batchframe.project.parsing import value_choices
 
     return (value_choices(spec.type) if spec is not None else None) or []

@@ -15,8 +15,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from batchframe._parsing import shown_value
-from batchframe.params import ParamSpec, parse_value
+from batchframe.project.params import ParamSpec, parse_value
+from batchframe.project.parsing import shown_value
 
 
 def ask_missing(missing: Sequence[ParamSpec]) -> Mapping[str, Any]:

@@ -1,0 +1,1 @@
+"""Scaffolding from copier templates: ``init``, ``new-config``, ``update`` and the template history."""
