@@ -39,7 +39,7 @@ from batchframe.project.params import (
 from batchframe.run.commands import RunResult, param_text, settings_from_config
 from batchframe.run.commands import run_project as _run_project
 from batchframe.run.execute import RunPlan, execute
-from batchframe.run.limits import ExecutorSettings
+from batchframe.run.limits import DriverSettings
 from batchframe.runfolder.failures import FailedItem
 from batchframe.runfolder.stats import Outcome, Stats
 from batchframe.source import Source
@@ -137,7 +137,7 @@ class _ServiceUnderTest:
     config: Configuration
     values: dict[str, Any]
     source: Source[Any]
-    settings: ExecutorSettings = field(init=False)
+    settings: DriverSettings = field(init=False)
 
     def __post_init__(self) -> None:
         self.settings = settings_from_config(self.config)

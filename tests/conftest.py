@@ -62,11 +62,11 @@ def make_project(tmp_path: Path) -> Callable[..., Path]:
 def make_executor() -> Callable[..., object]:
     """Build a Driver over a list (or any source) and a service; keyword overrides go to its settings."""
     from batchframe.retry import RetryPolicy
-    from batchframe.run.driver import Driver, ExecutorSettings
+    from batchframe.run.driver import Driver, DriverSettings
 
     def make(source: object, service: object, *, retry: dict[str, object] | None = None, **overrides: object):
         policy = RetryPolicy(**{"base_s": 0.001, "cap_s": 0.005, **(retry or {})})  # type: ignore[arg-type]
-        settings = ExecutorSettings(retry=policy, **overrides)  # type: ignore[arg-type]
+        settings = DriverSettings(retry=policy, **overrides)  # type: ignore[arg-type]
         failed: list[object] = []
         executor = Driver(source, service, settings=settings, on_failure=failed.append)
         executor.failed = failed  # what the tests inspect: every failure record, in order

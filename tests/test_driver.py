@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from batchframe import ParamError, Retry, Service, Source
-from batchframe.run.driver import ExecutorSettings, Outcome
+from batchframe.run.driver import DriverSettings, Outcome
 from batchframe.runfolder.failures import NOT_PROCESSED
 
 
@@ -318,7 +318,7 @@ def test_cancelled_in_flight_items_go_back_to_pending(make_executor) -> None:
 )
 def test_invalid_settings_name_the_config_field(field, value) -> None:
     with pytest.raises(ParamError) as info:
-        ExecutorSettings(**{field: value})
+        DriverSettings(**{field: value})
     config_names = {
         "item_timeout_s": "item_timeout_sec",
         "rate_per_s": "max_per_second",

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from helpers import batchframe_cli
 
-from batchframe.run.limits import ExecutorSettings, RateLimit, RateLimiter, with_limits
+from batchframe.run.limits import DriverSettings, RateLimit, RateLimiter, with_limits
 
 # ------------------------------------------------------------------------------------------ fake clocks
 
@@ -124,8 +124,8 @@ def test_a_rate_is_a_whole_number_of_starts_per_window() -> None:
     assert RateLimit.from_rate(2.5, 1.0) == RateLimit(2, 1.0)  # 3 in a second would be more than 2.5
     assert RateLimit.from_rate(0.5, 1.0) == RateLimit(1, 2.0)  # one start every 2 s
     assert RateLimit.from_rate(0.5, 60.0) == RateLimit(1, 120.0)
-    assert ExecutorSettings(rate_per_s=2.5, rate_per_minute=90).rate_limits == (RateLimit(2, 1.0), RateLimit(90, 60.0))
-    assert ExecutorSettings().rate_limits == ()
+    assert DriverSettings(rate_per_s=2.5, rate_per_minute=90).rate_limits == (RateLimit(2, 1.0), RateLimit(90, 60.0))
+    assert DriverSettings().rate_limits == ()
     with pytest.raises(ValueError, match="1 start or more"):
         RateLimit(0, 1.0)
 
@@ -134,8 +134,8 @@ def test_no_rate_leaves_the_call_itself() -> None:
     async def call(item: int) -> int:
         return item
 
-    assert with_limits(call, ExecutorSettings()) is call
-    assert with_limits(call, ExecutorSettings(rate_per_s=5)) is not call
+    assert with_limits(call, DriverSettings()) is call
+    assert with_limits(call, DriverSettings(rate_per_s=5)) is not call
 
 
 def test_the_limited_call_returns_and_raises_what_the_call_does() -> None:
@@ -144,7 +144,7 @@ def test_the_limited_call_returns_and_raises_what_the_call_does() -> None:
             raise ValueError(item)
         return item * 2
 
-    limited = with_limits(call, ExecutorSettings(rate_per_s=1000))
+    limited = with_limits(call, DriverSettings(rate_per_s=1000))
 
     async def run() -> list[int]:
         with pytest.raises(ValueError):

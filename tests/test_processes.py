@@ -498,10 +498,10 @@ def test_a_worker_killed_mid_batch_loses_no_item_and_runs_none_twice(job: Path) 
 
 @pytest.mark.timeout(90)
 def test_a_pause_lets_only_the_sent_batches_finish_and_resume_goes_on(job: Path) -> None:
-    from batchframe.run.driver import Driver, ExecutorSettings
+    from batchframe.run.driver import Driver, DriverSettings
 
     project = service_factory(job / "job.py", f"state_dir={job / 'state'}", "block=-1")
-    settings = ExecutorSettings(concurrency=2)
+    settings = DriverSettings(concurrency=2)
     observed: dict[str, Any] = {}
 
     async def main() -> None:
@@ -529,7 +529,7 @@ def test_a_pause_lets_only_the_sent_batches_finish_and_resume_goes_on(job: Path)
 
 @pytest.mark.timeout(90)
 def test_a_stop_records_the_items_not_sent_as_not_processed(job: Path) -> None:
-    from batchframe.run.driver import Driver, ExecutorSettings
+    from batchframe.run.driver import Driver, DriverSettings
 
     project = service_factory(job / "job.py", f"state_dir={job / 'state'}")
     failed: list[Any] = []
@@ -539,7 +539,7 @@ def test_a_stop_records_the_items_not_sent_as_not_processed(job: Path) -> None:
         driver = Driver(
             range(100_000),
             object(),
-            settings=ExecutorSettings(concurrency=2),
+            settings=DriverSettings(concurrency=2),
             backend=backend,
             on_failure=failed.append,
         )

@@ -8,7 +8,8 @@ import pytest
 from helpers import SIMPLE_PROJECT, only_run_dir, read_jsonl
 
 from batchframe import ParamError, RunError, UsageError
-from batchframe.run.commands import create_run_dir, run_project
+from batchframe.run.commands import run_project
+from batchframe.runfolder.folder import create_run_dir
 
 FAILING_PROJECT = """
 import logging

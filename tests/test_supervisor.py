@@ -8,7 +8,7 @@ import signal
 from contextlib import nullcontext
 
 from batchframe import Service, Source
-from batchframe.run.driver import Driver, ExecutorSettings, Outcome
+from batchframe.run.driver import Driver, DriverSettings, Outcome
 from batchframe.run.supervisor import Supervisor
 from batchframe.runfolder.failures import NOT_PROCESSED
 
@@ -52,7 +52,7 @@ class NoProgress:
 
 def supervise(source, service, *, interactive: bool, shell=None):
     failed: list = []
-    executor = Driver(source, service, settings=ExecutorSettings(concurrency=2), on_failure=failed.append)
+    executor = Driver(source, service, settings=DriverSettings(concurrency=2), on_failure=failed.append)
     executor.failed = failed
     calls = []
 

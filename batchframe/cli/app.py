@@ -17,6 +17,7 @@ import typer
 
 from batchframe.cli.completion import complete_config, complete_param
 from batchframe.cli.help import Command, Group
+from batchframe.runfolder.folder import DEFAULT_OUTPUT_DIR
 
 if TYPE_CHECKING:
     from batchframe.errors import UsageError
@@ -67,7 +68,6 @@ OutputOpt = Annotated[
         metavar="DIR",
     ),
 ]
-DEFAULT_OUTPUT_DIR = Path("batchframe_outputs")
 VerboseOpt = Annotated[
     int,
     typer.Option("-v", "--verbose", count=True, show_default=False, help="-v: debug logs; -vv: also tracebacks."),

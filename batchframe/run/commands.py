@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from batchframe.configuration import Configuration
-from batchframe.errors import ParamError, RunError, UsageError
+from batchframe.errors import ParamError, UsageError
 from batchframe.project.compat import fold_alias_assignments, fold_alias_specs, setting, sync_aliases
 from batchframe.project.config_values import check_config_values
 from batchframe.project.container import Wired, make_config, wire
@@ -35,12 +35,21 @@ from batchframe.project.params import (
 )
 from batchframe.retry import RetryPolicy
 from batchframe.run.execute import RunPlan, RunResult, execute
-from batchframe.run.limits import ExecutorSettings
+from batchframe.run.limits import DriverSettings
 from batchframe.run.progress import LOG_INTERVAL_S
-from batchframe.runfolder.files import regular_or_missing
+from batchframe.runfolder.folder import (
+    DEFAULT_OUTPUT_DIR,
+    FAILED_NAME,
+    JOURNAL_NAME,
+    LOG_NAME,
+    create_run_dir,
+    keep_final_failures,
+    refuse_odd_files,
+)
 from batchframe.runfolder.journal import Journal, JournalError, load_items
 from batchframe.runfolder.live import read_status
 from batchframe.runfolder.logs import FILE_ONLY, run_logging
+from batchframe.runfolder.outcome import FAILED_TO_START, RESUMED, finished_every_item
 from batchframe.runfolder.stats import EarlierParts
 from batchframe.secret import Secret, fingerprint_secret, remember_secret, secret_changed
 from batchframe.source import check_limit
@@ -49,9 +58,6 @@ if TYPE_CHECKING:
     from batchframe.backends._factory import ServiceFactory
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_OUTPUT_DIR = Path("batchframe_outputs")
-RUN_DIR_FORMAT = "%Y-%m-%dT%H-%M-%S"
 
 __all__ = ["PreparedRun", "RunResult", "prepare", "resolve_with_sources", "run_project"]
 
@@ -66,7 +72,7 @@ class PreparedRun:
     specs: dict[str, ParamSpec]
     values: dict[str, Any]
     config: Configuration
-    settings: ExecutorSettings
+    settings: DriverSettings
     given: dict[str, list[str]]
     config_name: str | None
     sources: dict[str, str] = field(default_factory=dict)
@@ -250,8 +256,8 @@ def _make_config(
     return config
 
 
-def settings_from_config(config: Configuration) -> ExecutorSettings:
-    """The executor settings named by the runtime fields of a configuration (validated)."""
+def settings_from_config(config: Configuration) -> DriverSettings:
+    """The driver settings named by the runtime fields of a configuration (validated)."""
     retry = RetryPolicy(
         max_retries=setting(config, "max_retries"),
         base_s=config.retry_backoff_sec,
@@ -259,54 +265,13 @@ def settings_from_config(config: Configuration) -> ExecutorSettings:
         delays_s=setting(config, "retry_delays_sec"),
         max_delay_s=config.max_cooldown_sec,
     )
-    return ExecutorSettings(
+    return DriverSettings(
         concurrency=setting(config, "concurrency"),
         queue_size=setting(config, "queue_size"),
         retry=retry,
         item_timeout_s=config.item_timeout_sec,
         rate_per_s=config.max_per_second,
         rate_per_minute=config.max_per_minute,
-    )
-
-
-def create_run_dir(output_dir: Path, started: dt.datetime) -> Path:
-    """``output_dir/<start time>`` (owner-only), with a ``-2``, ``-3``... suffix when that second is taken.
-
-    Raises:
-        UsageError: ``output_dir`` is a file, or cannot be created or written to.
-    """
-    _check_output_dir(output_dir)
-    stem = started.strftime(RUN_DIR_FORMAT)
-    for attempt in range(1, 10_000):
-        candidate = output_dir / (stem if attempt == 1 else f"{stem}-{attempt}")
-        try:
-            candidate.mkdir(mode=0o700)
-        except FileExistsError:
-            continue
-        except OSError as exc:
-            raise _unwritable(output_dir, exc) from None
-        return candidate
-    raise RunError(f"Could not create a run folder in {output_dir}.", hint="Clean up old runs in that folder.")
-
-
-def _check_output_dir(output_dir: Path) -> None:
-    if output_dir.exists() and not output_dir.is_dir():
-        raise UsageError(
-            f"The output folder {output_dir} is a file, not a folder.",
-            hint="Give -d a folder (it is created if missing), e.g. -d batchframe_outputs.",
-        )
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise _unwritable(output_dir, exc) from None
-    if not os.access(output_dir, os.W_OK | os.X_OK):
-        raise _unwritable(output_dir, PermissionError("permission denied"))
-
-
-def _unwritable(output_dir: Path, exc: OSError) -> UsageError:
-    return UsageError(
-        f"Cannot create a run folder in {output_dir} ({exc.strerror or exc}).",
-        hint="Give -d a folder you can write to, e.g. -d ./batchframe_outputs.",
     )
 
 
@@ -368,7 +333,7 @@ def _execute_new(
 
     ``replay_payloads``: a retry run's items, pickled, kept in its own journal (it resumes without its parent).
     """
-    with run_logging(plan.run_dir / "logs.txt", verbosity=verbosity, levels=prepared.config.log_levels):
+    with run_logging(plan.run_dir / LOG_NAME, verbosity=verbosity, levels=prepared.config.log_levels):
         _log_warnings(prepared)
         journal = _new_journal(prepared, plan.run_dir, plan.meta)
         if journal is not None and replay_payloads:
@@ -450,11 +415,11 @@ def resume_run(
     """
     if Path(run_dir).exists():  # absolute: user code may os.chdir() while the run writes (a bad path keeps its hint)
         run_dir = Path(run_dir).absolute()
-    refuse_symlinks(run_dir)
+    refuse_odd_files(run_dir)
     journal = Journal.open(run_dir)
     meta = journal.meta()
     counts = journal.counts()
-    if meta.get("exit_code") in (0, 3) and not counts["not_processed"] and not counts["in_flight"]:
+    if finished_every_item(meta, counts):
         journal.close()
         raise AlreadyFinished(
             f"{run_dir} finished already ({counts['done']} done, {counts['failed']} failed); nothing to resume."
@@ -464,7 +429,7 @@ def resume_run(
         prepared = _prepare_again(run_dir, meta, ask_missing)
         _check_unchanged(meta.get("fingerprint", {}), fingerprint(prepared))
         replay = _replay_items(run_dir, journal, meta)
-        _keep_final_failures(run_dir / "failed.jsonl", journal.bad_positions())
+        keep_final_failures(run_dir, journal.bad_positions())
         journal.forget_unfinished()
         earlier = _earlier_parts(run_dir, journal, counts)
         started = dt.datetime.now()
@@ -482,8 +447,8 @@ def resume_run(
             earlier=earlier,
         )
         resumes = [*meta.get("resumed_at", []), started.isoformat(timespec="seconds")]
-        journal.set_meta(resumed_at=resumes, exit_code=None, outcome="resumed", ended_at=None)
-        with run_logging(run_dir / "logs.txt", verbosity=verbosity, levels=prepared.config.log_levels):
+        journal.set_meta(resumed_at=resumes, exit_code=None, outcome=RESUMED, ended_at=None)
+        with run_logging(run_dir / LOG_NAME, verbosity=verbosity, levels=prepared.config.log_levels):
             _log_warnings(prepared)
             logger.info(
                 "Resuming %s: %d items finished before are skipped.", run_dir, counts["done"] + counts["failed"]
@@ -523,7 +488,7 @@ def retry_run(
     """
     if Path(run_dir).exists():  # absolute: user code may os.chdir() while the run writes (a bad path keeps its hint)
         run_dir = Path(run_dir).absolute()
-    refuse_symlinks(run_dir)
+    refuse_odd_files(run_dir)
     _check_finished(run_dir)
     meta, payloads = _unfinished_payloads(run_dir)
     if not payloads:
@@ -589,10 +554,10 @@ def _check_finished(run_dir: Path) -> None:
         meta, counts = journal.meta(), journal.counts()
     finally:
         journal.close()
-    if meta.get("exit_code") in (0, 3) and not counts["not_processed"] and not counts["in_flight"]:
+    if finished_every_item(meta, counts):
         return
     state = "was stopped" if meta.get("outcome") else "did not finish (it is still running, or was killed)"
-    if meta.get("outcome") == "failed_to_start":
+    if meta.get("outcome") == FAILED_TO_START:
         state = "failed to start"
     raise UsageError(
         f"{run_dir} {state}, so some of its items were never tried; retry re-runs only failed items.",
@@ -615,11 +580,11 @@ def _replay_items(run_dir: Path, journal: Journal, meta: Mapping[str, Any]) -> l
     parent = meta.get("retry_of")
     if not parent:
         return None
-    if not (Path(parent) / "journal.sqlite").is_file():
+    if not (Path(parent) / JOURNAL_NAME).is_file():
         raise JournalError(
             f"{run_dir} is a retry of {parent}, which is gone; this run was made by a batchframe that kept its "
             "items only there, so its pending items cannot be brought back.",
-            hint=f"What it finished is in its journal and {run_dir / 'failed.jsonl'}; start a new run for the rest.",
+            hint=f"What it finished is in its journal and {run_dir / FAILED_NAME}; start a new run for the rest.",
         )
     return _unfinished_items(Path(parent))[1]
 
@@ -654,58 +619,3 @@ def _check_unchanged(before: Mapping[str, str], now: Mapping[str, str]) -> None:
             hint="Undo the change to resume, or start a new run with batchframe exec "
             "(batchframe retry re-runs only the failed items).",
         )
-
-
-_RUN_FILES = (
-    "journal.sqlite", "journal.sqlite-wal", "journal.sqlite-shm", "journal.lock", "failed.jsonl", "logs.txt",
-    "summary.json", "status.json", "control.json",
-)  # fmt: skip
-
-
-def refuse_symlinks(run_dir: Path) -> None:
-    """Refuse a run folder whose files are symlinks or not regular files (a FIFO, a device, a folder).
-
-    A resume rewrites them: it would write through a link, and wait for good on a FIFO it opens to write.
-
-    Raises:
-        JournalError: one of the run's files is a symlink, a FIFO, a device or a folder.
-    """
-    linked = [name for name in _RUN_FILES if (Path(run_dir) / name).is_symlink()]
-    if linked:
-        raise JournalError(
-            f"{run_dir} has files that are symbolic links ({', '.join(linked)}); batchframe will not write "
-            "through them (a resume rewrites failed.jsonl and the journal).",
-            hint="Use the run's real folder, or replace the links with the files they point to.",
-        )
-    odd = [name for name in _RUN_FILES if not regular_or_missing(Path(run_dir) / name)]
-    if odd:  # a FIFO: opened to be written (a resume's logs.txt, failed.jsonl), it would wait for good
-        raise JournalError(
-            f"{run_dir} has files that are not regular files ({', '.join(odd)}: a FIFO, a device or a "
-            "folder); batchframe will not read or write them.",
-            hint="Move them away (a run's logs.txt, failed.jsonl and summary.json are written anew when missing).",
-        )
-
-
-def _keep_final_failures(failed_jsonl: Path, final: set[int]) -> None:
-    """Drop the records of items a resume runs again (not processed, in flight), and a torn last line.
-
-    Streams the file into a sibling and renames it over the original, so a crash here loses nothing.
-    """
-    if not failed_jsonl.is_file():
-        return
-    import json
-
-    kept = failed_jsonl.with_name(failed_jsonl.name + ".tmp")
-    with (
-        failed_jsonl.open(encoding="utf-8", errors="surrogateescape") as lines,
-        kept.open("w", encoding="utf-8", errors="surrogateescape") as out,
-    ):
-        for line in lines:
-            try:
-                index = json.loads(line).get("index")
-            except (ValueError, AttributeError):
-                continue  # a torn line from a crash mid-write
-            if index in final:
-                out.write(line if line.endswith("\n") else line + "\n")
-    os.chmod(kept, 0o600)
-    os.replace(kept, failed_jsonl)

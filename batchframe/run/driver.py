@@ -27,7 +27,7 @@ from batchframe.backends import Backend, ItemCall, NotStarted
 from batchframe.backends.local import LocalBackend
 from batchframe.errors import RunError
 from batchframe.retry import RateLimited, RetryPolicy
-from batchframe.run.limits import ExecutorSettings, with_limits
+from batchframe.run.limits import DriverSettings, with_limits
 from batchframe.run.reader import ThreadedReader
 from batchframe.runfolder.failures import (
     NOT_PROCESSED,
@@ -49,7 +49,7 @@ from batchframe.source import (
     source_length,
 )
 
-__all__ = ["Driver", "ExecutorSettings", "Outcome", "Stats"]
+__all__ = ["Driver", "DriverSettings", "Outcome", "Stats"]
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ class Driver:
         source: Any,
         service: Any,
         *,
-        settings: ExecutorSettings,
+        settings: DriverSettings,
         on_success: OnSuccess | None = None,
         on_failure: OnFailure | None = None,
         skip: Sequence[tuple[int, int]] = (),

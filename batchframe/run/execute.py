@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from batchframe.backends._factory import ServiceFactory
     from batchframe.configuration import Configuration
     from batchframe.project.container import Wired
-    from batchframe.run.limits import ExecutorSettings
+    from batchframe.run.limits import DriverSettings
     from batchframe.runfolder.journal import Journal
 
 logger = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ class Buildable(Protocol):
     """What ``execute`` needs to know of a run: its settings and how to build its objects."""
 
     config: Configuration
-    settings: ExecutorSettings
+    settings: DriverSettings
 
     def build(self, statics: Mapping[str, Any]) -> Wired:
         """Build the Source and the Service (raises a BatchframeError saying what is wrong)."""

@@ -1,4 +1,4 @@
-"""The executor's settings and the per-item rate limit.
+"""The driver's settings and the per-item rate limit.
 
 A rate limit means what it says: ``max_per_second=N`` lets at most N items start in any window of one
 second, ``max_per_minute=M`` at most M in any window of 60 seconds, and both hold together when both
@@ -71,8 +71,8 @@ MAX_QUEUE_SIZE = 1_000_000
 
 
 @dataclass(frozen=True, kw_only=True)
-class ExecutorSettings:
-    """How the executor runs: validated on creation, each error naming the config field.
+class DriverSettings:
+    """How the driver runs items: validated on creation, each error naming the config field.
 
     Attributes:
         concurrency: items processed at the same time (workers).
@@ -351,7 +351,7 @@ class RateLimiter:
 
 def with_limits(
     call: ItemCall,
-    settings: ExecutorSettings,
+    settings: DriverSettings,
     *,
     paced_start: bool = False,
     not_before: Clock | None = None,

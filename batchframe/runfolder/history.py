@@ -14,9 +14,9 @@ from batchframe._console import Col, print_line, print_table
 from batchframe.run.execute import FAILED_TO_START
 from batchframe.runfolder.failures import NOT_PROCESSED
 from batchframe.runfolder.files import read_regular_text
-from batchframe.runfolder.journal import JOURNAL_NAME, Journal, JournalError
+from batchframe.runfolder.folder import JOURNAL_NAME, SUMMARY_NAME
+from batchframe.runfolder.journal import Journal, JournalError
 from batchframe.runfolder.live import read_status
-from batchframe.runfolder.summary import SUMMARY_NAME
 
 SUMMARY_UNREADABLE = "summary.json unreadable"
 """The note on a run whose summary.json cannot be read (truncated, not an object, edited by hand)."""
@@ -44,7 +44,7 @@ _COUNT_NAMES = {"done": "succeeded", "failed": "failed", "not_processed": "not_p
 """RunInfo's counts, by the summary.json field each is read from."""
 
 _RUN_FOLDER_NAME = re.compile(r"(\d{4}-\d\d-\d\dT\d\d)-(\d\d)-(\d\d)")
-"""A run folder's name is its start time (``run.RUN_DIR_FORMAT``, with a ``-2`` suffix when taken)."""
+"""A run folder's name is its start time (``folder.RUN_DIR_FORMAT``, with a ``-2`` suffix when taken)."""
 
 
 @dataclass

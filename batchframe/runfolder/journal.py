@@ -42,12 +42,12 @@ from typing import Any
 
 from batchframe.errors import RecordError, UsageError
 from batchframe.runfolder.failures import NOT_PROCESSED, FailedItem, pickled_item, safe_repr, safe_str, storable_text
+from batchframe.runfolder.folder import DEFAULT_OUTPUT_DIR, JOURNAL_NAME, LOCK_NAME
 from batchframe.secret import redact
 
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-JOURNAL_NAME = "journal.sqlite"
 IN_FLIGHT, FAILED, NOT_DONE = 0, 2, 3
 _IN_FLIGHT_AFTER_S = 0.5
 _BACKLOG = 1
@@ -94,9 +94,9 @@ def _missing_run_dir_hint(run_dir: Path) -> str:
     """What to give instead of a run folder that does not exist.
 
     A run folder's name alone, as the table of ``batchframe runs`` shows it, is looked for in the
-    default output folder (``run.DEFAULT_OUTPUT_DIR``, not imported: run imports this module).
+    default output folder (``folder.DEFAULT_OUTPUT_DIR``).
     """
-    in_outputs = Path("batchframe_outputs") / run_dir
+    in_outputs = DEFAULT_OUTPUT_DIR / run_dir
     if len(run_dir.parts) == 1 and in_outputs.is_dir():
         return f"Did you mean {in_outputs}? (batchframe runs lists the runs in {in_outputs.parent} by name.)"
     return "Give a run folder, e.g. batchframe_outputs/<time>."
@@ -215,7 +215,7 @@ class Journal:
         """Hold the run's lock: a second process resuming the same run is refused."""
         import fcntl
 
-        lock_path = self.path.with_suffix(".lock")
+        lock_path = self.path.with_name(LOCK_NAME)
         with open(os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600), "a+") as handle:  # owner-only, as every run file
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -20,7 +20,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import threading
 import time
 import types
@@ -32,12 +31,11 @@ from typing import Any, Literal, get_args
 
 from batchframe.errors import UsageError
 from batchframe.runfolder.files import read_regular_text
+from batchframe.runfolder.folder import CONTROL_NAME, STATUS_NAME, write_json_atomically
 from batchframe.runfolder.stats import Stats
 
 logger = logging.getLogger(__name__)
 
-STATUS_NAME = "status.json"
-CONTROL_NAME = "control.json"
 LAUNCH_ID_ENV = "BATCHFRAME_LAUNCH_ID"
 WRITE_EVERY_S = 0.5
 POLL_EVERY_S = 0.25
@@ -155,7 +153,7 @@ def send_control(run_dir: Path, command: Command) -> None:
             f"The run in {run_dir} {state}: it cannot {command}.",
             hint=f"Only a running run can {command}. A killed or stopped run goes on with: batchframe resume {run_dir}",
         )
-    _write_json(run_dir / CONTROL_NAME, {"seq": time.time_ns(), "command": command})
+    write_json_atomically(run_dir / CONTROL_NAME, {"seq": time.time_ns(), "command": command})
 
 
 def _alive(pid: int, started: str | None = None) -> bool:
@@ -191,19 +189,6 @@ def _zombie(pid: int) -> bool:
     except OSError:
         return False  # no /proc (macOS): trust kill(0)
     return stat.rpartition(")")[2].split()[:1] == ["Z"]
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    """Replace ``path`` at once (readers never see half a file), readable by the owner only."""
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            json.dump(data, out)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
 
 
 class RunLink:
@@ -278,7 +263,7 @@ class RunLink:
             cooldown_total_s=round(stats.whole_cooldown_total_s, 2),
         )
         try:
-            _write_json(self.run_dir / STATUS_NAME, dataclasses.asdict(status))
+            write_json_atomically(self.run_dir / STATUS_NAME, dataclasses.asdict(status))
         except (OSError, ValueError) as exc:
             if not self._failed:
                 self._failed = True

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from batchframe.runfolder.failures import NOT_PROCESSED, FailedItem, FailedItems, FailureLog, pickled_item
+from batchframe.runfolder.folder import FAILED_NAME
 from batchframe.runfolder.journal import file_identity
 from batchframe.runfolder.logs import FAILURES_LOGGER, flush_run_logs
 
@@ -36,7 +37,7 @@ class RunRecords:
 
     def __init__(self, run_dir: Path | None, journal: Journal | None, *, keep: bool = False) -> None:
         self.journal = journal
-        self.failure_log = FailureLog(run_dir / "failed.jsonl" if run_dir is not None else None)
+        self.failure_log = FailureLog(run_dir / FAILED_NAME if run_dir is not None else None)
         self.failed_items = FailedItems()
         self.kept_failures: list[FailedItem] | None = [] if keep else None
         self.kept_successes: list[int] | None = [] if keep else None

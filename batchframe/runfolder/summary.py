@@ -6,18 +6,16 @@ part's own counters are under ``this_part``.
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from batchframe.runfolder.folder import SUMMARY_NAME, write_json_atomically
 
 if TYPE_CHECKING:
     from rich.text import Text
 
     from batchframe.run.driver import Driver
-
-SUMMARY_NAME = "summary.json"
 
 
 def as_dict(
@@ -90,10 +88,7 @@ def write_json(run_dir: Path, report: Mapping[str, Any]) -> Path | None:
 
     path = run_dir / SUMMARY_NAME
     try:
-        text = json.dumps(report, indent=2, default=str, ensure_ascii=True) + "\n"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
+        write_json_atomically(path, report, indent=2)
     except (OSError, ValueError) as exc:
         logging.getLogger(__name__).error("Could not write %s: %s", path, exc)
         return None

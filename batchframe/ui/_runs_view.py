@@ -21,13 +21,11 @@ from typing import Any
 from batchframe.run.execute import FAILED_TO_START
 from batchframe.run.progress import cooldown_text
 from batchframe.runfolder.files import open_regular
+from batchframe.runfolder.folder import FAILED_NAME, JOURNAL_NAME, LOG_NAME, STATUS_NAME, SUMMARY_NAME
 from batchframe.runfolder.history import RunInfo, list_runs, read_run, read_summary, summary_view
-from batchframe.runfolder.journal import JOURNAL_NAME, JournalError
-from batchframe.runfolder.live import STATUS_NAME, RunStatus, read_status
-from batchframe.runfolder.summary import SUMMARY_NAME
+from batchframe.runfolder.journal import JournalError
+from batchframe.runfolder.live import RunStatus, read_status
 
-LOG_NAME = "logs.txt"
-FAILED_NAME = "failed.jsonl"
 LOG_LINES = 60
 LOG_BYTES = 64 * 1024
 ITEMS_PER_TYPE = 20
