@@ -416,3 +416,10 @@ def is_framework_frame(filename: str) -> bool:
 def is_library_frame(filename: str) -> bool:
     """Whether a frame is of an installed library or the standard library (code the user's code called)."""
     return filename.startswith(_library_files())
+
+
+def clock(seconds: float) -> str:
+    """A duration as a clock reads: ``0:01:05`` (hours:minutes:seconds, whole seconds)."""
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"

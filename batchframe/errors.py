@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from batchframe.runfolder.outcome import EXIT_FATAL, EXIT_USAGE
+
 __all__ = [
     "BatchframeError",
     "ConfigError",
@@ -39,7 +41,7 @@ class BatchframeError(Exception):
         user_traceback: the formatted frames of the user's own code that led here, if any.
     """
 
-    exit_code: int = 1
+    exit_code: int = EXIT_FATAL
     title: str = "batchframe error"
 
     def __init__(self, message: str, *, hint: str | None = None, user_traceback: str | None = None) -> None:
@@ -84,7 +86,7 @@ class RecordError(RunError, OSError):
 class UsageError(BatchframeError):
     """The command line or the project is wrong; nothing was processed."""
 
-    exit_code = 2
+    exit_code = EXIT_USAGE
     title = "Usage error"
 
 

@@ -41,7 +41,8 @@ from batchframe.run.commands import run_project as _run_project
 from batchframe.run.execute import RunPlan, execute
 from batchframe.run.limits import DriverSettings
 from batchframe.runfolder.failures import FailedItem
-from batchframe.runfolder.stats import Outcome, Stats
+from batchframe.runfolder.outcome import Outcome
+from batchframe.runfolder.stats import Stats
 from batchframe.source import Source
 
 if TYPE_CHECKING:

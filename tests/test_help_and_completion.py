@@ -13,7 +13,7 @@ from test_supervisor import Numbers, SignalsItself, supervise
 from typer.testing import CliRunner
 
 from batchframe.cli.app import app
-from batchframe.run.driver import Outcome
+from batchframe.runfolder.outcome import Outcome
 
 COMMANDS = ["exec", "params", "init", "new-config", "update", "resume", "retry", "runs", "ui"]
 

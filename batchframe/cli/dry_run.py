@@ -24,6 +24,7 @@ from batchframe.project.load import user_frames
 from batchframe.run.commands import prepare
 from batchframe.runfolder.failures import safe_repr, safe_str, storable_text
 from batchframe.runfolder.logs import run_logging
+from batchframe.runfolder.outcome import EXIT_OK, EXIT_SIGINT
 from batchframe.service import retryable_exceptions
 from batchframe.source import (
     check_limit,
@@ -42,8 +43,6 @@ if TYPE_CHECKING:
 
 SHOWN = 5
 """How many of the first items a dry run shows."""
-
-EXIT_OK, EXIT_INTERRUPTED = 0, 130
 
 
 @dataclass
@@ -69,7 +68,7 @@ class DryRun:
     @property
     def exit_code(self) -> int:
         """0, or 130 when Ctrl-C cut the count short."""
-        return EXIT_INTERRUPTED if self.interrupted else EXIT_OK
+        return EXIT_SIGINT if self.interrupted else EXIT_OK
 
     def add(self, item: Any) -> None:
         """Count one item (and keep its repr if it is one of the first)."""

@@ -38,7 +38,8 @@ from batchframe.runfolder.failures import (
     user_traceback,
 )
 from batchframe.runfolder.logs import FILE_ONLY
-from batchframe.runfolder.stats import Outcome, Stats
+from batchframe.runfolder.outcome import Outcome
+from batchframe.runfolder.stats import Stats
 from batchframe.service import retryable_exceptions
 from batchframe.source import (
     check_source,

@@ -1,4 +1,4 @@
-"""Executing a prepared run in its run folder: wiring, the supervised executor, the end of the run.
+"""Executing a prepared run in its run folder: wiring, the supervised driver, the end of the run.
 
 ``run.py`` decides what to run (a new run, a resume, a retry) and ``testing.run_service`` what to
 test; this module runs each of them the same way and reports: the journal, ``failed.jsonl``,
@@ -39,8 +39,16 @@ from batchframe.runfolder import summary
 from batchframe.runfolder.failures import FailedItem, safe_str
 from batchframe.runfolder.live import RunLink
 from batchframe.runfolder.logs import FILE_ONLY
+from batchframe.runfolder.outcome import (
+    EXIT_FAILED_ITEMS,
+    EXIT_FATAL,
+    EXIT_OK,
+    FAILED_TO_START,
+    Outcome,
+    signal_exit_code,
+)
 from batchframe.runfolder.records import RunRecords
-from batchframe.runfolder.stats import EarlierParts, Outcome, Stats
+from batchframe.runfolder.stats import EarlierParts, Stats
 from batchframe.source import Source, defines_hook
 
 if TYPE_CHECKING:
@@ -51,10 +59,6 @@ if TYPE_CHECKING:
     from batchframe.runfolder.journal import Journal
 
 logger = logging.getLogger(__name__)
-
-EXIT_OK, EXIT_FATAL, EXIT_USAGE, EXIT_FAILED_ITEMS = 0, 1, 2, 3
-EXIT_SIGINT, EXIT_SIGTERM = 130, 143
-FAILED_TO_START = "failed_to_start"
 
 
 class Buildable(Protocol):
@@ -172,28 +176,28 @@ def execute(prepared: Buildable, plan: RunPlan, journal: Journal | None) -> RunR
     with _RunLoops(prepared.config.executor) as loops:
         try:
             wired = prepared.build(statics)
-            executor = _executor(prepared, plan, wired, records, statics, loops)
+            driver = _driver(prepared, plan, wired, records, statics, loops)
         except BatchframeError as error:
             _failed_to_start(plan, journal, error)
             raise
         if not plan.quiet:
             logger.info("Run folder: %s", plan.shown_dir)
         supervisor = Supervisor(
-            executor,
-            progress=_progress(executor.stats, plan),
+            driver,
+            progress=_progress(driver.stats, plan),
             interactive=plan.interactive,
             namespace={"source": wired.source, "service": wired.service, "config": wired.config},
             link=None if plan.quiet else _linker(plan.run_dir),
             loop=loops.driver,
             flush_records=None if journal is None else journal.commit_now,
         )
-        records.on_error = executor.records_failed
+        records.on_error = driver.records_failed
         try:
             _supervise(supervisor, plan, journal)
         finally:
-            _close_records(records, executor)
+            _close_records(records, driver)
         try:
-            return _end(wired, executor, supervisor, plan, journal, records, loops)
+            return _end(wired, driver, supervisor, plan, journal, records, loops)
         finally:
             records.discard()
 
@@ -204,9 +208,9 @@ class _RunLoops:
     Both stay open until the end-of-run hooks have run on the one where ``process`` ran.
     """
 
-    def __init__(self, executor: str) -> None:
+    def __init__(self, backend: str) -> None:
         self.driver = asyncio.new_event_loop()
-        self.service = ServiceLoop("batchframe-service") if executor == "threads" else None
+        self.service = ServiceLoop("batchframe-service") if backend == "threads" else None
 
     def __enter__(self) -> _RunLoops:
         return self
@@ -231,7 +235,7 @@ class _RunLoops:
             run_on(self.driver, result)
 
 
-def _executor(
+def _driver(
     prepared: Buildable,
     plan: RunPlan,
     wired: Wired,
@@ -240,7 +244,7 @@ def _executor(
     loops: _RunLoops,
 ) -> Driver:
     source = wired.source if plan.replay is None else _Replay(plan.replay)
-    executor = Driver(
+    driver = Driver(
         source,
         wired.service,
         settings=prepared.settings,
@@ -252,19 +256,19 @@ def _executor(
         paced_start=plan.earlier is not None or plan.replay is not None,
     )
     if plan.earlier is not None:
-        executor.stats.earlier = plan.earlier
+        driver.stats.earlier = plan.earlier
     if records.journal is not None:
         # A batching back end finishes a whole batch in one loop iteration: hand it to the writer in one go.
         batch_items = max(prepared.settings.concurrency, MAX_BATCH)
-        records.journal.watch_in_flight(executor.in_flight_items, batch_items=batch_items)
-        records.journal.set_meta(total=executor.stats.total)
-    return executor
+        records.journal.watch_in_flight(driver.in_flight_items, batch_items=batch_items)
+        records.journal.set_meta(total=driver.stats.total)
+    return driver
 
 
 def _linker(run_dir: Path) -> Callable[[Supervisor], RunLink]:
     def link(supervisor: Supervisor) -> RunLink:
-        executor = supervisor.executor
-        return RunLink(run_dir, executor.stats, state=lambda: executor.state, apply=supervisor.control)
+        driver = supervisor.driver
+        return RunLink(run_dir, driver.stats, state=lambda: driver.state, apply=supervisor.control)
 
     return link
 
@@ -273,21 +277,21 @@ def _supervise(supervisor: Supervisor, plan: RunPlan, journal: Journal | None) -
     try:
         supervisor.run()
     except BatchframeError as error:
-        if supervisor.executor.stats.read == 0:  # e.g. a back end that could not start: nothing ran
+        if supervisor.driver.stats.read == 0:  # e.g. a back end that could not start: nothing ran
             _failed_to_start(plan, journal, error)
         if supervisor.link is not None:
             supervisor.link.finish(Outcome.FATAL.value, error.exit_code)
         raise
 
 
-def _close_records(records: RunRecords, executor: Driver) -> None:
+def _close_records(records: RunRecords, driver: Driver) -> None:
     """Write the last buffered records; if that fails the run ends as failed, with that error."""
     try:
         records.close()
     except Exception as exc:
         logger.error("%s", safe_str(exc))
-        if executor.fatal_error is None:
-            executor.fatal_error, executor.outcome = exc, Outcome.FATAL
+        if driver.fatal_error is None:
+            driver.fatal_error, driver.outcome = exc, Outcome.FATAL
 
 
 def _progress(stats: Stats, plan: RunPlan) -> ProgressDisplay:
@@ -347,7 +351,7 @@ def _failed_to_start(plan: RunPlan, journal: Journal | None, error: BatchframeEr
 
 def _end(
     wired: Wired,
-    executor: Driver,
+    driver: Driver,
     supervisor: Supervisor,
     plan: RunPlan,
     journal: Journal | None,
@@ -356,23 +360,23 @@ def _end(
 ) -> RunResult:
     limit = int(getattr(wired.config, "persist_unread_max", 100_000))
     with _signals_while_ending(supervisor):
-        notes = _hand_over_unread(executor, records, limit, wanted=_wants_failed(wired.source))
+        notes = _hand_over_unread(driver, records, limit, wanted=_wants_failed(wired.source))
         raised = [*_call_finish(wired.service, loops), *_persist_failed(wired.source, records, loops)]
     problems = [problem for problem, _ in raised]
-    if raised and executor.outcome is not Outcome.FATAL:
-        executor.outcome = Outcome.FATAL
-        executor.fatal_error = raised[0][1]
-    notes += _check_source_length(executor, plan)
+    if raised and driver.outcome is not Outcome.FATAL:
+        driver.outcome = Outcome.FATAL
+        driver.fatal_error = raised[0][1]
+    notes += _check_source_length(driver, plan)
     lost = records.lost()  # failed.jsonl or the journal deleted under the run: said, and exit code 1
     for message in lost:
         logger.warning("%s", message, extra=FILE_ONLY)  # the summary shows it on the console
     problems += lost
-    totals = _totals(journal, executor)
-    exit_code = EXIT_FATAL if lost else _exit_code(executor, totals, supervisor.stopped_by)
+    totals = _totals(journal, driver)
+    exit_code = EXIT_FATAL if lost else _exit_code(driver, totals, supervisor.stopped_by)
     if journal is not None:
-        _close_journal(journal, executor, exit_code)
+        _close_journal(journal, driver, exit_code)
     report = summary.as_dict(
-        executor, exit_code=exit_code, problems=problems, warnings=notes, totals=totals, meta=plan.meta
+        driver, exit_code=exit_code, problems=problems, warnings=notes, totals=totals, meta=plan.meta
     )
     if restore_std_streams():
         logger.warning("The run's code closed sys.stdout or sys.stderr; batchframe opened them again for its summary.")
@@ -382,18 +386,18 @@ def _end(
             supervisor.link.finish(report["outcome"], exit_code)
         logger.info("%s", summary.end_line(report), extra=FILE_ONLY)
         summary.show(report, run_dir=plan.shown_dir)
-    _close_source(executor)
+    _close_source(driver)
     kept = records.kept_failures or []
     return RunResult(
         plan.run_dir,
-        executor.stats,
-        executor.outcome,
+        driver.stats,
+        driver.outcome,
         exit_code,
         kept,
         totals,
         records.kept_successes or [],
         wired.service,
-        executor.fatal_error,
+        driver.fatal_error,
     )
 
 
@@ -401,13 +405,13 @@ _SOURCE_CLOSE_WAIT_S = 2.0
 _left_running: list[Any] = []  # generators still in their cleanup: never closed again at exit in the main thread
 
 
-def _close_source(executor: Driver) -> None:
+def _close_source(driver: Driver) -> None:
     """Close a generator Source now, waiting at most 2 s for its ``finally``; a cleanup that blocks is left behind.
 
     Python would otherwise close it whenever the last reference goes (on the main thread, at the
     exit): a ``finally`` that blocks would keep the process alive after its summary.
     """
-    iterator = executor.reader.iterator if executor.reader is not None else None
+    iterator = driver.reader.iterator if driver.reader is not None else None
     close = getattr(iterator, "close", None)
     if not callable(close):
         return
@@ -430,24 +434,24 @@ def _close_quietly(close: Callable[[], object]) -> None:
         logger.debug("Closing the Source's generator: %s", safe_str(exc))
 
 
-def _unread_count(executor: Driver) -> int | None:
-    if executor.source_exhausted:  # read to its end: nothing is unread, whatever __len__ says
+def _unread_count(driver: Driver) -> int | None:
+    if driver.source_exhausted:  # read to its end: nothing is unread, whatever __len__ says
         return 0
-    total = executor.stats.total
-    return None if total is None else max(total - executor.positions_read, 0)
+    total = driver.stats.total
+    return None if total is None else max(total - driver.positions_read, 0)
 
 
-def _hand_over_unread(executor: Driver, records: RunRecords, limit: int, *, wanted: bool) -> list[str]:
+def _hand_over_unread(driver: Driver, records: RunRecords, limit: int, *, wanted: bool) -> list[str]:
     """After a stop: hand the unread rest to persist_failed when it is known and small; else say what is left.
 
     Nothing is read for a Source without its own ``persist_failed``: nobody would receive it.
     """
-    if executor.outcome is Outcome.COMPLETED:
+    if driver.outcome is Outcome.COMPLETED:
         return []
-    unread = _unread_count(executor)
+    unread = _unread_count(driver)
     if unread == 0:
         return []
-    iterator = executor.unread_iterator
+    iterator = driver.unread_iterator
     if not wanted or unread is None or iterator is None or unread > limit:
         count = "An unknown number of" if unread is None else f"{unread:,}"
         return [f"{count} items were not read from the source; batchframe resume continues with them."]
@@ -461,18 +465,18 @@ def _hand_over_unread(executor: Driver, records: RunRecords, limit: int, *, want
     return [f"{read:,} items were not read by the run; persist_failed() gets them too and resume continues with them."]
 
 
-def _check_source_length(executor: Driver, plan: RunPlan) -> list[str]:
-    if executor.outcome is not Outcome.COMPLETED or executor.positions_read >= plan.expected_positions:
+def _check_source_length(driver: Driver, plan: RunPlan) -> list[str]:
+    if driver.outcome is not Outcome.COMPLETED or driver.positions_read >= plan.expected_positions:
         return []
     message = (
-        f"The source yielded {executor.positions_read} items, but the journal knows {plan.expected_positions}: "
+        f"The source yielded {driver.positions_read} items, but the journal knows {plan.expected_positions}: "
         "it changed since the run started; the missing positions were not processed."
     )
     logger.warning(message)
     return [message]
 
 
-def _totals(journal: Journal | None, executor: Driver) -> dict[str, Any] | None:
+def _totals(journal: Journal | None, driver: Driver) -> dict[str, Any] | None:
     """The whole run's counts (every part of a resumed run), from the journal."""
     if journal is None:
         return None
@@ -483,18 +487,18 @@ def _totals(journal: Journal | None, executor: Driver) -> dict[str, Any] | None:
     except Exception as exc:
         logger.error("Could not read the journal's totals: %s", safe_str(exc))
         return None
-    counts["unread"] = _unread_count(executor)
+    counts["unread"] = _unread_count(driver)
     return counts
 
 
-def _close_journal(journal: Journal, executor: Driver, exit_code: int) -> None:
+def _close_journal(journal: Journal, driver: Driver, exit_code: int) -> None:
     try:
         journal.set_meta(
             ended_at=dt.datetime.now().isoformat(timespec="seconds"),
-            outcome=executor.outcome.value,
+            outcome=driver.outcome.value,
             exit_code=exit_code,
-            read_upto=executor.positions_read,
-            unread=_unread_count(executor),
+            read_upto=driver.positions_read,
+            unread=_unread_count(driver),
         )
         journal.close()
     except Exception as exc:
@@ -565,10 +569,10 @@ def _guarded(what: str, call: Any, *args: Any, after: str = "") -> Raised:
     return []
 
 
-def _exit_code(executor: Driver, totals: Mapping[str, Any] | None, stopped_by: signal.Signals | None) -> int:
-    if executor.outcome is Outcome.FATAL:
+def _exit_code(driver: Driver, totals: Mapping[str, Any] | None, stopped_by: signal.Signals | None) -> int:
+    if driver.outcome is Outcome.FATAL:
         return EXIT_FATAL
-    if executor.outcome is Outcome.STOPPED:
-        return EXIT_SIGTERM if stopped_by == signal.SIGTERM else EXIT_SIGINT
-    failed = totals["failed"] if totals is not None else executor.stats.failed
+    if driver.outcome is Outcome.STOPPED:
+        return signal_exit_code(stopped_by or signal.SIGINT)
+    failed = totals["failed"] if totals is not None else driver.stats.failed
     return EXIT_FAILED_ITEMS if failed else EXIT_OK

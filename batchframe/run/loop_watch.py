@@ -24,6 +24,8 @@ import time
 from collections.abc import Callable, Iterator
 from types import FrameType
 
+from batchframe.runfolder.outcome import signal_exit_code
+
 logger = logging.getLogger(__name__)
 
 BEAT_EVERY_S = 0.25
@@ -31,7 +33,7 @@ BLOCKED_AFTER_S = 1.0
 """A loop without a heartbeat for this long is blocked: a signal then cannot reach the run through it."""
 WARN_AFTER_S = 2.0
 FLUSH_WAIT_S = 1.0
-EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class LoopWatch:
@@ -132,7 +134,7 @@ class LoopWatch:
         """
         if threading.current_thread() is not threading.main_thread():
             return
-        for sig in EXIT_CODES:
+        for sig in STOP_SIGNALS:
             signal.signal(sig, self._on_signal)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
@@ -154,7 +156,7 @@ class LoopWatch:
             )
             writer.start()
             writer.join(FLUSH_WAIT_S)
-        self.exit_now(EXIT_CODES.get(signal.Signals(signum), 1))
+        self.exit_now(signal_exit_code(signum))
 
 
 def _quietly(action: Callable[[], None]) -> None:

@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from batchframe._text import clock
+
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.text import Text
@@ -62,7 +64,7 @@ def cooldown_text(seconds: float) -> str:
 
 def _eta(stats: Stats) -> str:
     seconds = stats.eta_s
-    return "" if seconds is None else _clock(seconds)
+    return "" if seconds is None else clock(seconds)
 
 
 class LogProgress:
@@ -206,7 +208,7 @@ def _line(stats: Stats, detail: _Detail, state: str, spinner: str) -> Text:
     if detail.rate:
         parts.append(Text(f"{stats.rate_per_s:,.0f}/s", style="cyan"))
     if detail.elapsed:
-        parts.append(Text(_clock(stats.elapsed_s), style="yellow"))
+        parts.append(Text(clock(stats.elapsed_s), style="yellow"))
     if stats.total is not None:
         parts.append(Text(f"ETA {_eta(stats) or '-:--:--'}"))
     return Text(" ").join(parts)
@@ -235,12 +237,6 @@ def _bar(done: float, width: int) -> Text:
 
     filled = round(min(max(done, 0.0), 1.0) * width)
     return Text.assemble(("━" * filled, "magenta"), ("━" * (width - filled), "bright_black"))
-
-
-def _clock(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}"
 
 
 class LiveProgress:

@@ -1,4 +1,4 @@
-"""Drives the executor's event loop: signals, the pause shell, the emergency shell, progress.
+"""Drives the driver's event loop: signals, the pause shell, the emergency shell, progress.
 
 On a terminal, Ctrl-C pauses (in-flight items finish; a second Ctrl-C cancels them back to pending)
 and opens the IPython shell with the loop stopped; leaving the shell resumes the run. Off a terminal
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from batchframe.run.driver import Driver
 from batchframe.run.loop_watch import LoopWatch
 from batchframe.run.progress import ProgressDisplay
-from batchframe.runfolder.stats import Outcome
+from batchframe.runfolder.outcome import Outcome
 
 if TYPE_CHECKING:
     from batchframe.runfolder.live import RunLink
@@ -29,10 +29,10 @@ OpenShell = Callable[[Mapping[str, Any], str], None]
 
 
 class Supervisor:
-    """Runs an executor to the end on its own event loop.
+    """Runs a driver to the end on its own event loop.
 
     Args:
-        executor: the executor to run.
+        driver: the driver to run.
         progress: the progress display (suspended while a shell is open).
         interactive: whether Ctrl-C opens the pause shell (a terminal, and input allowed).
         namespace: the names the shell gets besides ``executor``/``self`` and ``stats``.
@@ -46,7 +46,7 @@ class Supervisor:
 
     def __init__(
         self,
-        executor: Driver,
+        driver: Driver,
         *,
         progress: ProgressDisplay,
         interactive: bool,
@@ -56,7 +56,7 @@ class Supervisor:
         loop: asyncio.AbstractEventLoop | None = None,
         flush_records: Callable[[], None] | None = None,
     ) -> None:
-        self.executor = executor
+        self.driver = driver
         self.progress = progress
         self.interactive = interactive
         self.namespace = dict(namespace or {})
@@ -71,7 +71,7 @@ class Supervisor:
         self.link = link(self) if link is not None else None
 
     def run(self) -> None:
-        """Run the executor until it finishes, pausing for the shell as the user asks."""
+        """Run the driver until it finishes, pausing for the shell as the user asks."""
         loop = self._loop = self._given_loop or asyncio.new_event_loop()
         try:
             service = self.namespace.get("service")
@@ -79,7 +79,7 @@ class Supervisor:
                 loop, blocker=f"{type(service).__qualname__}.process", before_exit=self._flush_records
             )
             self._install_signal_handlers()
-            task = loop.create_task(self.executor.run())
+            task = loop.create_task(self.driver.run())
             self._loop_watch.start()
             if self.link is not None:
                 self.link.start(loop)
@@ -89,7 +89,7 @@ class Supervisor:
                 except BaseException:
                     self._finish_after_error(task)
                     raise
-                if self.executor.outcome is Outcome.FATAL and self.interactive:
+                if self.driver.outcome is Outcome.FATAL and self.interactive:
                     self._shell(emergency=True)
             task.result()
         finally:
@@ -107,7 +107,7 @@ class Supervisor:
         """Something broke the driving loop: stop the run so every item is still recorded."""
         if task.done() or self._loop is None:
             return
-        self.executor.stop("the run was interrupted", force=True)
+        self.driver.stop("the run was interrupted", force=True)
         self._loop.run_until_complete(task)
 
     def _drive(self, task: asyncio.Task[Any]) -> None:
@@ -121,7 +121,7 @@ class Supervisor:
             if task.done():
                 return
             self._shell(emergency=False)
-            self.executor.resume()
+            self.driver.resume()
 
     # ----------------------------------------------------------------------------------- signals
 
@@ -143,68 +143,68 @@ class Supervisor:
         loop.remove_signal_handler(signal.SIGTERM)
 
     def _on_signal(self, signum: signal.Signals) -> None:
-        executor = self.executor
+        driver = self.driver
         if signum == signal.SIGINT and self.interactive and self.stopped_by is None:
-            if executor.paused:
+            if driver.paused:
                 logger.warning("Cancelling the items in flight; they go back to pending.")
-                executor.cancel_in_flight()
+                driver.cancel_in_flight()
             else:
                 logger.warning("Pausing: in-flight items finish, then a shell opens (Ctrl-C again to cancel them).")
-                executor.pause()
+                driver.pause()
                 self._idle_watch = asyncio.ensure_future(self._when_idle())
             return
         force = self.stopped_by is not None
         self.stopped_by = self.stopped_by or signal.Signals(signum)
-        executor.stop(f"received {signal.Signals(signum).name}", force=force)
+        driver.stop(f"received {signal.Signals(signum).name}", force=force)
 
     def control(self, command: str) -> None:
         """Carry out a command sent from outside (``batchframe ui``): no shell, unlike Ctrl-C."""
-        executor = self.executor
-        if command == "pause" and not executor.paused:
+        driver = self.driver
+        if command == "pause" and not driver.paused:
             logger.warning("Pausing (asked through control.json): in-flight items finish, no more start.")
-            executor.pause()
-            executor.stats.pause_clock()
-        elif command == "resume" and executor.paused:
+            driver.pause()
+            driver.stats.pause_clock()
+        elif command == "resume" and driver.paused:
             logger.warning("Resuming (asked through control.json).")
-            executor.stats.resume_clock()
-            executor.resume()
+            driver.stats.resume_clock()
+            driver.resume()
         elif command == "stop":
-            executor.stats.resume_clock()
-            executor.stop("stopped from the web UI")
+            driver.stats.resume_clock()
+            driver.stop("stopped from the web UI")
 
     async def _when_idle(self) -> None:
-        await self.executor.wait_idle()
-        if self._pause_ready is not None and not self._pause_ready.done() and self.executor.paused:
+        await self.driver.wait_idle()
+        if self._pause_ready is not None and not self._pause_ready.done() and self.driver.paused:
             self._pause_ready.set_result(None)
 
     # ------------------------------------------------------------------------------------- shell
 
     def _shell(self, *, emergency: bool) -> None:
-        executor = self.executor
+        driver = self.driver
         namespace = {
             **self.namespace,
-            "executor": executor,
-            "self": executor,
-            "stats": executor.stats,
+            "executor": driver,
+            "self": driver,
+            "stats": driver.stats,
         }
         # The shell handles Ctrl-C itself once it runs. Until then (IPython takes a moment to load), Ctrl-C
         # again cancels the items in flight, as it does while the run pauses, instead of ending the run.
         self._remove_signal_handlers()
-        _on_ctrl_c(executor.cancel_in_flight)
+        _on_ctrl_c(driver.cancel_in_flight)
         self.progress.suspend()
-        executor.stats.pause_clock()  # rate and ETA count running time only
+        driver.stats.pause_clock()  # rate and ETA count running time only
         try:
-            self._open_shell(namespace, _banner(executor, emergency=emergency))
+            self._open_shell(namespace, _banner(driver, emergency=emergency))
         except KeyboardInterrupt:
             # Ctrl-C reached both attempts to open the shell: the user wants out, so stop, losing nothing.
-            executor.stop("interrupted while the shell was opening")
+            driver.stop("interrupted while the shell was opening")
         except Exception:
             logger.exception("The shell failed; the run goes on.")
         finally:
             self._install_signal_handlers()  # first: a Ctrl-C from now on pauses the resumed run again
-            executor.stats.resume_clock()
+            driver.stats.resume_clock()
             self.progress.resume()
-        if executor.outcome is Outcome.STOPPED and self.stopped_by is None:
+        if driver.outcome is Outcome.STOPPED and self.stopped_by is None:
             self.stopped_by = signal.SIGINT
 
     def _open_shell(self, namespace: Mapping[str, Any], banner: str) -> None:
@@ -220,8 +220,8 @@ class Supervisor:
         try:
             self.open_shell(namespace, banner)
         except KeyboardInterrupt:
-            self.executor.cancel_in_flight()
-            _on_ctrl_c(self.executor.cancel_in_flight)
+            self.driver.cancel_in_flight()
+            _on_ctrl_c(self.driver.cancel_in_flight)
             self.open_shell(namespace, banner)
 
 
@@ -231,17 +231,17 @@ def _on_ctrl_c(action: Callable[[], None]) -> None:
         signal.signal(signal.SIGINT, lambda signum, frame: action())
 
 
-def _banner(executor: Driver, *, emergency: bool) -> str:
+def _banner(driver: Driver, *, emergency: bool) -> str:
     from batchframe.run.progress import describe
 
     if emergency:
-        head = f"batchframe emergency shell: the run failed with {executor.fatal_error!r}."
-        tail = "Inspect executor, source, service, config and stats; leave the shell (exit) to end the run."
+        head = f"batchframe emergency shell: the run failed with {driver.fatal_error!r}."
+        tail = "Inspect driver, source, service, config and stats; leave the shell (exit) to end the run."
     else:
         head = "batchframe paused."
         tail = "Leave the shell (exit or Ctrl-D) to resume; self.stop() then exit to end the run gracefully."
-    names = "Names: executor (also self), source, service, config, stats."
-    return _wrap([head, describe(executor.stats), names, tail])
+    names = "Names: driver (also self), source, service, config, stats."
+    return _wrap([head, describe(driver.stats), names, tail])
 
 
 def _wrap(paragraphs: list[str]) -> str:

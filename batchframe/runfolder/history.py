@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from batchframe._console import Col, print_line, print_table
-from batchframe.run.execute import FAILED_TO_START
 from batchframe.runfolder.failures import NOT_PROCESSED
 from batchframe.runfolder.files import read_regular_text
 from batchframe.runfolder.folder import JOURNAL_NAME, SUMMARY_NAME
 from batchframe.runfolder.journal import Journal, JournalError
 from batchframe.runfolder.live import read_status
+from batchframe.runfolder.outcome import COMPLETED, EXIT_FAILED_ITEMS, EXIT_OK, FAILED_TO_START, state_word
 
 SUMMARY_UNREADABLE = "summary.json unreadable"
 """The note on a run whose summary.json cannot be read (truncated, not an object, edited by hand)."""
@@ -90,7 +90,7 @@ class RunInfo:
         meta, counts = self.meta, self.counts
         if meta.get("outcome") == FAILED_TO_START:
             return "-"
-        if meta.get("exit_code") in (0, 3) and meta.get("outcome") == "completed":
+        if meta.get("exit_code") in (EXIT_OK, EXIT_FAILED_ITEMS) and meta.get("outcome") == COMPLETED:
             return "0"
         if "done" not in counts or "failed" not in counts:
             return "unknown"
@@ -109,12 +109,7 @@ class RunInfo:
         Words apart, not "running/killed": at 80 columns the table's exit column wraps them rather
         than take the room of another column. "unknown": no journal, and its summary.json does not say.
         """
-        if self.meta.get("outcome") == FAILED_TO_START:
-            return "failed to start"
-        code = self.meta.get("exit_code")
-        if code is None:
-            return "running or killed" if self.from_journal else "unknown"
-        return str(code)
+        return state_word(self.meta, from_journal=self.from_journal)
 
 
 def read_run(folder: Path) -> RunInfo:

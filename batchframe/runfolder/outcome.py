@@ -6,6 +6,7 @@ The one home of these rules: the run writes them (the journal's meta, summary.js
 
 from __future__ import annotations
 
+import enum
 import signal
 from collections.abc import Mapping
 from typing import Any
@@ -22,6 +23,7 @@ __all__ = [
     "FATAL",
     "RESUMED",
     "STOPPED",
+    "Outcome",
     "finished_every_item",
     "outcome_label",
     "signal_exit_code",
@@ -39,12 +41,20 @@ EXIT_FAILED_ITEMS = 3
 EXIT_SIGINT = 128 + signal.SIGINT  # 130: stopped by Ctrl-C
 EXIT_SIGTERM = 128 + signal.SIGTERM  # 143: stopped by SIGTERM
 
-COMPLETED = "completed"
-STOPPED = "stopped"
-FATAL = "fatal"
+
+class Outcome(enum.Enum):
+    """How the driver's run ended (its value is the ``outcome`` word of the journal and summary.json)."""
+
+    COMPLETED = "completed"
+    STOPPED = "stopped"
+    FATAL = "fatal"
+
+
+COMPLETED, STOPPED, FATAL = Outcome.COMPLETED.value, Outcome.STOPPED.value, Outcome.FATAL.value
 FAILED_TO_START = "failed_to_start"
+"""The outcome of a run whose Source, Service or back end could not be built (nothing ran)."""
 RESUMED = "resumed"
-"""The outcome words of the journal's meta and summary.json (``resumed``: a resume is going on)."""
+"""The outcome while a resume goes on (the resume writes its own outcome when it ends)."""
 
 
 def signal_exit_code(signum: int) -> int:

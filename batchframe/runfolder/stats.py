@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import collections
-import enum
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from batchframe._text import clock
 
 
 @dataclass(frozen=True)
@@ -105,8 +106,8 @@ class Stats:
             ("cooldown_total", f"{self.cooldown_total_s:,.1f} s"),
             *([("earlier", self.earlier)] if self.earlier != EarlierParts() else []),
             ("started", time.strftime("%Y-%m-%d %H:%M:%S", started)),
-            ("elapsed", _duration(self.elapsed_s)),
-            ("paused", _duration(max(now - self.started_at - self.elapsed_s, 0.0))),
+            ("elapsed", clock(self.elapsed_s)),
+            ("paused", clock(max(now - self.started_at - self.elapsed_s, 0.0))),
             ("rate", f"{self.rate_per_s:,.1f} items/s"),
         ]
 
@@ -189,18 +190,3 @@ class Stats:
         if self.total is None or rate <= 0:
             return None
         return max(self.total - self.completed, 0) / rate
-
-
-def _duration(seconds: float) -> str:
-    """``0:01:05`` (hours:minutes:seconds)."""
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}"
-
-
-class Outcome(enum.Enum):
-    """How a run ended."""
-
-    COMPLETED = "completed"
-    STOPPED = "stopped"
-    FATAL = "fatal"

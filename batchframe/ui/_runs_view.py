@@ -18,13 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from batchframe.run.execute import FAILED_TO_START
 from batchframe.run.progress import cooldown_text
 from batchframe.runfolder.files import open_regular
 from batchframe.runfolder.folder import FAILED_NAME, JOURNAL_NAME, LOG_NAME, STATUS_NAME, SUMMARY_NAME
 from batchframe.runfolder.history import RunInfo, list_runs, read_run, read_summary, summary_view
 from batchframe.runfolder.journal import JournalError
 from batchframe.runfolder.live import RunStatus, read_status
+from batchframe.runfolder.outcome import FAILED_TO_START, finished_every_item, outcome_label
 
 LOG_LINES = 60
 LOG_BYTES = 64 * 1024
@@ -81,21 +81,6 @@ def listing_signature(output_dir: Path) -> str:
 
 
 # ------------------------------------------------------------------------------------------ outcome
-
-
-def outcome_label(outcome: str | None, exit_code: int | None) -> str | None:
-    """How a finished run ended, in words; None when it has not ended.
-
-    Exit 0 is "completed", exit 3 "completed with failures"; a stop is "stopped"; a fatal error or a
-    run that could not start is "failed".
-    """
-    if outcome == "stopped":
-        return "stopped"
-    if outcome in ("fatal", FAILED_TO_START):
-        return "failed"
-    if exit_code is None:
-        return None
-    return {0: "completed", 3: "completed with failures"}.get(exit_code, "failed")
 
 
 _OUTCOME_TONES = {"completed": "ok", "completed with failures": "warn", "stopped": "warn", "failed": "bad"}
@@ -264,7 +249,7 @@ def actions(prog: Progress, info: RunInfo | None) -> Actions:
     if info is None or not (info.folder / JOURNAL_NAME).is_file():
         return Actions()  # a run without a journal (-p journal=false) can be neither resumed nor retried
     meta, counts = info.meta, info.counts
-    finished_all = meta.get("exit_code") in (0, 3) and not counts.get("not_processed") and not counts.get("in_flight")
+    finished_all = finished_every_item(meta, counts)
     return Actions(resume_run=not finished_all, retry=finished_all and counts.get("failed", 0) > 0)
 
 
