@@ -36,10 +36,10 @@ from batchframe.project.params import (
     resolve_values,
     unknown_param_error,
 )
-from batchframe.run.commands import RunResult, param_text, settings_from_config
 from batchframe.run.commands import run_project as _run_project
-from batchframe.run.execute import RunPlan, execute
+from batchframe.run.execute import RunPlan, RunResult, execute
 from batchframe.run.limits import DriverSettings
+from batchframe.run.prepare import param_text, settings_from_config
 from batchframe.runfolder.failures import FailedItem
 from batchframe.runfolder.outcome import Outcome
 from batchframe.runfolder.stats import Stats

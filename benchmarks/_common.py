@@ -11,7 +11,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import batchframe
-from batchframe.run.commands import RunResult, run_project
+from batchframe.run.commands import run_project
+from batchframe.run.execute import RunResult
 
 
 def byte_compile_batchframe() -> None:

@@ -88,7 +88,7 @@ def signal_when_ready(
 
 def service_factory(path: str | os.PathLike[str], *params: str, statics: dict[str, Any] | None = None) -> Any:
     """The ServiceFactory that ``batchframe exec PATH -p PARAM...`` gives its worker processes (a new run key)."""
-    from batchframe.run.commands import prepare
+    from batchframe.run.prepare import prepare
 
     return prepare(path, params=list(params)).service_factory(statics or {})
 

@@ -7,7 +7,7 @@ import kink
 import pytest
 
 from batchframe.project.container import wire
-from batchframe.run.commands import prepare
+from batchframe.run.prepare import prepare
 
 DI_PROJECT = """
 from __future__ import annotations

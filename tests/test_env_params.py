@@ -14,7 +14,7 @@ from helpers import batchframe_cli, only_run_dir
 from batchframe.errors import ParamError
 from batchframe.project.load import load_project
 from batchframe.project.params import env_values
-from batchframe.run.commands import collect_specs, prepare
+from batchframe.run.prepare import collect_specs, prepare
 
 PROJECT = """
 import json

@@ -240,7 +240,7 @@ def test_a_rate_limited_from_a_worker_keeps_what_was_asked() -> None:
 
 def test_the_configuration_caps_waits_at_300_seconds_by_default() -> None:
     from batchframe.configuration import Configuration
-    from batchframe.run.commands import settings_from_config
+    from batchframe.run.prepare import settings_from_config
 
     assert Configuration().max_cooldown_sec == 300.0
     assert settings_from_config(Configuration(max_cooldown_sec=5.0)).retry.max_delay_s == 5.0

@@ -17,7 +17,7 @@ from helpers import batchframe_cli, only_run_dir
 from test_interactive import spawn  # noqa: F401 - the pexpect fixture
 
 from batchframe import Secret
-from batchframe.run.commands import prepare
+from batchframe.run.prepare import prepare
 from batchframe.secret import fingerprint_secret, redact, remember_secret, secret_changed
 
 VALUE = "tok-9f3b2c71d5e84a06"

@@ -23,7 +23,7 @@ from batchframe import Secret
 from batchframe.errors import BatchframeError, ParamError, ProjectError
 from batchframe.project.load import load_project
 from batchframe.project.params import resolve_values
-from batchframe.run.commands import collect_specs
+from batchframe.run.prepare import collect_specs
 from batchframe.ui import _forms
 from batchframe.ui._forms import FieldSpec, FormError, describe, validate, widget_for
 

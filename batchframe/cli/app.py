@@ -21,7 +21,7 @@ from batchframe.runfolder.folder import DEFAULT_OUTPUT_DIR
 
 if TYPE_CHECKING:
     from batchframe.errors import UsageError
-    from batchframe.run.commands import AskMissing
+    from batchframe.run.prepare import AskMissing
 
 app = typer.Typer(
     name="batchframe",
@@ -389,7 +389,7 @@ def params(path: PathArg, config: ConfigOpt = None, param: ParamOpt = None, verb
         from batchframe.project.compat import fold_alias_assignments
         from batchframe.project.load import load_project
         from batchframe.project.params import split_assignments
-        from batchframe.run.commands import collect_specs, resolve_with_sources
+        from batchframe.run.prepare import collect_specs, resolve_with_sources
 
         unchosen: list[str] = []
         try:

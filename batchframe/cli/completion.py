@@ -121,7 +121,7 @@ def _param_specs(ctx: typer.Context) -> dict[str, ParamSpec]:
 
     logging.disable(logging.CRITICAL)  # importing the project may log; completion output is the shell's
     try:
-        from batchframe.run.commands import collect_specs
+        from batchframe.run.prepare import collect_specs
 
         return dict(collect_specs(_load_project(_project_path(ctx), ctx.params.get("config"))))
     except Exception:  # a broken project simply completes nothing

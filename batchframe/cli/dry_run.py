@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from batchframe._console import console, print_line
 from batchframe.errors import RunError
 from batchframe.project.load import user_frames
-from batchframe.run.commands import prepare
+from batchframe.run.prepare import prepare
 from batchframe.runfolder.failures import safe_repr, safe_str, storable_text
 from batchframe.runfolder.logs import run_logging
 from batchframe.runfolder.outcome import EXIT_OK, EXIT_SIGINT
@@ -39,7 +39,7 @@ from batchframe.source import (
 if TYPE_CHECKING:
     from rich.text import Text
 
-    from batchframe.run.commands import AskMissing
+    from batchframe.run.prepare import AskMissing
 
 SHOWN = 5
 """How many of the first items a dry run shows."""

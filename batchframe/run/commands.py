@@ -1,7 +1,8 @@
-"""One run, end to end: load the project, resolve parameters, create the run folder, execute, summarise.
+"""The three ways to run: ``run_project`` (``exec``), ``resume_run`` (``resume``) and ``retry_run`` (``retry``).
 
-``run_project()`` is the facade the CLI calls (and tests may call): it returns a ``RunResult`` and
-raises ``BatchframeError`` for anything that stops a run before or while it executes.
+Each prepares the run (``prepare``), gets its run folder ready (a new one, or the resumed one with
+its journal) and hands it to ``execute``. They return a ``RunResult`` and raise ``BatchframeError``
+for anything that stops a run before or while it executes.
 """
 
 from __future__ import annotations
@@ -10,32 +11,26 @@ import contextlib
 import dataclasses
 import datetime as dt
 import logging
-import os
 import shutil
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from batchframe.configuration import Configuration
 from batchframe.errors import ParamError, UsageError
-from batchframe.project.compat import fold_alias_assignments, fold_alias_specs, setting, sync_aliases
-from batchframe.project.config_values import check_config_values
-from batchframe.project.container import Wired, make_config, wire
-from batchframe.project.load import Project, load_project, user_code_failed
 from batchframe.project.params import (
     ParamSpec,
-    env_values,
-    merge_specs,
-    missing_params,
     missing_params_error,
-    params_of_class,
-    resolve_values,
-    split_assignments,
 )
-from batchframe.retry import RetryPolicy
 from batchframe.run.execute import RunPlan, RunResult, execute
-from batchframe.run.limits import DriverSettings
+from batchframe.run.prepare import (
+    AskMissing,
+    PreparedRun,
+    fingerprint,
+    log_warnings,
+    prepare,
+    run_meta,
+)
 from batchframe.run.progress import LOG_INTERVAL_S
 from batchframe.runfolder.folder import (
     DEFAULT_OUTPUT_DIR,
@@ -48,231 +43,15 @@ from batchframe.runfolder.folder import (
 )
 from batchframe.runfolder.journal import Journal, JournalError, load_items
 from batchframe.runfolder.live import read_status
-from batchframe.runfolder.logs import FILE_ONLY, run_logging
+from batchframe.runfolder.logs import run_logging
 from batchframe.runfolder.outcome import FAILED_TO_START, RESUMED, finished_every_item
 from batchframe.runfolder.stats import EarlierParts
-from batchframe.secret import Secret, fingerprint_secret, remember_secret, secret_changed
+from batchframe.secret import Secret, secret_changed
 from batchframe.source import check_limit
-
-if TYPE_CHECKING:
-    from batchframe.backends._factory import ServiceFactory
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PreparedRun", "RunResult", "prepare", "resolve_with_sources", "run_project"]
-
-AskMissing = Callable[[Sequence[ParamSpec]], Mapping[str, Any]]
-
-
-@dataclass
-class PreparedRun:
-    """A project loaded with its parameters resolved and settings validated; nothing has run yet."""
-
-    project: Project
-    specs: dict[str, ParamSpec]
-    values: dict[str, Any]
-    config: Configuration
-    settings: DriverSettings
-    given: dict[str, list[str]]
-    config_name: str | None
-    sources: dict[str, str] = field(default_factory=dict)
-    """Where each value not from a default came from: ``-p``, ``BATCHFRAME_PARAM_<NAME>`` or ``prompt``."""
-    notices: list[str] = field(default_factory=list)
-    """Warnings for the run's log (a secret that changed since the run started)."""
-
-    def recorded_params(self) -> list[str]:
-        """``NAME=VALUE`` texts that give this run's values again (for resume), secrets left out.
-
-        ``-p`` values are kept as typed; values from the environment or a prompt are written out.
-        """
-        recorded: list[str] = []
-        for name, source in self.sources.items():
-            if self.specs[name].secret:
-                continue
-            if source == "-p":
-                recorded += [f"{name}={raw}" for raw in self.given[name]]
-            else:
-                recorded.append(f"{name}={param_text(self.values[name])}")
-        return recorded
-
-    def secrets(self) -> dict[str, dict[str, str]]:
-        """Each secret's name -> where it came from and a salted hash of it (never the value)."""
-        return {
-            name: {"source": self.sources.get(name, "default"), **fingerprint_secret(value)}
-            for name, value in self.values.items()
-            if isinstance(value, Secret) and self.specs[name].secret
-        }
-
-    def service_factory(self, statics: Mapping[str, Any]) -> ServiceFactory:
-        """How a worker process builds the same Service: the project, its config and the resolved values.
-
-        Each call makes a new run key.
-
-        Raises:
-            ParamError: a parameter's value cannot be pickled (so it cannot reach a worker).
-        """
-        from batchframe.backends._factory import make_factory
-
-        return make_factory(self.project, values=self.values, statics=statics, config=self.project.config_name)
-
-    def build(self, statics: Mapping[str, Any]) -> Wired:
-        """Build the project's Source and Service.
-
-        Raises:
-            UsageError: a constructor argument has nothing bound to it.
-            RunError: a constructor of the user's raised (the message shows the user's frames).
-        """
-        project = self.project
-        try:
-            return wire(
-                source_cls=project.source_cls,
-                service_cls=project.service_cls,
-                config=self.config,
-                injectables=project.injectables,
-                param_values=self.values,
-                static_values=statics,
-            )
-        except LookupError as exc:
-            configs = project.available_configs
-            hint = (
-                f"If it is your configuration, select one with -c ({', '.join(configs)})."
-                if configs and project.config_name is None
-                else "Bind it: decorate its class with @inject, or make it a BatchframeParam."
-            )
-            raise UsageError(f"Cannot build the project's objects: {exc}", hint=hint) from None
-        except Exception as exc:
-            raise user_code_failed(
-                "Building the project", exc, hint="Fix the constructor that raised (frames below are from your code)."
-            ) from exc
-
-
-def collect_specs(project: Project) -> dict[str, ParamSpec]:
-    """Every BatchframeParam of the project's classes and of its configuration, by name."""
-    classes = [project.config_cls, *project.injectables]
-    return fold_alias_specs(merge_specs(spec for cls in classes for spec in params_of_class(cls)))
-
-
-def prepare(
-    path: str | Path,
-    *,
-    config: str | None = None,
-    params: Sequence[str] = (),
-    ask_missing: AskMissing | None = None,
-    warn_hooks: bool = True,
-    environ: Mapping[str, str] | None = None,
-) -> PreparedRun:
-    """Load the project and resolve its parameters; raise a UsageError for anything wrong.
-
-    A value comes from ``-p``, else a ``BATCHFRAME_PARAM_<NAME>`` environment variable, else the
-    config's default, else a prompt (``ask_missing``).
-
-    Args:
-        path: the project (file, package or directory).
-        config: the config name for ``-c``, or None.
-        params: ``NAME=VALUE`` strings from ``-p``.
-        ask_missing: asks the user for required parameters that have no value (None: error instead).
-        warn_hooks: log a warning for a method that looks like a misspelt hook (not in worker processes).
-        environ: where ``BATCHFRAME_PARAM_<NAME>`` variables are read (default: ``os.environ``).
-    """
-    given = fold_alias_assignments(split_assignments(params))
-    project = load_project(path, config, warn_hooks=warn_hooks)
-    specs = collect_specs(project)
-    values, sources = resolve_with_sources(specs, given, environ)
-    missing = missing_params(specs, values)
-    if missing and ask_missing is not None:
-        asked = ask_missing(missing)
-        values.update(asked)
-        sources.update(dict.fromkeys(asked, "prompt"))
-        missing = missing_params(specs, values)
-    if missing:
-        raise missing_params_error(missing, project=str(path))
-    for value in values.values():
-        if isinstance(value, Secret):
-            remember_secret(value)
-    config_obj = _make_config(project, values, specs)
-    settings = settings_from_config(config_obj)
-    return PreparedRun(project, specs, values, config_obj, settings, given, config, sources)
-
-
-def resolve_with_sources(
-    specs: Mapping[str, ParamSpec], given: Mapping[str, list[str]], environ: Mapping[str, str] | None = None
-) -> tuple[dict[str, Any], dict[str, str]]:
-    """The values of ``-p`` (``given``), else of ``BATCHFRAME_PARAM_<NAME>``, else the defaults.
-
-    Returns:
-        name -> value (required parameters without one are absent), and name -> where each value
-        not from a default came from (``-p`` or the variable's name).
-
-    Raises:
-        ParamError: an unknown ``-p`` name, or a value (given or from the environment) that does not parse.
-    """
-    values = resolve_values(specs, given)
-    from_env, variables = env_values(specs, os.environ if environ is None else environ, skip=given)
-    values.update(from_env)
-    return values, {**dict.fromkeys(given, "-p"), **variables}
-
-
-def _log_warnings(prepared: PreparedRun) -> None:
-    """Misspelt hooks, in logs.txt too (the console showed them when the project was loaded), and notices."""
-    for warning in prepared.project.hook_warnings:
-        logger.warning("%s", warning, extra=FILE_ONLY)
-    for notice in prepared.notices:
-        logger.warning("%s", notice)
-
-
-def param_text(value: Any) -> str:
-    """A parameter value as ``-p`` text that parses back to the same value."""
-    import enum
-
-    if isinstance(value, enum.Enum):
-        return value.name
-    if isinstance(value, Secret):
-        return param_text(value.get_secret_value())  # the text it was parsed from, for a child process
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return ",".join(param_text(v) for v in value)
-    return "none" if value is None else str(value)
-
-
-def _make_config(
-    project: Project, values: Mapping[str, Any], specs: Mapping[str, ParamSpec] | None = None
-) -> Configuration:
-    try:
-        config = make_config(project.config_cls, values)
-    except Exception as exc:
-        raise user_code_failed(
-            f"Building the configuration {project.config_cls.__qualname__}",
-            exc,
-            hint="Fix the configuration class (frames below are from your code).",
-        ) from exc
-    if not isinstance(config, Configuration):
-        raise UsageError(f"{project.config_cls.__qualname__} is not a batchframe Configuration.")
-    # A config class's own value of the wrong type ("false" for a bool) is refused, not taken as it is.
-    # A required value not given yet (the UI checks a form before the server's environment adds it) is not.
-    known = collect_specs(project) if specs is None else specs
-    check_config_values(config, {name: spec for name, spec in known.items() if name in values or not spec.required})
-    sync_aliases(config)
-    return config
-
-
-def settings_from_config(config: Configuration) -> DriverSettings:
-    """The driver settings named by the runtime fields of a configuration (validated)."""
-    retry = RetryPolicy(
-        max_retries=setting(config, "max_retries"),
-        base_s=config.retry_backoff_sec,
-        cap_s=config.retry_backoff_max_sec,
-        delays_s=setting(config, "retry_delays_sec"),
-        max_delay_s=config.max_cooldown_sec,
-    )
-    return DriverSettings(
-        concurrency=setting(config, "concurrency"),
-        queue_size=setting(config, "queue_size"),
-        retry=retry,
-        item_timeout_s=config.item_timeout_sec,
-        rate_per_s=config.max_per_second,
-        rate_per_minute=config.max_per_minute,
-    )
+__all__ = ["AlreadyFinished", "RunResult", "resume_run", "retry_run", "run_project"]
 
 
 def run_project(
@@ -334,43 +113,12 @@ def _execute_new(
     ``replay_payloads``: a retry run's items, pickled, kept in its own journal (it resumes without its parent).
     """
     with run_logging(plan.run_dir / LOG_NAME, verbosity=verbosity, levels=prepared.config.log_levels):
-        _log_warnings(prepared)
+        log_warnings(prepared)
         journal = _new_journal(prepared, plan.run_dir, plan.meta)
         if journal is not None and replay_payloads:
             journal.store_replay(replay_payloads)
         with _holding(journal):
             return execute(prepared, plan, journal)
-
-
-def run_meta(
-    prepared: PreparedRun,
-    *,
-    path: str | Path,
-    config: str | None,
-    output_dir: Path,
-    started: dt.datetime,
-) -> dict[str, Any]:
-    """What the journal records about a run, enough to run it again the same way (secrets excepted)."""
-    from batchframe import __version__
-
-    return {
-        "kind": "run",
-        "project": str(Path(path).resolve()),
-        "config": config,
-        "params": prepared.recorded_params(),
-        "param_sources": dict(prepared.sources),
-        "secrets": prepared.secrets(),
-        "output_dir": str(output_dir.resolve()),
-        "batchframe_version": __version__,
-        "started_at": started.isoformat(timespec="seconds"),
-        "fingerprint": fingerprint(prepared),
-    }
-
-
-def fingerprint(prepared: PreparedRun) -> dict[str, str]:
-    """The resolved parameter values and configuration class: a resume must find the same."""
-    values = {name: repr(value) for name, value in sorted(prepared.values.items())}
-    return {"config_class": type(prepared.config).__qualname__, **values}
 
 
 @contextlib.contextmanager
@@ -449,7 +197,7 @@ def resume_run(
         resumes = [*meta.get("resumed_at", []), started.isoformat(timespec="seconds")]
         journal.set_meta(resumed_at=resumes, exit_code=None, outcome=RESUMED, ended_at=None)
         with run_logging(run_dir / LOG_NAME, verbosity=verbosity, levels=prepared.config.log_levels):
-            _log_warnings(prepared)
+            log_warnings(prepared)
             logger.info(
                 "Resuming %s: %d items finished before are skipped.", run_dir, counts["done"] + counts["failed"]
             )

@@ -376,7 +376,14 @@ def _end(
     if journal is not None:
         _close_journal(journal, driver, exit_code)
     report = summary.as_dict(
-        driver, exit_code=exit_code, problems=problems, warnings=notes, totals=totals, meta=plan.meta
+        driver.stats,
+        driver.outcome,
+        driver.fatal_error,
+        exit_code=exit_code,
+        problems=problems,
+        warnings=notes,
+        totals=totals,
+        meta=plan.meta,
     )
     if restore_std_streams():
         logger.warning("The run's code closed sys.stdout or sys.stderr; batchframe opened them again for its summary.")

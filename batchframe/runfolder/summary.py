@@ -15,11 +15,14 @@ from batchframe.runfolder.folder import SUMMARY_NAME, write_json_atomically
 if TYPE_CHECKING:
     from rich.text import Text
 
-    from batchframe.run.driver import Driver
+    from batchframe.runfolder.outcome import Outcome
+    from batchframe.runfolder.stats import Stats
 
 
 def as_dict(
-    executor: Driver,
+    stats: Stats,
+    outcome: Outcome,
+    fatal: BaseException | None,
     *,
     exit_code: int,
     problems: Sequence[str] = (),
@@ -27,8 +30,18 @@ def as_dict(
     totals: Mapping[str, Any] | None = None,
     meta: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The summary's content: whole-run counts, this part's counts, duration, rate, failures by type, outcome."""
-    stats = executor.stats
+    """The summary's content: whole-run counts, this part's counts, duration, rate, failures by type, outcome.
+
+    Args:
+        stats: the run's counters.
+        outcome: how the run ended.
+        fatal: the error that ended it, if one did.
+        exit_code: the process's exit code.
+        problems: what went wrong around the items (a hook that raised, a record that could not be written).
+        warnings: what the user should know (items left unread, a Source longer than it said).
+        totals: the journal's counts (exact over every part of a resumed run), or None without a journal.
+        meta: the run's record (project, parameters, start), kept under ``run``.
+    """
     this_part = {
         "read": stats.read,
         "succeeded": stats.succeeded,
@@ -53,9 +66,8 @@ def as_dict(
             "not_processed": totals["not_processed"] + totals["in_flight"],
             "failures_by_type": dict(totals.get("failures_by_type", {})),
         }
-    fatal = executor.fatal_error
     return {
-        "outcome": executor.outcome.value,
+        "outcome": outcome.value,
         "exit_code": exit_code,
         "total": stats.total,
         "succeeded": whole["succeeded"],
@@ -77,7 +89,7 @@ def as_dict(
 
 
 def _text(exc: BaseException) -> str:
-    from batchframe.runfolder.failures import safe_str
+    from batchframe._text import safe_str
 
     return safe_str(exc)
 

@@ -42,7 +42,7 @@ from batchframe.project.compat import fold_alias_assignments
 from batchframe.project.configs import CONFIG_DIR, _is_abstract, _leaves, find_config_dir, list_configs
 from batchframe.project.load import Project, load_project, user_frames
 from batchframe.project.params import ParamSpec, missing_params_error, resolve_values, split_assignments
-from batchframe.run.commands import _make_config, collect_specs, param_text, settings_from_config
+from batchframe.run.prepare import build_config, collect_specs, param_text, settings_from_config
 from batchframe.secret import Secret, redact, remember_secret
 from batchframe.ui._forms import UNSET_SUFFIX, FieldSpec, ProjectForm, widget_for
 
@@ -286,7 +286,7 @@ def _settings_errors(project: Project, specs: Mapping[str, ParamSpec], assignmen
     """What ``batchframe exec`` checks after parsing: the configuration builds, its settings are valid."""
     values = resolve_values(specs, fold_alias_assignments(split_assignments(assignments)))
     try:
-        settings_from_config(_make_config(project, values))
+        settings_from_config(build_config(project, values))
     except ParamError as error:
         if error.param is not None and error.param in specs:
             return {error.param: error.message}
