@@ -5,9 +5,9 @@ exception whose ``__str__`` raises, an item whose ``__repr__`` raises or recurse
 from ``os.listdir``, a note that is not a string, a cycle of causes, a group of a thousand members.
 Each has a fallback, so recording a failure cannot break a run.
 
-``format_exception`` is the only traceback formatter of batchframe: ``failed.jsonl`` and the journal
-(``failures.user_traceback``), what a worker process sends back (``backends._worker.traceback_text``)
-and the user's frames under an error panel (``project.user_frames``) all come from it. It keeps what
+``format_exception`` is the only traceback formatter of batchframe: ``failed.jsonl`` and the journal,
+what a worker process sends back, the logs and the user's frames under an error panel all come from
+it. It keeps what
 Python's own traceback shows (causes, context, notes, exception group members, in Python's layout)
 but only the user's frames: never batchframe's, nor those of the machinery it calls user code through
 (asyncio, threads, importlib, kink), nor the libraries the user's code called, unless no frame at
@@ -148,14 +148,22 @@ def format_exception(exc: BaseException, *, headers: bool = True, exclude: Itera
             read as a crash of batchframe's) only the frames and the exceptions' lines.
         exclude: more folders (or files) whose frames are not shown.
 
+    An exception a worker process sent back carries the traceback formatted there
+    (``remote_traceback``): with headers, that is the one returned.
+
     Never raises: if formatting fails, the exception's own line.
     """
+    if headers:
+        remote = safe_attribute(exc, "remote_traceback")
+        if isinstance(remote, str):
+            return remote
     try:
         skip = tuple(str(path) for path in exclude)
         writer = _Writer(headers=headers, skip=skip)
         writer.hide_libraries = writer.has_own_frame(exc)
         writer.exception(exc)
-        return "".join(writer.out)
+        text = "".join(writer.out)
+        return text if headers else text.rstrip()
     except Exception:  # RecursionError, MemoryError aside: a fallback that cannot fail
         return f"{error_type_of(exc)}: {safe_str(exc)}\n"
 

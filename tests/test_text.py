@@ -10,9 +10,8 @@ import threading
 import pytest
 
 from batchframe._text import exception_message, format_exception, group_members, notes_of, safe_str
-from batchframe.backends._worker import RemoteError, traceback_text, transportable
-from batchframe.project.load import user_frames
-from batchframe.runfolder.failures import FailedItem, user_traceback
+from batchframe.backends._worker import RemoteError, transportable
+from batchframe.runfolder.failures import FailedItem
 
 needs_groups = pytest.mark.skipif(sys.version_info < (3, 11), reason="exception groups are Python 3.11+")
 if sys.version_info >= (3, 11):
@@ -196,10 +195,14 @@ def test_notes_that_are_not_a_list_of_text() -> None:
     assert safe_str(BadStr()) == "<unprintable BadStr>"
 
 
-def test_the_three_callers_use_the_one_formatter() -> None:
+def test_a_worker_s_traceback_travels_with_its_exception() -> None:
     exc = caught(caused)
-    assert user_traceback(exc) == traceback_text(exc) == format_exception(exc)
-    assert user_frames(exc) == format_exception(exc, headers=False).rstrip()
+    here = format_exception(exc)
+    assert here.startswith("Traceback (most recent call last):") and "The above exception was the direct cause" in here
+    exc.remote_traceback = "Traceback (most recent call last):\n  File \"/worker/job.py\", line 3\nKeyError: 'x'\n"  # type: ignore[attr-defined]
+    assert format_exception(exc) == exc.remote_traceback  # type: ignore[attr-defined]
+    panel = format_exception(exc, headers=False)  # under a panel: this process's frames, no headers
+    assert "Traceback (most recent call last)" not in panel and panel == panel.rstrip() and "KeyError" not in panel
 
 
 def test_a_failed_items_record_keeps_the_notes_in_its_message_and_the_chain_in_its_traceback() -> None:

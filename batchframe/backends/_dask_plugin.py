@@ -10,8 +10,9 @@ import logging
 import pickle
 from typing import Any
 
+from batchframe._text import format_exception
 from batchframe.backends._factory import ServiceFactory, python_version
-from batchframe.backends._worker import describe, start_service, stop_service, traceback_text
+from batchframe.backends._worker import describe, start_service, stop_service
 
 try:
     from distributed.diagnostics.plugin import WorkerPlugin
@@ -68,7 +69,7 @@ class ServicePlugin(WorkerPlugin):
             )
         except BaseException as exc:
             frames = getattr(exc, "user_traceback", None) or getattr(exc, "remote_traceback", None)
-            frames = frames if isinstance(frames, str) else traceback_text(exc)
+            frames = frames if isinstance(frames, str) else format_exception(exc)
             where = f"on {worker.address}, Python {python_version()}"
             raise WorkerSetupError(f"{describe(exc)} ({where})", frames) from None
 

@@ -18,6 +18,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from batchframe._text import format_exception
 from batchframe.backends._worker import (
     describe,
     load_items,
@@ -25,7 +26,6 @@ from batchframe.backends._worker import (
     run_one,
     start_service,
     stop_service,
-    traceback_text,
     transportable,
 )
 from batchframe.runfolder.logs import FILE_ONLY
@@ -122,7 +122,7 @@ def serve(conn: Connection, progress: Progress) -> None:
         factory, log_level = conn.recv()
         key = start_service(factory, channel, log_level)
     except BaseException as exc:  # each item's failure says why on the console; the traceback goes to logs.txt
-        text = traceback_text(exc)
+        text = format_exception(exc)
         logger.error("A worker process could not build the Service:\n%s", text, extra=FILE_ONLY)
         channel.send(READY, pack(transportable(exc)))
         return

@@ -223,7 +223,7 @@ def stop_service(key: str) -> None:
         try:
             call_hook(run.service, "on_worker_stop", run.loop)
         except BaseException as exc:
-            logger.error("on_worker_stop raised %s\n%s", describe(exc), traceback_text(exc))
+            logger.error("on_worker_stop raised %s\n%s", describe(exc), format_exception(exc))
         run.loop.close()
     unroute_logs(key)
     remove_workdir(run.workdir)
@@ -281,7 +281,7 @@ def run_batch(key: str, payload: bytes, timeout_s: float | None) -> tuple[float,
         items = load_items(key, payload)
     except BaseException as exc:
         retryable = isinstance(exc, RunNotStarted)
-        raise RemoteError(_type_name(exc), _message(exc), traceback_text(exc), retryable) from None
+        raise RemoteError(_type_name(exc), _message(exc), format_exception(exc), retryable) from None
     started = time.perf_counter()
     if timeout_s is None:
         done: list[Packed | str | None] = [pack(run_one(key, item), key) for item in items]
@@ -297,7 +297,7 @@ def run_batch(key: str, payload: bytes, timeout_s: float | None) -> tuple[float,
 
 def _keep_traceback(exc: BaseException) -> None:
     with contextlib.suppress(Exception):  # a class that refuses new attributes goes without
-        exc.remote_traceback = traceback_text(exc)  # type: ignore[attr-defined]
+        exc.remote_traceback = format_exception(exc)  # type: ignore[attr-defined]
 
 
 def _run(key: str) -> _Run:
@@ -364,7 +364,7 @@ def transportable(exc: BaseException, key: str | None = None) -> Exception:
     a RemoteError says whether the run's Service retries ``exc``.
     """
     run = _runs.get(key) if key is not None else None
-    text = traceback_text(exc)
+    text = format_exception(exc)
     if isinstance(exc, Exception) and _survives_pickling(exc, text, run):
         return exc
     return RemoteError(_type_name(exc), _message(exc), text, _retries(exc, run))
@@ -423,12 +423,3 @@ def _type_name(exc: BaseException) -> str:
 
 def _message(exc: BaseException) -> str:
     return exception_message(exc)  # its notes too: they travel with the message when the exception cannot
-
-
-def traceback_text(exc: BaseException) -> str:
-    """The traceback of the user's code, with its causes, context, notes and group members.
-
-    The one formatter (``_text.format_exception``): batchframe's, asyncio's, threads' and imports'
-    frames left out. Never raises.
-    """
-    return format_exception(exc)

@@ -33,10 +33,11 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from batchframe._text import format_exception
 from batchframe.backends import BackendError, ItemCall, item_timed_out
 from batchframe.backends._loop import Carried, ServiceLoop, carrying, hook_result, uncarried
 from batchframe.backends._threads import Threads
-from batchframe.backends._worker import describe, traceback_text
+from batchframe.backends._worker import describe
 from batchframe.runfolder.logs import FILE_ONLY
 
 logger = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ class LocalBackend:
             raise BackendError(
                 f"{type(self.service).__qualname__}.on_worker_start() raised {describe(exc)}",
                 hint="Fix on_worker_start (its traceback follows); no item was processed.",
-                user_traceback=traceback_text(exc),
+                user_traceback=format_exception(exc),
             ) from None
         return _given_copies(self._item_call())
 
@@ -142,7 +143,7 @@ class LocalBackend:
             await self._hook("on_worker_stop")
         except Exception as exc:  # as on a worker process: reported, and the run's records stand
             logger.error("%s.on_worker_stop() raised %s", type(self.service).__qualname__, describe(exc))
-            logger.error("on_worker_stop traceback:\n%s", traceback_text(exc), extra=FILE_ONLY)
+            logger.error("on_worker_stop traceback:\n%s", format_exception(exc), extra=FILE_ONLY)
         finally:
             if self._own_loop and self.service_loop is not None:
                 self.service_loop.close()

@@ -19,10 +19,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from batchframe._console import console, print_line
+from batchframe._text import format_exception, safe_repr, safe_str, storable_text
 from batchframe.errors import RunError
-from batchframe.project.load import user_frames
 from batchframe.run.prepare import prepare
-from batchframe.runfolder.failures import safe_repr, safe_str, storable_text
 from batchframe.runfolder.logs import run_logging
 from batchframe.runfolder.outcome import EXIT_OK, EXIT_SIGINT
 from batchframe.service import retryable_exceptions
@@ -152,7 +151,7 @@ def _count(source: Any, report: DryRun) -> None:
         raise RunError(
             f"Reading the source failed after {report.counted:,} items: {type(exc).__name__}: {safe_str(exc)}",
             hint="Fix the Source (frames below are from your code); a run would stop on the same error.",
-            user_traceback=user_frames(exc),
+            user_traceback=format_exception(exc, headers=False),
         ) from exc
 
 

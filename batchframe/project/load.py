@@ -37,6 +37,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from batchframe._text import format_exception
 from batchframe.configuration import Configuration
 from batchframe.errors import ConfigError, ProjectError, RunError
 from batchframe.project.configs import CONFIG_DIR, config_to_load, find_config_dir, list_configs, pick_config
@@ -431,7 +432,7 @@ def _import(name: str, file: Path) -> types.ModuleType:
     except Exception as exc:
         from batchframe._text import safe_str
 
-        frames = user_frames(exc, exclude=(Path(__file__).parent.parent,))
+        frames = format_exception(exc, headers=False, exclude=(Path(__file__).parent.parent,))
         raise ProjectError(
             f"Importing {file.name} failed with {type(exc).__name__}: {safe_str(exc)}",
             hint="Fix the error in your code (the frames below are from your files) and run again.",
@@ -453,22 +454,11 @@ def user_code_failed(what: str, exc: BaseException, *, hint: str) -> RunError:
     """A RunError for an exception raised by the user's own code, showing the user's frames."""
     from batchframe._text import safe_str
 
-    return RunError(f"{what} failed: {type(exc).__name__}: {safe_str(exc)}", hint=hint, user_traceback=user_frames(exc))
-
-
-def user_frames(exc: BaseException, *, exclude: tuple[Path, ...] = ()) -> str:
-    """Format the traceback of ``exc`` keeping only the user's own frames, for an error panel.
-
-    batchframe's frames and those of the machinery that calls the user's code (kink's ``@inject``,
-    importlib, asyncio) never show. Frames of the libraries the user's code called (the standard
-    library, site-packages) do not either, unless that leaves none (a project installed in
-    site-packages): the exception's own line says what they raised, and ``-vv`` shows every frame.
-    Its causes, context, notes and group members show as Python shows them (``_text.format_exception``,
-    without the ``Traceback ...`` headers: under a panel they would read as a crash of batchframe's).
-    """
-    from batchframe._text import format_exception
-
-    return format_exception(exc, headers=False, exclude=exclude).rstrip()
+    return RunError(
+        f"{what} failed: {type(exc).__name__}: {safe_str(exc)}",
+        hint=hint,
+        user_traceback=format_exception(exc, headers=False),
+    )
 
 
 # ------------------------------------------------------------------------------------------- discovery

@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequen
 from dataclasses import dataclass
 from typing import Any
 
+from batchframe._text import format_exception
 from batchframe.backends import Backend, ItemCall, NotStarted
 from batchframe.backends.local import LocalBackend
 from batchframe.errors import RunError
@@ -35,7 +36,6 @@ from batchframe.runfolder.failures import (
     error_type_of,
     safe_attribute,
     safe_str,
-    user_traceback,
 )
 from batchframe.runfolder.logs import FILE_ONLY
 from batchframe.runfolder.outcome import Outcome
@@ -473,7 +473,7 @@ class Driver:
 
     def _fatal(self, exc: BaseException) -> None:
         logger.error("The source raised %s: %s; stopping the run.", type(exc).__name__, safe_str(exc))
-        logger.error("The source's traceback:\n%s", user_traceback(exc), extra=FILE_ONLY)
+        logger.error("The source's traceback:\n%s", format_exception(exc), extra=FILE_ONLY)
         self.fatal_error = exc
         self.outcome = Outcome.FATAL
         self.stop(f"the source raised {type(exc).__name__}")

@@ -26,12 +26,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from batchframe._console import console, restore_std_streams
+from batchframe._text import format_exception
 from batchframe._types import Finishes, PersistsFailed
 from batchframe.backends import WORKER_BACKENDS, Backend, make_backend
 from batchframe.backends._batches import MAX_BATCH
 from batchframe.backends._loop import ServiceLoop, run_on
 from batchframe.errors import BatchframeError
-from batchframe.project.load import user_frames
 from batchframe.run.driver import Driver
 from batchframe.run.progress import LOG_INTERVAL_S, ProgressDisplay, make_progress
 from batchframe.run.supervisor import Supervisor
@@ -571,7 +571,7 @@ def _guarded(what: str, call: Any, *args: Any, after: str = "") -> Raised:
         return [(f"{what} was cut short ({exc})", exc)]
     except BaseException as exc:
         logger.error("%s raised %s: %s%s.", what, type(exc).__name__, safe_str(exc), after)
-        logger.error("%s traceback:\n%s", what, user_frames(exc), extra=FILE_ONLY)
+        logger.error("%s traceback:\n%s", what, format_exception(exc, headers=False), extra=FILE_ONLY)
         return [(f"{what} raised {type(exc).__name__}: {safe_str(exc)}", exc)]
     return []
 

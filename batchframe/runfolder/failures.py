@@ -74,7 +74,7 @@ class FailedItem:
             error_type=error_type_of(exc),
             message=redact(exception_message(exc)),  # the user's message may quote a secret parameter
             attempts=attempts,
-            traceback=redact(user_traceback(exc)),
+            traceback=redact(format_exception(exc)),
             exception=exc,
         )
 
@@ -109,16 +109,6 @@ class FailedItem:
         except Exception:  # the other fields are ours and plain: a last resort all the same
             return json.dumps({"index": None, "item": None, "item_repr": record["item_repr"]})
 
-
-def user_traceback(exc: BaseException) -> str:
-    """The traceback of an item's exception (``_text.format_exception``), or the worker's for one from a worker.
-
-    Never raises.
-    """
-    remote = safe_attribute(exc, "remote_traceback")
-    if isinstance(remote, str):
-        return remote
-    return format_exception(exc)
 
 
 class FailureLog:

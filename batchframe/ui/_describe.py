@@ -36,11 +36,12 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from batchframe._text import format_exception
 from batchframe.configuration import Configuration
 from batchframe.errors import BatchframeError, ParamError
 from batchframe.project.compat import fold_alias_assignments
 from batchframe.project.configs import CONFIG_DIR, _is_abstract, _leaves, find_config_dir, list_configs
-from batchframe.project.load import Project, load_project, user_frames
+from batchframe.project.load import Project, load_project
 from batchframe.project.params import ParamSpec, missing_params_error, resolve_values, split_assignments
 from batchframe.run.prepare import build_config, collect_specs, param_text, settings_from_config
 from batchframe.secret import Secret, redact, remember_secret
@@ -116,7 +117,7 @@ def _unexpected(exc: BaseException) -> BatchframeError:
     return BatchframeError(
         f"Loading the project failed with {type(exc).__name__}: {exc}",
         hint="Run batchframe params on the project with -vv to see the full error.",
-        user_traceback=user_frames(exc),
+        user_traceback=format_exception(exc, headers=False),
     )
 
 
