@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Annotated, Literal
+from typing import Annotated
 
+from batchframe.backends import BACKENDS, ExecutorName
 from batchframe.project.log_levels import LogLevels
 from batchframe.project.params import BatchframeParam
 
-ExecutorName = Literal["asyncio", "threads", "processes", "dask"]
+_BACKENDS_IN_WORDS = f"{', '.join(BACKENDS[:-1])} or {BACKENDS[-1]}"
 
 
 @dataclasses.dataclass
@@ -39,7 +40,7 @@ class Configuration:
     max_per_minute: Annotated[
         float | None, BatchframeParam, "rate limit in items started per minute (both windows apply when both are set)"
     ] = None
-    executor: Annotated[ExecutorName, BatchframeParam, "asyncio, threads, processes or dask"] = "asyncio"
+    executor: Annotated[ExecutorName, BatchframeParam, _BACKENDS_IN_WORDS] = "asyncio"
     scheduler: Annotated[str | None, BatchframeParam, "dask scheduler address (none = local cluster)"] = None
     scheduler_timeout_sec: Annotated[float, BatchframeParam, "how long to try to reach the dask scheduler"] = 10.0
     journal: Annotated[bool, BatchframeParam, "keep journal.sqlite for resume and retry"] = True

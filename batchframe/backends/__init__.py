@@ -17,7 +17,7 @@ same; a back end only turns ``item`` into an awaitable call of the Service's ``p
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args
 
 from batchframe.errors import ParamError, RunError
 
@@ -25,7 +25,9 @@ if TYPE_CHECKING:
     from batchframe.backends._factory import ServiceFactory
     from batchframe.backends._loop import ServiceLoop
 
-BACKENDS = ("asyncio", "threads", "processes", "dask")
+ExecutorName = Literal["asyncio", "threads", "processes", "dask"]
+"""The back ends ``-p executor=`` takes (the type of ``Configuration.executor``): a new one is added here."""
+BACKENDS: tuple[str, ...] = get_args(ExecutorName)
 WORKER_BACKENDS = ("processes", "dask")
 """The back ends that build the Service again in worker processes (from a ``ServiceFactory``)."""
 

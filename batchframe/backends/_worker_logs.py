@@ -22,11 +22,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from batchframe.project.log_levels import LogLevels, named_levels
+from batchframe.runfolder.logs import DASK_LOGGERS
 
 LogSink = Callable[[logging.LogRecord], None]
 """Takes a log record of a run (and sends it to the driver)."""
-
-_DASK_LOGGERS = ("distributed", "dask", "tornado", "bokeh")
 
 
 @dataclass(frozen=True)
@@ -86,7 +85,7 @@ class _RunLogs(logging.Handler):
         key = getattr(_current, "key", None)
         if key is None:
             keys = list(_routes)
-            if len(keys) != 1 or record.name.startswith(_DASK_LOGGERS):
+            if len(keys) != 1 or record.name.startswith(DASK_LOGGERS):
                 return
             key = keys[0]
         route = _routes.get(key) if key is not None else None

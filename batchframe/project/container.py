@@ -102,11 +102,6 @@ def register(container: kink.Container, cls: type) -> None:
     container[cls] = lambda _container: cls()
 
 
-def bind_instance_factory(container: kink.Container, cls: type, factory: Callable[[], Any]) -> None:
-    """Bind ``cls`` to an object built by ``factory`` on first use (e.g. the configuration)."""
-    container[cls] = lambda _container: factory()
-
-
 def alias_to_parents(container: kink.Container, classes: Iterable[type]) -> None:
     """Bind every parent class without a binding to its first injectable subclass."""
     for cls in classes:
