@@ -72,7 +72,7 @@ def safe_str(value: object) -> str:
     try:
         return str(value)
     except Exception:
-        return f"<unprintable {_type_name(value)}>"
+        return unprintable(value)
 
 
 def safe_repr(value: object) -> str:
@@ -80,7 +80,17 @@ def safe_repr(value: object) -> str:
     try:
         return _REPR.repr(value)
     except Exception:
-        return f"<unprintable {_type_name(value)}>"
+        return unprintable(value)
+
+
+def unprintable(value: object) -> str:
+    """What stands for a value whose ``__str__`` or ``__repr__`` raised: ``<unprintable TypeName>``."""
+    return f"<unprintable {_type_name(value)}>"
+
+
+def shortened(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters, ending in ``...`` when cut."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def storable_text(text: str) -> str:

@@ -96,7 +96,7 @@ def retryable_exceptions(service: Any) -> tuple[type[BaseException], ...]:
 
 
 def _not_exceptions(owner: str, value: object) -> UsageError:
-    from batchframe.runfolder.failures import safe_repr
+    from batchframe._text import safe_repr
 
     return UsageError(
         f"{owner}.exceptions_to_retry_for must hold exception classes; it has {safe_repr(value)} "

@@ -113,11 +113,13 @@ def _as_length(value: object) -> int | str:
 
 def _text(value: object, render: Callable[[object], str]) -> str:
     """``render(value)`` (``str`` or ``repr``), shortened; a placeholder when the user's method raises."""
+    from batchframe._text import shortened, unprintable
+
     try:
         text = render(value)
     except Exception:
-        return f"<unprintable {type(value).__qualname__}>"
-    return text if len(text) <= 200 else text[:197] + "..."
+        return unprintable(value)
+    return shortened(text, 200)
 
 
 def is_async_source(source: object) -> bool:

@@ -9,6 +9,7 @@ import typing
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal, TypeVar, Union
 
+from batchframe._text import shortened, unprintable
 from batchframe.configuration import Configuration
 from batchframe.errors import ConfigError
 from batchframe.project.log_levels import LogLevels
@@ -87,8 +88,8 @@ def _shown(spec: ParamSpec, value: Any) -> str:
     try:
         text = shown_value(value)
     except Exception:
-        return f"<unprintable {type(value).__qualname__}>"
-    return text if len(text) <= 80 else text[:77] + "..."
+        return unprintable(value)
+    return shortened(text, 80)
 
 
 def value_matches(annotation: Any, value: Any) -> bool:

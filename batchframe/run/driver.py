@@ -23,20 +23,14 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequen
 from dataclasses import dataclass
 from typing import Any
 
-from batchframe._text import format_exception
+from batchframe._text import error_type_of, format_exception, safe_attribute, safe_str
 from batchframe.backends import Backend, ItemCall, NotStarted
 from batchframe.backends.local import LocalBackend
 from batchframe.errors import RunError
 from batchframe.retry import RateLimited, RetryPolicy
 from batchframe.run.limits import DriverSettings, with_limits
 from batchframe.run.reader import ThreadedReader
-from batchframe.runfolder.failures import (
-    NOT_PROCESSED,
-    FailedItem,
-    error_type_of,
-    safe_attribute,
-    safe_str,
-)
+from batchframe.runfolder.failures import NOT_PROCESSED, FailedItem
 from batchframe.runfolder.logs import FILE_ONLY
 from batchframe.runfolder.outcome import Outcome
 from batchframe.runfolder.stats import Stats

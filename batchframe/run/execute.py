@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from batchframe._console import console, restore_std_streams
-from batchframe._text import format_exception
+from batchframe._text import format_exception, safe_str
 from batchframe._types import Finishes, PersistsFailed
 from batchframe.backends import WORKER_BACKENDS, Backend, make_backend
 from batchframe.backends._batches import MAX_BATCH
@@ -36,7 +36,7 @@ from batchframe.run.driver import Driver
 from batchframe.run.progress import LOG_INTERVAL_S, ProgressDisplay, make_progress
 from batchframe.run.supervisor import Supervisor
 from batchframe.runfolder import summary
-from batchframe.runfolder.failures import FailedItem, safe_str
+from batchframe.runfolder.failures import FailedItem
 from batchframe.runfolder.live import RunLink
 from batchframe.runfolder.logs import FILE_ONLY
 from batchframe.runfolder.outcome import (

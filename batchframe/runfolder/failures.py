@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, overload
 
-from batchframe._text import error_type_of as error_type_of
-from batchframe._text import exception_message, format_exception
-from batchframe._text import safe_attribute as safe_attribute
-from batchframe._text import safe_repr as safe_repr
-from batchframe._text import safe_str as safe_str
-from batchframe._text import storable_text as storable_text
+from batchframe._text import (
+    error_type_of,
+    exception_message,
+    format_exception,
+    safe_repr,
+)
 from batchframe.errors import RecordError
 from batchframe.secret import redact
 

@@ -40,8 +40,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from batchframe._text import safe_repr, safe_str, storable_text
 from batchframe.errors import RecordError, UsageError
-from batchframe.runfolder.failures import NOT_PROCESSED, FailedItem, pickled_item, safe_repr, safe_str, storable_text
+from batchframe.runfolder.failures import NOT_PROCESSED, FailedItem, pickled_item
 from batchframe.runfolder.folder import DEFAULT_OUTPUT_DIR, JOURNAL_NAME, LOCK_NAME
 from batchframe.secret import redact
 
