@@ -485,7 +485,7 @@ def _row_of(run: RunInfo) -> RunRow:
         pending = "unknown" if prog.total is None else f"{max(prog.total - prog.completed, 0):,}"
         failed_count = prog.failed
     elif meta.get("outcome") == FAILED_TO_START:
-        state = "failed to start"
+        state = run.state  # the runs table's word for it (outcome.state_word)
     elif label is not None:
         state = label  # "completed with failures": the column says it is the state; the run page says "finished: ..."
     else:  # no exit code in the journal: killed (status says so), or an older batchframe's run
