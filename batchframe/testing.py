@@ -59,7 +59,7 @@ class ServiceResult:
         succeeded: the items that succeeded, in the order they finished.
         failed: the items that failed, each with ``item``, ``error_type``, ``message``, ``attempts``
             and ``exception``.
-        stats: the executor's counters.
+        stats: the driver's counters.
         service: the Service instance that processed the items (inspect its state).
         config: the configuration instance used.
     """

@@ -2,7 +2,7 @@
 
 Per item: take it from the queue -> call ``process`` (under the rate limit and timeout) -> on an
 exception, schedule a retry (a timer; no worker waits for it) or record the failure -> count it done.
-The executor never reads more than ``queue_size`` items ahead of the workers, so memory stays flat
+The driver never reads more than ``queue_size`` items ahead of the workers, so memory stays flat
 however long the source is. Completion is an event set by the last item, not a polling loop.
 
 The feeder and the workers are supervised: if one of them dies of an error (a bug of ours, or a
@@ -330,7 +330,7 @@ class Driver:
 
     @property
     def paused(self) -> bool:
-        """Whether the executor is paused."""
+        """Whether the driver is paused."""
         return self._paused
 
     @property
@@ -343,7 +343,7 @@ class Driver:
         return "running"
 
     async def wait_idle(self) -> None:
-        """Wait until a paused executor has no item in flight."""
+        """Wait until a paused driver has no item in flight."""
         assert self._idle is not None
         await self._idle.wait()
 
@@ -666,7 +666,7 @@ class Driver:
     def records_failed(self, exc: Exception) -> None:
         """Writing a record failed (disk full): stop the run with that error; later records may fail too.
 
-        Called by the executor when a callback raises, and by grouped writers that fail later.
+        Called by the driver when a callback raises, and by grouped writers that fail later.
         """
         if self.fatal_error is None:
             logger.error("%s", safe_str(exc))

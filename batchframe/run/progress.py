@@ -1,6 +1,6 @@
 """Progress while a run goes: a rich live display on a terminal, a log line every few seconds elsewhere.
 
-Both read the executor's counters on their own clock (a few times a second, or every few seconds),
+Both read the driver's counters on their own clock (a few times a second, or every few seconds),
 never per item, so progress costs the hot path nothing. While a ``RateLimited`` cool-down holds every
 new start, both say "cooling down 12 s" (the seconds left); off a terminal a line is also logged as
 soon as a cool-down begins, so a cool-down shorter than the interval is seen too.
