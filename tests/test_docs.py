@@ -225,3 +225,10 @@ def test_the_rules_catch_a_page_that_drifts(tmp_path: Path) -> None:
     page.write_text("```python\nprint('no file name')\n```\n", encoding="utf-8")
     with pytest.raises(AssertionError, match=r"starts with `# NAME\.py`"):
         run_page(page, tmp_path / "unnamed")
+
+
+def test_the_readme_s_links_lead_somewhere() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    targets = {link.split("#")[0] for link in re.findall(r"\]\(([^)\s]+)\)", readme) if "://" not in link}
+    missing = sorted(target for target in targets if target and not (ROOT / target).exists())
+    assert not missing, f"README.md links to files that do not exist: {missing}"
