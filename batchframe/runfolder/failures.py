@@ -110,7 +110,6 @@ class FailedItem:
             return json.dumps({"index": None, "item": None, "item_repr": record["item_repr"]})
 
 
-
 class FailureLog:
     """Appends failed items to ``failed.jsonl``: lines are buffered and written together by ``flush()``.
 
