@@ -64,6 +64,22 @@ def test_every_item_is_processed_once_with_bounded_concurrency(make_executor) ->
     assert executor.outcome is Outcome.COMPLETED
 
 
+def test_every_worker_gets_an_item_when_process_waits(make_executor) -> None:
+    # Idle workers are woken one per turn of the loop (not all at once): all 64 still end up busy.
+    service = Recorder(delay=0.01)
+    stats = run(make_executor(ListSource(range(256)), service, concurrency=64))
+    assert service.max_active == 64
+    assert stats.succeeded == 256
+
+
+def test_retries_that_come_due_together_run_together(make_executor) -> None:
+    service = Recorder(delay=0.01, fail=lambda item, attempt: Retry(delay_s=0.02) if attempt == 1 else None)
+    stats = run(make_executor(ListSource(range(16)), service, concurrency=16))
+    assert stats.succeeded == 16
+    assert set(service.calls.values()) == {2}
+    assert service.max_active == 16  # the second attempts ran side by side, not one worker after another
+
+
 def test_sync_process_runs_in_worker_threads(make_executor) -> None:
     threads: set[str] = set()
     lock = threading.Lock()

@@ -1,9 +1,13 @@
-"""The driver: a bounded read-ahead queue, N workers, retries that hold no worker, a graceful stop.
+"""The driver: a bounded read-ahead line, N workers, retries that hold no worker, a graceful stop.
 
-Per item: take it from the queue -> call ``process`` (under the rate limit and timeout) -> on an
+Per item: take it from the line -> call ``process`` (under the rate limit and timeout) -> on an
 exception, schedule a retry (a timer; no worker waits for it) or record the failure -> count it done.
 The driver never reads more than ``queue_size`` items ahead of the workers, so memory stays flat
 however long the source is. Completion is an event set by the last item, not a polling loop.
+
+The line is a plain deque filled a chunk at a time (``ThreadedReader.take``), not an
+``asyncio.Queue``: taking an item is a ``popleft``, and an idle worker is woken only when there is
+an item for it. That per-item path is what ``benchmarks/throughput.py`` measures.
 
 The feeder and the workers are supervised: if one of them dies of an error (a bug of ours, or a
 record that could not be written), the run stops with that error instead of hanging. A stop costs
@@ -122,7 +126,11 @@ class Driver:
         self._outstanding = 0
         self._ready_retries: collections.deque[_Work] = collections.deque()
         self._waiting_retries: dict[int, tuple[asyncio.TimerHandle, _Work]] = {}
-        self._queue: asyncio.Queue[_Work | None] | None = None
+        self._pending: collections.deque[_Work] = collections.deque()  # read ahead, waiting for a worker
+        self._idle_workers: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._room: asyncio.Future[None] | None = None  # the feeder waits on it while the line is full
+        self._workers_done = False
+        self._dispatch_due = False
         self._read_ahead = settings.read_ahead
         self._all_done: asyncio.Event | None = None
         self._running: asyncio.Event | None = None
@@ -161,7 +169,6 @@ class Driver:
                 waiting=self._waiting_for_start,
             )
             self._read_ahead = self._read_ahead_for(self.backend.slots)
-            self._queue = asyncio.Queue(self._read_ahead)
             self.stats.started_at = time.monotonic()
             self._crash = asyncio.get_running_loop().create_future()
             # Workers start as items are read (_enqueue): never more than items can be in flight.
@@ -199,7 +206,6 @@ class Driver:
     async def _supervise(self) -> None:
         """Wait for the last item; if a worker or the feeder dies of an error first, stop with it."""
         assert self._all_done is not None
-        assert self._queue is not None
         assert self._crash is not None
         finished = asyncio.ensure_future(self._all_done.wait())
         waiting: set[asyncio.Future[Any]] = {finished, self._crash}
@@ -208,7 +214,8 @@ class Driver:
             finished.cancel()
             await self._crashed(self._crash.result())
             return
-        self._queue.put_nowait(None)  # each worker passes it on to the next, then returns
+        self._workers_done = True  # each idle worker returns
+        self._wake_workers()
         for outcome in await asyncio.gather(*self._tasks, return_exceptions=True):
             if isinstance(outcome, BaseException) and self.fatal_error is None:
                 logger.error("A driver task failed at the end of the run: %s", safe_str(outcome), exc_info=outcome)
@@ -244,7 +251,7 @@ class Driver:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         leftovers = [work for _, work in self._waiting_retries.values()]
-        leftovers += [*self._active.values(), *self._ready_retries, *self._drain_queue()]
+        leftovers += [*self._active.values(), *self._ready_retries, *self._drain_pending()]
         self.stats.retrying -= len(self._waiting_retries)
         self._waiting_retries.clear()
         self._active.clear()
@@ -281,7 +288,7 @@ class Driver:
             self._waiting_retries.clear()
             while self._ready_retries:
                 self._not_processed(self._ready_retries.popleft())
-            for work in self._drain_queue():
+            for work in self._drain_pending():
                 self._not_processed(work)
             self._give_back_waiting_for_start()
         if force:
@@ -290,13 +297,9 @@ class Driver:
                 self._closing.cancel()
         self.resume()
 
-    def _drain_queue(self) -> list[_Work]:
-        queue = self._queue
-        drained: list[_Work] = []
-        while queue is not None and not queue.empty():
-            work = queue.get_nowait()
-            if work is not None:
-                drained.append(work)
+    def _drain_pending(self) -> list[_Work]:
+        drained = list(self._pending)
+        self._pending.clear()
         return drained
 
     def _cancel_feeder(self) -> None:
@@ -372,7 +375,7 @@ class Driver:
 
     async def _feed(self) -> None:
         try:
-            await self._feed_from(self._items())
+            await self._feed_from(self._chunks())
         except asyncio.CancelledError:
             if not self._feeder_cancelled:  # the Source itself raised CancelledError
                 self._fatal(asyncio.CancelledError("the source raised CancelledError"))
@@ -383,33 +386,51 @@ class Driver:
             self._take_back_read_ahead()
             self._check_all_done()
 
-    def _items(self) -> AsyncIterator[Any]:
+    def _chunks(self) -> AsyncIterator[list[Any]]:
         # The limit wraps the Source's own iterator, so no reader (the read-ahead thread, the unread
         # rest handed to persist_failed after a stop) ever reads past it.
         limit = self.limit
         if is_async_source(self.source):
             items = iter_async_source(self.source)
-            return items if limit is None else first_async_items(items, limit)
+            return _one_by_one(items if limit is None else first_async_items(items, limit))
         iterator = iter_sync_source(self.source)
         if limit is not None:
             iterator = itertools.islice(iterator, limit)
         self.reader = ThreadedReader(iterator, window=self._read_ahead)
-        return self.reader
+        self.reader.start()
+        return self._taken_from(self.reader)
 
-    async def _feed_from(self, items: AsyncIterator[Any]) -> None:
+    async def _taken_from(self, reader: ThreadedReader) -> AsyncIterator[list[Any]]:
+        while chunk := await reader.take(self._read_ahead - len(self._pending)):
+            yield chunk
+
+    async def _feed_from(self, chunks: AsyncIterator[list[Any]]) -> None:
         skip = self._skip
         position = self.positions_read
-        async for item in items:
-            if skip and self._skipped(position):
-                position += 1
-                continue
-            self.positions_read = position = position + 1
-            work = self._enqueue(position - 1, item)
-            if work is not None:
-                await self._put_when_room(work)
+        async for chunk in chunks:
+            for item in chunk:
+                if skip and self._skipped(position):
+                    position += 1
+                    continue
+                self.positions_read = position = position + 1
+                self._enqueue(position - 1, item)
+            self._dispatch_soon()
             if self._stopping:
                 return
+            if len(self._pending) >= self._read_ahead:
+                await self._wait_for_room()
         self.source_exhausted = True
+
+    def _make_room(self) -> None:
+        room, self._room = self._room, None
+        if room is not None and not room.done():
+            room.set_result(None)
+
+    async def _wait_for_room(self) -> None:
+        """Wait until the workers have taken half of the line (a chunk's worth: not one item at a time)."""
+        while len(self._pending) >= self._read_ahead and not self._stopping:
+            self._room = asyncio.get_running_loop().create_future()
+            await self._room
 
     def _take_back_read_ahead(self) -> None:
         """Items the reader thread read but the feeder never took: they were read, so record them."""
@@ -438,32 +459,47 @@ class Driver:
             return True
         return False
 
-    def _enqueue(self, position: int, item: Any) -> _Work | None:
-        """Queue one item; return it when the queue is full and the caller must wait for room."""
+    def _enqueue(self, position: int, item: Any) -> None:
+        """Put one item read in line for a worker (or record it as not processed when stopping)."""
         work = _Work(position, item)
         self.stats.read += 1
         self._outstanding += 1
         if self._stopping:
             self._not_processed(work)
-            return None
+            return
         if self._workers < self._slots:  # one more item read: one more may be in flight
             self._workers += 1
             assert self._call is not None
             self._start_task(self._worker(self._call))
-        queue = self._queue
-        assert queue is not None
-        if queue.full():
-            return work
-        queue.put_nowait(work)
-        return None
+        self._pending.append(work)
 
-    async def _put_when_room(self, work: _Work) -> None:
-        assert self._queue is not None
-        try:
-            await self._queue.put(work)
-        except asyncio.CancelledError:
-            self._not_processed(work)
-            raise
+    def _dispatch_soon(self) -> None:
+        """Wake one idle worker for the items in line, once the running task gives the loop a turn.
+
+        Deferred and one at a time on purpose: a worker whose ``process`` never waits takes item
+        after item without giving the loop a turn, and needs no other worker; waking one worker per
+        item put in line would wake dozens that find the line empty. A worker that takes an item
+        and leaves more in line calls this again, so while ``process`` does wait, one more worker
+        wakes per turn of the loop until every item has one.
+        """
+        if not self._dispatch_due:
+            self._dispatch_due = True
+            asyncio.get_running_loop().call_soon(self._dispatch)
+
+    def _dispatch(self) -> None:
+        self._dispatch_due = False
+        if self._pending or self._ready_retries:
+            self._wake_workers(1)
+
+    def _wake_workers(self, count: int | None = None) -> None:
+        """Wake up to ``count`` idle workers (None: all of them)."""
+        idle = self._idle_workers
+        count = len(idle) if count is None else count
+        while count > 0 and idle:
+            waiter = idle.popleft()
+            if not waiter.done():  # a worker cancelled while it waited (a crash) is not woken
+                waiter.set_result(None)
+                count -= 1
 
     def _fatal(self, exc: BaseException) -> None:
         logger.error("The source raised %s: %s; stopping the run.", type(exc).__name__, safe_str(exc))
@@ -475,24 +511,31 @@ class Driver:
     # ---------------------------------------------------------------------------------- processing
 
     async def _worker(self, call: ItemCall) -> None:
-        queue = self._queue
+        pending = self._pending
         ready = self._ready_retries
+        idle = self._idle_workers
         running = self._running
+        loop = asyncio.get_running_loop()
         task = asyncio.current_task()
-        assert queue is not None
         assert running is not None
         assert task is not None
+        half = self._read_ahead // 2
         while True:
-            work: _Work | None
             if ready:
                 work = ready.popleft()
-            elif queue.empty():
-                work = await queue.get()
-            else:
-                work = queue.get_nowait()  # no coroutine when an item is already waiting
-            if work is None:
-                queue.put_nowait(None)
+            elif pending:
+                work = pending.popleft()
+                if self._room is not None and len(pending) <= half:
+                    self._make_room()
+            elif self._workers_done:
                 return
+            else:
+                waiter = loop.create_future()
+                idle.append(waiter)
+                await waiter
+                continue
+            if idle and (pending or ready) and not self._dispatch_due:  # more in line: see _dispatch_soon
+                self._dispatch_soon()
             if self.stats.cooldown_until:
                 await self._after_cooldown()
             if not running.is_set():
@@ -641,13 +684,8 @@ class Driver:
     def _retry_ready(self, work: _Work) -> None:
         del self._waiting_retries[work.index]
         self.stats.retrying -= 1
-        queue = self._queue
-        assert queue is not None
-        # A full queue means every worker is busy and will look at the ready list before the queue.
-        if queue.full():
-            self._ready_retries.append(work)
-        else:
-            queue.put_nowait(work)
+        self._ready_retries.append(work)  # workers take retries before the line
+        self._dispatch_soon()
 
     def _record_failure(self, failed: FailedItem) -> None:
         if failed.error_type == NOT_PROCESSED:
@@ -690,6 +728,12 @@ class Driver:
 def _limited(total: int | None, limit: int | None) -> int | None:
     """The run's total: the source's length, capped by the limit; unknown when the length is."""
     return total if total is None or limit is None else min(total, limit)
+
+
+async def _one_by_one(items: AsyncIterator[Any]) -> AsyncIterator[list[Any]]:
+    """An async Source's items as chunks of one: its iterator gives no more than one at a time."""
+    async for item in items:
+        yield [item]
 
 
 def _current_task() -> asyncio.Task[Any] | None:

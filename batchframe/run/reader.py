@@ -1,9 +1,10 @@
 """Reading a synchronous Source on a thread of its own, so a slow ``next()`` never blocks the event loop.
 
-The thread reads ahead at most ``window`` items into a deque; the loop takes them from there. A
-wake-up crosses threads only when the loop may be waiting (not once per item), so a fast source
-costs about what a plain ``for`` loop costs, and a source that blocks (a queue consumer) leaves
-signals, timers and async items running.
+The thread reads ahead at most ``window`` items into a deque; the loop takes them from there in
+chunks (``take``): what crosses from the thread to the loop is a list of the items read since the
+last take, and a wake-up crosses only when the loop may be waiting (not once per item). A fast
+source then costs about what a plain ``for`` loop costs, and a source that blocks (a queue
+consumer) leaves signals, timers and async items running.
 """
 
 from __future__ import annotations
@@ -39,29 +40,34 @@ class ThreadedReader:
         self._wake_pending = False
         self._thread: threading.Thread | None = None
 
-    def __aiter__(self) -> ThreadedReader:
+    def start(self) -> None:
+        """Start reading on the thread (once, from the event loop that will ``take``)."""
         if self._thread is None:
             self._loop = asyncio.get_running_loop()
             self._thread = threading.Thread(target=self._read, name="batchframe-source", daemon=True)
             self._thread.start()
-        return self
 
-    async def __anext__(self) -> Any:
+    async def take(self, most: int) -> list[Any]:
+        """Wait for items read ahead; return up to ``most`` of them (at least one), or [] at the end.
+
+        Raises:
+            BaseException: what the Source raised, once the items it gave before are taken.
+        """
         items = self._items
         while not items:
             if self._finished:
                 if self._error is not None:
                     raise self._error
-                raise StopAsyncIteration
+                return []
             assert self._loop is not None
-            self._waiter = self._loop.create_future()
-            if items or self._finished:  # arrived while we made the future
-                break
-            await self._waiter
-        item = items.popleft()
+            waiter = self._waiter = self._loop.create_future()
+            if not items and not self._finished:  # nothing arrived while we made the future
+                await waiter
+        popleft = items.popleft
+        chunk = [popleft() for _ in range(max(1, min(most, len(items))))]
         if len(items) <= self._window // 2 and not self._room.is_set():
             self._room.set()
-        return item
+        return chunk
 
     def close(self) -> tuple[list[Any], bool]:
         """Stop reading; return the items read but not taken, and whether the iterator can go on.
