@@ -58,20 +58,11 @@ __all__ = [
 ]
 
 
-def _read_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("batchframe")
-    except PackageNotFoundError:  # pragma: no cover - a source tree that was never installed
-        return "0.0.0"
-
-
 def __getattr__(name: str) -> _Any:
     if name == "__version__":
-        # importlib.metadata costs ~70 ms to import: only pay for it when asked.
-        value = globals()["__version__"] = _read_version()
-        return value
+        from batchframe._version import __version__
+
+        return __version__
     home = _HOMES.get(name)
     if home is None:
         raise AttributeError(f"module 'batchframe' has no attribute {name!r}")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import email.utils
 import logging
 import math
 import numbers
@@ -156,6 +155,8 @@ def parse_retry_after(value: object, *, now: dt.datetime | None = None) -> float
 
 
 def _seconds_until(http_date: str, now: dt.datetime) -> float:
+    import email.utils  # 4 ms at start-up for the rare Retry-After given as a date
+
     try:
         when = email.utils.parsedate_to_datetime(http_date)
     except (TypeError, ValueError, IndexError, OverflowError):

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import importlib.metadata
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,7 @@ def test_version() -> None:
     result = invoke("--version")
     assert result.exit_code == 0
     assert result.output.strip() == f"batchframe {__version__}"
+    assert __version__ == importlib.metadata.version("batchframe")  # _version.py is what the build installs
 
 
 def test_exec_runs_a_project_and_exits_0(make_project, tmp_path: Path) -> None:

@@ -29,6 +29,9 @@ ExecutorName = Literal["asyncio", "threads", "processes", "dask"]
 """The back ends ``-p executor=`` takes (the type of ``Configuration.executor``): a new one is added here."""
 BACKENDS: tuple[str, ...] = get_args(ExecutorName)
 WORKER_BACKENDS = ("processes", "dask")
+
+MAX_BATCH = 256
+"""The largest batch a worker back end sends: enough to make a round trip negligible for items that take no time."""
 """The back ends that build the Service again in worker processes (from a ``ServiceFactory``)."""
 
 ItemCall = Callable[[Any], Awaitable[Any]]

@@ -26,14 +26,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from batchframe.backends import NOT_STARTED, NotStarted
+from batchframe.backends import MAX_BATCH, NOT_STARTED, NotStarted
 from batchframe.backends._worker import ItemNotPicklable, batch_payload, pickled
 
 TARGET_BATCH_S = 0.1
 """How much work one batch holds (time on the worker), once the item time is known."""
-
-MAX_BATCH = 256
-"""The largest batch: enough to make a round trip negligible even for items that take no time."""
 
 WINDOW = 2
 """Batches in flight per worker: one running, one waiting beside it."""

@@ -180,9 +180,10 @@ def _config_params(cls: type) -> list[ParamSpec]:
     """
     names = dict.fromkeys(name for klass in reversed(cls.__mro__) for name in getattr(klass, "__annotations__", {}))
     documented = {k: v for klass in reversed(cls.__mro__) for k, v in docstring_descriptions(klass).items()}
+    hints = {klass: type_hints(klass) for klass in cls.__mro__ if vars(klass).get("__annotations__")}
     specs = []
     for name in names:
-        annotation, owner = _param_annotation_in_mro(cls, name)
+        annotation, owner = _param_annotation_in_mro(cls, name, hints)
         if annotation is None or owner is None:
             continue
         bare, description = _split_annotation(annotation)
@@ -191,11 +192,12 @@ def _config_params(cls: type) -> list[ParamSpec]:
     return specs
 
 
-def _param_annotation_in_mro(cls: type, name: str) -> tuple[Any, type | None]:
+def _param_annotation_in_mro(cls: type, name: str, hints: dict[type, dict[str, Any]]) -> tuple[Any, type | None]:
+    """The BatchframeParam annotation of ``name`` in the most derived class that declares one (``hints``: per class)."""
     annotation: Any = None
     owner: type | None = None
     for klass in reversed(cls.__mro__):
-        hint = type_hints(klass).get(name) if name in vars(klass).get("__annotations__", {}) else None
+        hint = hints[klass].get(name) if name in vars(klass).get("__annotations__", {}) else None
         if hint is not None and is_param_annotation(hint):
             annotation, owner = hint, klass
     return annotation, owner

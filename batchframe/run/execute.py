@@ -28,8 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from batchframe._console import console, restore_std_streams
 from batchframe._text import format_exception, safe_str
 from batchframe._types import Finishes, PersistsFailed
-from batchframe.backends import WORKER_BACKENDS, Backend, make_backend
-from batchframe.backends._batches import MAX_BATCH
+from batchframe.backends import MAX_BATCH, WORKER_BACKENDS, Backend, make_backend
 from batchframe.backends._loop import ServiceLoop, run_on
 from batchframe.errors import BatchframeError
 from batchframe.run.driver import Driver
