@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from batchframe import ParamError, Retry, Service, Source
-from batchframe.run.driver import DriverSettings, Outcome
+from batchframe.run.driver import SAVE_GROUP_MIN, Driver, DriverSettings, Outcome
 from batchframe.runfolder.failures import NOT_PROCESSED
 
 
@@ -343,3 +343,49 @@ def test_invalid_settings_name_the_config_field(field, value) -> None:
     config_name = config_names.get(field, field)
     assert config_name in str(info.value)
     assert info.value.exit_code == 2
+
+
+class SlowJournal:
+    """A journal whose commits are late: each ``wait_saved`` commits everything, one loop turn later."""
+
+    def __init__(self) -> None:
+        self.handed = self.saved = 0
+        self.group = 0
+        self.waits = 0
+        self.most_at_risk = 0  # outcomes unsaved + items in flight, at the worst moment
+        self.driver: Driver | None = None
+
+    @property
+    def unsaved(self) -> int:
+        return self.handed - self.saved
+
+    def group_by(self, items: int) -> None:
+        self.group = items
+
+    def succeeded(self, index: int) -> None:
+        self.handed += 1
+        assert self.driver is not None
+        self.most_at_risk = max(self.most_at_risk, self.unsaved + self.driver.stats.in_flight)
+
+    async def wait_saved(self, below: int) -> None:
+        self.waits += 1
+        await asyncio.sleep(0)
+        self.saved = self.handed
+
+
+def test_no_item_starts_while_two_groups_are_unsaved_or_in_flight() -> None:
+    # What a kill -9 can make resume repeat is bounded: the driver waits for the journal instead.
+    journal = SlowJournal()
+    driver = Driver(
+        ListSource(range(3000)),
+        Recorder(),
+        settings=DriverSettings(concurrency=8),
+        on_success=journal.succeeded,
+        saving=journal,
+    )
+    journal.driver = driver
+    stats = run(driver)
+    assert stats.succeeded == 3000
+    assert journal.group == SAVE_GROUP_MIN  # 8 slots: the floor
+    assert journal.waits >= 3000 // (2 * SAVE_GROUP_MIN)  # nothing else ever commits here
+    assert journal.most_at_risk <= 2 * SAVE_GROUP_MIN

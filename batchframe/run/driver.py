@@ -25,7 +25,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from batchframe._text import error_type_of, format_exception, safe_attribute, safe_str
 from batchframe.backends import Backend, ItemCall, NotStarted
@@ -52,8 +52,33 @@ __all__ = ["Driver", "DriverSettings", "Outcome", "Stats"]
 
 logger = logging.getLogger(__name__)
 
+SAVE_GROUP_MIN = 256
+"""The fewest outcomes the journal commits in one go when items come faster than the loop turns.
+
+A commit costs about what 50-100 no-op items cost: groups of the concurrency (64) made no-op runs
+1.5x slower (benchmarks/throughput.py). No item starts while twice a group (at least 512) is in
+flight or unsaved: that is what a ``kill -9`` can make ``resume`` run a second time.
+"""
+
 OnSuccess = Callable[[int], None]
 OnFailure = Callable[[FailedItem], None]
+
+
+class Saving(Protocol):
+    """Where outcomes become durable (the journal). The driver holds new starts while too many are unsaved."""
+
+    @property
+    def unsaved(self) -> int:
+        """Outcomes handed in and not yet durable."""
+        ...
+
+    def group_by(self, items: int) -> None:
+        """Make outcomes durable in groups of about ``items``."""
+        ...
+
+    async def wait_saved(self, below: int) -> None:
+        """Return once fewer than ``below`` outcomes are unsaved."""
+        ...
 
 
 @dataclass(slots=True)
@@ -80,6 +105,9 @@ class Driver:
             (a resumed run's skipped items count too); None: all of them.
         paced_start: the run follows an earlier one against the same API (a resume, a retry): the
             rate limits start at their steady pace, as if it had been running at full rate until now.
+        saving: where ``on_success``/``on_failure`` outcomes become durable (the journal). No item
+            starts while the unsaved outcomes and the items in flight reach ``2 * max(slots,
+            SAVE_GROUP_MIN)``, so a ``kill -9`` repeats at most that many items on resume.
 
     Raises:
         UsageError: the Service's ``exceptions_to_retry_for`` is not a set of exception classes.
@@ -97,6 +125,7 @@ class Driver:
         backend: Backend | None = None,
         limit: int | None = None,
         paced_start: bool = False,
+        saving: Saving | None = None,
     ) -> None:
         self.source = source
         self.service = service
@@ -116,6 +145,8 @@ class Driver:
         """After a stop: the sync Source's iterator, free to read the unread rest (None: it is not)."""
         self._on_success = on_success
         self._on_failure = on_failure
+        self._saving = saving
+        self._unsaved_limit = 0  # in flight + unsaved outcomes: set once the slots are known
         self._skip = list(skip)
         self._stopping = False
         self._stop_reason = "the run was stopped"
@@ -173,6 +204,10 @@ class Driver:
             self._crash = asyncio.get_running_loop().create_future()
             # Workers start as items are read (_enqueue): never more than items can be in flight.
             self._call, self._slots = call, self.backend.slots
+            group = max(self._slots, SAVE_GROUP_MIN)
+            self._unsaved_limit = 2 * group  # one group being committed while the next fills
+            if self._saving is not None:
+                self._saving.group_by(group)
             self._feeder = self._start_task(self._feed())
             await self._supervise()
         finally:
@@ -511,74 +546,102 @@ class Driver:
     # ---------------------------------------------------------------------------------- processing
 
     async def _worker(self, call: ItemCall) -> None:
-        pending = self._pending
-        ready = self._ready_retries
-        idle = self._idle_workers
-        running = self._running
+        # The per-item path: what benchmarks/throughput.py measures. Only the rare cases (a pause, a
+        # stop, a cool-down, an error) leave it for a method of their own.
+        stats = self.stats
+        active = self._active
+        saving, limit = self._saving, self._unsaved_limit
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
-        assert running is not None
         assert task is not None
-        half = self._read_ahead // 2
         while True:
-            if ready:
-                work = ready.popleft()
-            elif pending:
-                work = pending.popleft()
-                if self._room is not None and len(pending) <= half:
-                    self._make_room()
-            elif self._workers_done:
-                return
-            else:
+            work = self._take()
+            if work is None:
+                if self._workers_done:
+                    return
                 waiter = loop.create_future()
-                idle.append(waiter)
+                self._idle_workers.append(waiter)
                 await waiter
                 continue
-            if idle and (pending or ready) and not self._dispatch_due:  # more in line: see _dispatch_soon
-                self._dispatch_soon()
+            held = self._paused or self._stopping or stats.cooldown_until
+            if (held or (saving is not None and saving.unsaved + stats.in_flight >= limit)) and not (
+                await self._may_start(work)
+            ):
+                continue
+            work.attempts += 1
+            stats.in_flight += 1
+            work.task = task
+            active[work.index] = work
+            try:
+                await call(work.item)
+            except BaseException as exc:  # KeyboardInterrupt, SystemExit, GeneratorExit from process: the item fails
+                if self._attempt_failed(work, exc, task):
+                    raise
+                continue
+            self._succeeded(work)
+
+    def _take(self) -> _Work | None:
+        """The next item for a worker: a retry that came due first, then the line; None: nothing waits."""
+        ready, pending = self._ready_retries, self._pending
+        if ready:
+            work = ready.popleft()
+        elif pending:
+            work = pending.popleft()
+            if self._room is not None and len(pending) <= self._read_ahead // 2:
+                self._make_room()
+        else:
+            return None
+        if self._idle_workers and (pending or ready) and not self._dispatch_due:  # more in line: see _dispatch_soon
+            self._dispatch_soon()
+        return work
+
+    async def _may_start(self, work: _Work) -> bool:
+        """Wait out a cool-down, a pause or the journal; False: the run stopped meanwhile (``work`` is recorded)."""
+        assert self._running is not None
+        try:
             if self.stats.cooldown_until:
                 await self._after_cooldown()
-            if not running.is_set():
-                await running.wait()
-            if self._stopping:
-                self._not_processed(work)
-                continue
-            await self._attempt(work, call, task)
+            if not self._running.is_set():
+                await self._running.wait()
+            saving = self._saving
+            while saving is not None and saving.unsaved + self.stats.in_flight >= self._unsaved_limit:
+                await saving.wait_saved(self._unsaved_limit - self.stats.in_flight)
+        except asyncio.CancelledError:  # the run ends on an error: the supervisor records what is in line
+            self._pending.appendleft(work)
+            raise
+        if self._stopping:
+            self._not_processed(work)
+            return False
+        return True
 
-    async def _attempt(self, work: _Work, call: ItemCall, task: asyncio.Task[None]) -> None:
-        work.attempts += 1
-        self.stats.in_flight += 1
-        work.task = task
-        self._active[work.index] = work
-        try:
-            await call(work.item)
-        except NotStarted:
+    def _succeeded(self, work: _Work) -> None:
+        self._attempt_over(work)
+        self.stats.succeeded += 1
+        if self._on_success is not None:
+            try:
+                self._on_success(work.index)
+            except Exception as record_error:
+                self.records_failed(record_error)
+        self._finish_one()
+
+    def _attempt_failed(self, work: _Work, exc: BaseException, task: asyncio.Task[None]) -> bool:
+        """An attempt raised: give the item back, retry it or record it. True: re-raise (the run is ending)."""
+        if isinstance(exc, NotStarted):
             self._given_back(work)
-            return
-        except asyncio.CancelledError as exc:
+            return False
+        if isinstance(exc, asyncio.CancelledError):
             if work.index in self._cancelled:
                 self._cancelled.discard(work.index)
                 if hasattr(task, "uncancel"):  # Python 3.11+: the worker itself goes on
                     task.uncancel()
                 self._given_back(work, "cancelled while in flight")
-                return
+                return False
             if self._shutting_down:
-                raise  # the supervisor ends the run and records the items in flight itself
-            error: BaseException = exc  # a CancelledError of the user's own
-        except BaseException as exc:  # KeyboardInterrupt, SystemExit, GeneratorExit from process: the item fails
-            error = exc
-        else:
-            self._attempt_over(work)
-            self.stats.succeeded += 1
-            if self._on_success is not None:
-                try:
-                    self._on_success(work.index)
-                except Exception as record_error:
-                    self.records_failed(record_error)
-            self._finish_one()
-            return
+                return True  # the supervisor ends the run and records the items in flight itself
+            # else: a CancelledError of the user's own, a failure like any other
         self._attempt_over(work)
-        self._handle_error(work, error)
+        self._handle_error(work, exc)
+        return False
 
     def _attempt_over(self, work: _Work) -> None:
         self.stats.in_flight -= 1

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from batchframe._console import console, restore_std_streams
 from batchframe._text import format_exception, safe_str
 from batchframe._types import Finishes, PersistsFailed
-from batchframe.backends import MAX_BATCH, WORKER_BACKENDS, Backend, make_backend
+from batchframe.backends import WORKER_BACKENDS, Backend, make_backend
 from batchframe.backends._loop import ServiceLoop, run_on
 from batchframe.errors import BatchframeError
 from batchframe.run.driver import Driver
@@ -253,13 +253,12 @@ def _driver(
         backend=_backend(prepared, wired.service, statics, loops.service),
         limit=plan.limit if plan.replay is None else None,
         paced_start=plan.earlier is not None or plan.replay is not None,
+        saving=records.journal,
     )
     if plan.earlier is not None:
         driver.stats.earlier = plan.earlier
     if records.journal is not None:
-        # A batching back end finishes a whole batch in one loop iteration: hand it to the writer in one go.
-        batch_items = max(prepared.settings.concurrency, MAX_BATCH)
-        records.journal.watch_in_flight(driver.in_flight_items, batch_items=batch_items)
+        records.journal.watch_in_flight(driver.in_flight_items)
         records.journal.set_meta(total=driver.stats.total)
     return driver
 

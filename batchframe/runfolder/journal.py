@@ -13,11 +13,11 @@ What it holds:
   when the run it retries is gone. Empty in other runs (and absent from a journal made before it).
 
 Writes are grouped: completions are buffered and handed to a writer thread once per event-loop
-iteration; it commits them (WAL, ``synchronous=NORMAL``) while the loop goes on, and batches that
-queue up during a commit go into the next one. The writer's backlog is bounded (``_BACKLOG``
-batches): on a slow disk the loop waits for the writer instead of running ahead of it, so a
-``kill -9`` loses at most the completions of the last few loop iterations: after a resume, at most
-the items in flight around the kill run twice.
+iteration (or every ``group_by`` of them); it commits them (WAL, ``synchronous=NORMAL``) while the
+loop goes on, and batches that queue up during a commit go into the next one. ``unsaved`` counts
+the outcomes handed in and not yet committed; the driver starts no item while that count and the
+items in flight reach two groups (``wait_saved``), so a ``kill -9`` repeats at most that many items
+on ``resume``: what was in flight, and what had finished without its outcome written yet.
 
 The writer thread never dies on bad data or a full disk: text is stored with lone surrogates
 escaped, and a failed commit is remembered and raised (``RecordError``) by the next write, which
@@ -51,7 +51,6 @@ logger = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 IN_FLIGHT, FAILED, NOT_DONE = 0, 2, 3
 _IN_FLIGHT_AFTER_S = 0.5
-_BACKLOG = 1
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -150,6 +149,7 @@ class Journal:
         self._last_scan = time.monotonic()
         self._flush_scheduled = False
         self._batch_items = 64
+        self._handed = 0  # outcomes (successes and failures) given to the journal; the writer counts the saved ones
         self._writer = _Writer(connection)
         self._identity = file_identity(path)
 
@@ -274,14 +274,30 @@ class Journal:
 
     # ------------------------------------------------------------------------------- the hot path
 
-    def watch_in_flight(self, in_flight: Callable[[], list[tuple[int, int, Any]]], *, batch_items: int = 64) -> None:
-        """Where to read the items in flight (position, attempts, item); long-running ones get a row.
-
-        ``batch_items`` (the run's concurrency): completions buffered before they are handed to the
-        writer even within one loop iteration, so what a kill -9 can lose stays about that size.
-        """
+    def watch_in_flight(self, in_flight: Callable[[], list[tuple[int, int, Any]]]) -> None:
+        """Where to read the items in flight (position, attempts, item); long-running ones get a row."""
         self._in_flight = in_flight
-        self._batch_items = max(1, batch_items)
+
+    def group_by(self, items: int) -> None:
+        """Hand completions to the writer every ``items`` of them even within one loop iteration.
+
+        While the writer commits one group the loop fills the next; the driver waits
+        (``wait_saved``) only when two groups are unsaved or in flight.
+        """
+        self._batch_items = max(1, items)
+
+    @property
+    def unsaved(self) -> int:
+        """Outcomes handed to the journal and not committed yet (what a ``kill -9`` now would lose)."""
+        return self._handed - self._writer.saved
+
+    async def wait_saved(self, below: int) -> None:
+        """Wait until fewer than ``below`` outcomes are unsaved (at once if a commit failed: the next write raises)."""
+        while self.unsaved >= below and self._writer.error is None:
+            self.flush()  # what is still buffered must reach the writer, or nothing would wake us
+            waiter = self._writer.wake_when_saved(asyncio.get_running_loop())
+            if self.unsaved >= below and self._writer.error is None:  # not saved while we made the future
+                await waiter
 
     def succeeded(self, index: int) -> None:
         """An item succeeded.
@@ -293,6 +309,7 @@ class Journal:
             raise self._writer.failure(self.path)
         done = self._done
         done.append(index)
+        self._handed += 1
         if self._recorded and index in self._recorded:
             self._recorded.discard(index)
             self._deletes.append((index,))
@@ -314,6 +331,7 @@ class Journal:
         if self._writer.error is not None:
             raise self._writer.failure(self.path)
         self._recorded.discard(failed.index)
+        self._handed += 1
         state = NOT_DONE if failed.error_type == NOT_PROCESSED else FAILED
         self._rows.append(
             (
@@ -349,7 +367,7 @@ class Journal:
         self._record_long_in_flight()
         if not (self._done or self._rows or self._deletes):
             return
-        batch = (self._deletes, self._rows, ranges_of(self._done))
+        batch = (self._deletes, self._rows, ranges_of(self._done), self._handed)
         self._done, self._rows, self._deletes = [], [], []
         self._writer.submit(batch)
 
@@ -480,23 +498,45 @@ def load_items(payloads: list[bytes], run_dir: Path) -> list[Any]:
     return items
 
 
-_Batch = tuple[list[tuple[int]], list[tuple[Any, ...]], list[tuple[int, int]]]
+_Batch = tuple[list[tuple[int]], list[tuple[Any, ...]], list[tuple[int, int]], int]
+"""Deletes, item rows, done ranges, and how many outcomes were handed in up to this batch."""
 
 
 class _Writer:
     """Commits the journal's batches on a thread of its own, so the event loop never waits for SQLite.
 
     The thread uses the connection while it writes; every other use first calls ``drain()``, which
-    returns once everything submitted is committed and the thread is idle. At most ``_BACKLOG``
-    batches wait for the thread: ``submit`` blocks beyond that (a slow disk slows the run down
-    instead of widening what a ``kill -9`` would lose). A failed commit is kept in ``error``.
+    returns once everything submitted is committed and the thread is idle. ``submit`` never blocks
+    the loop: on a slow disk it is the driver that waits (``Journal.wait_saved``), so what a
+    ``kill -9`` would lose stays bounded. A failed commit is kept in ``error``.
     """
 
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._db = connection
-        self._queue: queue.Queue[_Batch | threading.Event | None] = queue.Queue(_BACKLOG)
+        self._queue: queue.Queue[_Batch | threading.Event | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self.error: BaseException | None = None
+        self.saved = 0
+        """Outcomes committed: the count handed in with the last committed batch (only this thread writes it)."""
+        self._waiter: tuple[asyncio.AbstractEventLoop, asyncio.Future[None]] | None = None
+        self._waiter_lock = threading.Lock()
+
+    def wake_when_saved(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
+        """A future the thread resolves after its next commit (or failed commit); one for all who wait."""
+        with self._waiter_lock:
+            if self._waiter is None:
+                self._waiter = (loop, loop.create_future())
+            return self._waiter[1]
+
+    def _wake(self) -> None:
+        # After ``saved`` changed: a waiter made before this sees it; one made after re-checks ``saved``.
+        # The lock: taking the waiter and clearing it must not drop one set in between.
+        with self._waiter_lock:
+            waiting, self._waiter = self._waiter, None
+        if waiting is not None:
+            loop, waiter = waiting
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+                loop.call_soon_threadsafe(_resolve, waiter)
 
     def failure(self, path: Path) -> RecordError:
         """The error to raise once a commit failed."""
@@ -506,7 +546,7 @@ class _Writer:
         )
 
     def submit(self, batch: _Batch) -> None:
-        """Queue a batch (deletes, item rows, done ranges) for the next commit (waits while the backlog is full)."""
+        """Queue a batch (deletes, item rows, done ranges, outcomes so far) for the next commit."""
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="batchframe-journal", daemon=True)
             self._thread.start()
@@ -545,7 +585,7 @@ class _Writer:
         db = self._db
         try:
             db.execute("BEGIN")
-            for deletes, rows, done in batches:  # in order: a row written earlier may be deleted later
+            for deletes, rows, done, _ in batches:  # in order: a row written earlier may be deleted later
                 if deletes:
                     db.executemany("DELETE FROM items WHERE idx = ?", deletes)
                 if rows:
@@ -558,6 +598,14 @@ class _Writer:
             if self.error is None:
                 self.error = exc
                 logger.error("Could not write the journal (%s); the run stops.", exc)
+        else:
+            self.saved = batches[-1][3]
+        self._wake()
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def _connect(path: Path, *, mode: str = "rwc") -> sqlite3.Connection:
