@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 from contextlib import nullcontext
 
@@ -81,6 +82,8 @@ def test_ctrl_c_on_a_terminal_pauses_opens_the_shell_and_resumes() -> None:
     assert {"executor", "self", "source", "service", "config", "stats"} <= set(namespace)
     assert namespace["self"] is executor
     assert "paused" in banner
+    names = re.search(r"Names: (.*?)\.", " ".join(banner.split())).group(1)  # type: ignore[union-attr]
+    assert set(re.findall(r"\w+", names)) - {"also"} <= set(namespace)  # the banner names only what exists
     assert executor.outcome is Outcome.COMPLETED
     assert sorted(service.done) == list(range(30))
     assert supervisor.stopped_by is None

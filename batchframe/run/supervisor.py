@@ -236,11 +236,11 @@ def _banner(driver: Driver, *, emergency: bool) -> str:
 
     if emergency:
         head = f"batchframe emergency shell: the run failed with {driver.fatal_error!r}."
-        tail = "Inspect driver, source, service, config and stats; leave the shell (exit) to end the run."
+        tail = "Inspect executor, source, service, config and stats; leave the shell (exit) to end the run."
     else:
         head = "batchframe paused."
         tail = "Leave the shell (exit or Ctrl-D) to resume; self.stop() then exit to end the run gracefully."
-    names = "Names: driver (also self), source, service, config, stats."
+    names = "Names: executor (also self), source, service, config, stats."
     return _wrap([head, describe(driver.stats), names, tail])
 
 
