@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from batchframe import ParamError, Retry, Service, Source
-from batchframe.run.driver import SAVE_GROUP_MIN, Driver, DriverSettings, Outcome
+from batchframe.run.driver import GROWN_READ_AHEAD, SAVE_GROUP_MIN, Driver, DriverSettings, Outcome
 from batchframe.runfolder.failures import NOT_PROCESSED
 
 
@@ -389,3 +389,22 @@ def test_no_item_starts_while_two_groups_are_unsaved_or_in_flight() -> None:
     assert journal.group == SAVE_GROUP_MIN  # 8 slots: the floor
     assert journal.waits >= 3000 // (2 * SAVE_GROUP_MIN)  # nothing else ever commits here
     assert journal.most_at_risk <= 2 * SAVE_GROUP_MIN
+
+
+class NoOp(Service[int]):
+    async def process(self, item: int) -> None:
+        pass
+
+
+def test_the_read_ahead_grows_only_for_a_fast_source_and_fast_items(make_executor) -> None:
+    fast = make_executor(ListSource(range(50_000)), NoOp(), concurrency=8)
+    assert run(fast).succeeded == 50_000
+    assert 16 < fast.read_ahead <= GROWN_READ_AHEAD  # the workers kept waiting for a source that kept up
+
+    slow_items = make_executor(ListSource(range(200)), Recorder(delay=0.005), concurrency=8)
+    assert run(slow_items).succeeded == 200
+    assert slow_items.read_ahead == 16  # 2 x concurrency: the items were the bottleneck
+
+    bounded = make_executor(ListSource(range(50_000)), NoOp(), concurrency=8, queue_size=16)
+    assert run(bounded).succeeded == 50_000
+    assert bounded.read_ahead == 16  # a queue_size set by hand is a bound

@@ -30,6 +30,10 @@ class ThreadedReader:
     def __init__(self, iterator: Iterator[Any], *, window: int) -> None:
         self._iterator = iterator
         self._window = max(1, window)
+        self.filled = False
+        """The thread stopped at a full window since ``take`` last had to wait: the Source is fast."""
+        self.waited = False
+        """The last ``take`` found nothing read and had to wait for the thread."""
         self._items: collections.deque[Any] = collections.deque()
         self._room = threading.Event()
         self._closed = False
@@ -54,6 +58,7 @@ class ThreadedReader:
             BaseException: what the Source raised, once the items it gave before are taken.
         """
         items = self._items
+        self.waited = not items and not self._finished
         while not items:
             if self._finished:
                 if self._error is not None:
@@ -63,6 +68,8 @@ class ThreadedReader:
             waiter = self._waiter = self._loop.create_future()
             if not items and not self._finished:  # nothing arrived while we made the future
                 await waiter
+        if self.waited:
+            self.filled = False
         popleft = items.popleft
         chunk = [popleft() for _ in range(max(1, min(most, len(items))))]
         if len(items) <= self._window // 2 and not self._room.is_set():
@@ -84,6 +91,11 @@ class ThreadedReader:
         self._items.clear()
         return leftovers, free
 
+    def widen(self, window: int) -> None:
+        """Read up to ``window`` items ahead from now on."""
+        self._window = max(self._window, window)
+        self._room.set()
+
     @property
     def exhausted(self) -> bool:
         """The thread read the iterator to its end (not stopped by an error): nothing is left unread."""
@@ -101,6 +113,7 @@ class ThreadedReader:
         try:
             while not self._closed:
                 if len(items) >= self._window:
+                    self.filled = True
                     self._room.clear()
                     if len(items) >= self._window and not self._closed:
                         self._room.wait()
