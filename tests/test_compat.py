@@ -131,6 +131,12 @@ def test_global_vv_and_output_dir_work_for_runs_too(legacy: Path) -> None:
     assert batchframe_cli("-d", "elsewhere", "exec", "legacy", "-c", "config_dev", cwd=legacy).returncode == 0
     listed = batchframe_cli("-d", "elsewhere", "runs", cwd=legacy)
     assert listed.returncode == 0 and only_run_dir(legacy / "elsewhere").name in listed.stdout
+    # -vv before the command: a usage error shows its traceback; without it, the panel alone.
+    quiet = batchframe_cli("-d", "elsewhere", "runs", "no-such-run", cwd=legacy)
+    loud = batchframe_cli("-vv", "-d", "elsewhere", "runs", "no-such-run", cwd=legacy)
+    assert quiet.returncode == loud.returncode == 2
+    assert "does not exist" in quiet.stderr and "Traceback" not in quiet.stderr
+    assert "does not exist" in loud.stderr and "Traceback (most recent call last)" in loud.stderr
 
 
 @pytest.mark.timeout(60)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import resource
 import signal
 import subprocess
@@ -220,14 +221,13 @@ def test_sigterm_on_an_endless_source_exits_at_once(tmp_path: Path, params: tupl
     process = _start(tmp_path, *params)
     try:
         _wait_for_a_run(tmp_path, process)
-        sent = time.monotonic()
         process.send_signal(signal.SIGTERM)
+        # The source never ends (or blocks for an hour): exiting at all shows the stop did not wait
+        # for it; the timeout turns a hang into a failure without timing a healthy run.
         _, stderr = process.communicate(timeout=20)
-        took_s = time.monotonic() - sent
     finally:
         process.kill()
     assert process.returncode == 143, stderr
-    assert took_s < 5, took_s
     run_dir = only_run_dir(tmp_path / "out")
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["unread"] is None and summary["outcome"] == "stopped"
@@ -243,14 +243,12 @@ def test_a_second_signal_ends_the_run_while_an_item_blocks(tmp_path: Path) -> No
         _wait_for_a_run(tmp_path, process)
         process.send_signal(signal.SIGTERM)
         time.sleep(0.5)
-        sent = time.monotonic()
         process.send_signal(signal.SIGTERM)
+        # Item 3 sleeps for an hour in its thread: exiting at all shows the second signal did not wait.
         _, stderr = process.communicate(timeout=20)
-        took_s = time.monotonic() - sent
     finally:
         process.kill()
     assert process.returncode == 143, stderr
-    assert took_s < 2, took_s
     records = read_jsonl(only_run_dir(tmp_path / "out") / "failed.jsonl")
     assert 3 in [r["item"] for r in records if r["error_type"] == "NotProcessed"]
 
@@ -362,7 +360,10 @@ def test_a_run_that_failed_to_start_is_listed_as_such_with_its_error_in_the_logs
     run_dir = only_run_dir(tmp_path / "out")
     assert "cannot connect" in (run_dir / "logs.txt").read_text()
     runs = batchframe_cli("runs", "-d", "out", cwd=tmp_path)
-    assert "failed to start" in runs.stdout and "running/killed" not in runs.stdout
+    assert "failed to start" in runs.stdout
+    detail = batchframe_cli("runs", run_dir, cwd=tmp_path)  # one run: its state in a cell of its own
+    assert re.search(r"exit code\s*│\s*failed to start", detail.stdout), detail.stdout
+    assert "running or killed" not in detail.stdout  # what a run without an exit code would say
     no_journal = batchframe_cli("exec", "job.py", "-d", "out", "-p", "count=6", "-p", "journal=false", cwd=tmp_path)
     assert no_journal.returncode == 3
     listed = batchframe_cli("runs", "-d", "out", cwd=tmp_path)

@@ -174,19 +174,26 @@ def test_a_process_that_blocks_the_loop_does_not_freeze_the_status(
         process.communicate()
 
 
+@pytest.mark.timeout(60)
 def test_a_command_left_from_an_earlier_part_is_not_replayed(make_project: Callable[..., Path], tmp_path: Path) -> None:
     project = make_project({"job.py": SLOW_JOB})
     out = tmp_path / "out"
-    first = batchframe_cli("exec", project / "job.py", "-d", out, "-p", "count=20", "-p", "delay=0", cwd=project)
-    assert first.returncode == 0, first.stderr
-    run_dir = only_run_dir(out)
-    # A stop sent to the first part that it never read (it had ended) must not stop the resumed part.
-    (run_dir / CONTROL_NAME).write_text(json.dumps({"seq": time.time_ns(), "command": "stop"}))
+    process = _start(project, out, "count=60", "delay=0.05")
+    try:
+        run_dir = _run_dir(out)
+        _wait_for(_state(run_dir, "running"), "running")
+        send_control(run_dir, "stop")  # the first part takes it and stops
+        assert process.wait(timeout=20) == 130
+    finally:
+        process.kill()
+        process.communicate()
+    # The stop stays in control.json: the resumed part must not take it as its own and stop too.
+    assert json.loads((run_dir / CONTROL_NAME).read_text())["command"] == "stop"
     resumed = batchframe_cli("resume", run_dir, "--no-input", cwd=project)
     assert resumed.returncode == 0, resumed.stderr
     status = read_status(run_dir)
     assert status is not None
-    assert (status.state, status.outcome) == ("finished", "completed")
+    assert (status.state, status.outcome, status.completed) == ("finished", "completed", 60)
 
 
 def test_status_files_are_owner_only_and_unreadable_ones_are_ignored(
