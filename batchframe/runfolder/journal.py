@@ -214,21 +214,20 @@ class Journal:
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """Hold the run's lock: a second process resuming the same run is refused."""
-        import fcntl
+        import filelock
 
-        lock_path = self.path.with_name(LOCK_NAME)
-        with open(os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600), "a+") as handle:  # owner-only, as every run file
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise JournalError(
-                    f"{self.path.parent} is in use by another batchframe process (its journal is locked).",
-                    hint="Wait for that process to finish, or stop it, then try again.",
-                ) from None
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        lock = filelock.FileLock(self.path.with_name(LOCK_NAME), timeout=0, mode=0o600)  # owner-only, as every run file
+        try:
+            lock.acquire()
+        except filelock.Timeout:
+            raise JournalError(
+                f"{self.path.parent} is in use by another batchframe process (its journal is locked).",
+                hint="Wait for that process to finish, or stop it, then try again.",
+            ) from None
+        try:
+            yield
+        finally:
+            lock.release()
 
     def lost(self) -> str | None:
         """How the journal's file went since it was opened (deleted, replaced), or None while it is there. Never raises.

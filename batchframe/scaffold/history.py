@@ -107,18 +107,11 @@ def _commit_template(repo: Path, folder: Path, tag: str) -> None:
 @contextlib.contextmanager
 def _locked(repo: Path) -> Iterator[None]:
     """Serialise writers of the cache repository (two ``init`` at once)."""
+    import filelock
+
     repo.mkdir(parents=True, exist_ok=True)
-    with (repo.parent / f"{repo.name}.lock").open("w") as handle:
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - Windows: no lock, still correct for one process
-            yield
-            return
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with filelock.FileLock(repo.parent / f"{repo.name}.lock"):
+        yield
 
 
 def git(cwd: Path, *args: str) -> str:
