@@ -241,9 +241,9 @@ def test_a_second_sigterm_cuts_a_blocked_async_finish_short(make_project: Any) -
     assert "Task was destroyed" not in stderr
 
 
-def test_the_readme_shows_the_example_as_it_is() -> None:
-    readme = (EXAMPLES.parent / "README.md").read_text(encoding="utf-8")
-    section = readme.split("\n### Async resources: a client per worker, or per run\n", 1)[1].split("\n## ", 1)[0]
+def test_the_docs_show_the_example_as_it_is() -> None:
+    page = (EXAMPLES.parent / "docs" / "writing-a-job.md").read_text(encoding="utf-8")
+    section = page.split("\n## Async resources: a client per worker, or per run\n", 1)[1].split("\n## ", 1)[0]
     block = section.split("```python\n", 1)[1].split("```", 1)[0]
     assert block.strip() and block in (EXAMPLES / "http_push.py").read_text(encoding="utf-8")
 

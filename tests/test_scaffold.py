@@ -203,19 +203,20 @@ def test_init_variants_run(tmp_path: Path, data: list[str]) -> None:
     assert run.returncode == 0, run.stderr
 
 
-def readme_python_block(heading: str) -> str:
-    """The first ```python block of README.md's section ``## heading``."""
-    section = (REPO / "README.md").read_text(encoding="utf-8").split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
+def docs_python_block(page: str, heading: str) -> str:
+    """The first ```python block of the docs page's section ``## heading``."""
+    text = (REPO / "docs" / page).read_text(encoding="utf-8")
+    section = text.split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
     block = re.search(r"^```python\n(.*?)^```", section, re.DOTALL | re.MULTILINE)
-    assert block, f"no python example in README's {heading!r}"
+    assert block, f"no python example in {page}'s {heading!r}"
     return block.group(1)
 
 
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("source_kind", SOURCE_KINDS)
-def test_readmes_testing_example_passes_in_a_new_project_of_each_source_kind(tmp_path: Path, source_kind: str) -> None:
-    # README: `batchframe init my-job --defaults`, then "Testing your job" in the project's tests/.
-    example = readme_python_block("Testing your job")
+def test_the_docs_testing_example_passes_in_a_new_project_of_each_source_kind(tmp_path: Path, source_kind: str) -> None:
+    # docs/testing.md: the example for the tests `batchframe init` writes, in the project's tests/.
+    example = docs_python_block("testing.md", "The tests batchframe init writes")
     project = init_project(
         str(tmp_path / "my-job"),
         data={"source_kind": source_kind},

@@ -1,7 +1,7 @@
 """The import paths of batchframe 0.0.1a13 (``batchframe.models.*``), kept working.
 
 They give the same classes as the current paths: ``from batchframe import Source, Service,
-Configuration, BatchframeParam`` (the current spelling, see the README's "Coming from 0.0.1a13").
+Configuration, BatchframeParam`` (the current spelling, see docs/migrating.md).
 """
 
 from batchframe.configuration import Configuration
