@@ -18,6 +18,16 @@ class Configuration:
 
     Override a default in a subclass with a plain class attribute or a re-declared field; annotate
     your own fields ``BatchframeParam[T]`` to make them settable with ``-p NAME=VALUE``.
+
+    Example:
+        >>> @dataclass
+        ... class ShopConfig(Configuration):
+        ...     endpoint: BatchframeParam[str] = "https://staging.shop.example"
+        >>> @dataclass
+        ... class ProdConfig(ShopConfig):  # config/config_prod.py, chosen with -c config_prod
+        ...     endpoint: BatchframeParam[str] = "https://shop.example"
+        ...     concurrency = 32
+        ...     max_per_second = 50.0
     """
 
     concurrency: Annotated[int, BatchframeParam, "number of items processed at the same time"] = 8

@@ -43,6 +43,10 @@ class Retry(Exception):  # noqa: N818 - named for what the user asks for, like a
     Raises:
         ValueError: ``delay_s`` is negative, ``inf`` or ``nan``.
         TypeError: ``delay_s`` is not a number.
+
+    Example:
+        >>> if response.status_code == 409:  # the record is locked for a moment
+        ...     raise Retry(delay_s=2, reason="record locked")
     """
 
     def __init__(self, delay_s: float | None = None, reason: str = "retry requested") -> None:
@@ -81,6 +85,10 @@ class RateLimited(Retry):
     Raises:
         ValueError: ``retry_after`` is a negative or non-finite number, or text that is neither a
             number of seconds nor an HTTP date.
+
+    Example:
+        >>> if response.status_code == 429:
+        ...     raise RateLimited(retry_after=response.headers.get("Retry-After"), reason="429 Too Many Requests")
     """
 
     def __init__(

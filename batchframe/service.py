@@ -25,6 +25,17 @@ class Service(ABC, Generic[ItemT]):
     ``process`` runs on, so a client opened in one hook (or in ``__init__``) can be closed in
     another. A public method whose name is close to a hook's (``on_worker_strat``) is reported with
     a warning when the project is loaded.
+
+    Example:
+        >>> class Upload(Service[Path]):
+        ...     exceptions_to_retry_for = {ConnectionError, TimeoutError}
+        ...     async def on_worker_start(self) -> None:
+        ...         self.client = httpx.AsyncClient()
+        ...     async def process(self, item: Path) -> None:
+        ...         response = await self.client.put(f"https://files.example/{item.name}", content=item.read_bytes())
+        ...         response.raise_for_status()
+        ...     async def on_worker_stop(self) -> None:
+        ...         await self.client.aclose()
     """
 
     exceptions_to_retry_for: Collection[type[BaseException]] = DEFAULT_RETRYABLE

@@ -62,6 +62,12 @@ def inject(cls: C | None = None, /, *, alias: Any = None) -> C | Callable[[C], C
     the run's values. The class is also bound to every parent class that has no binding yet.
 
     Works as ``@inject``, ``@inject()`` and ``@inject(alias=SomeBase)``.
+
+    Example:
+        >>> @inject
+        ... class Notify(Service[dict]):
+        ...     def __init__(self, source: Source[dict], config: ShopConfig) -> None:
+        ...         self.source, self.config = source, config  # both given by batchframe
     """
 
     def mark(klass: C) -> C:
