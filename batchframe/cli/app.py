@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
@@ -21,6 +21,7 @@ from batchframe.runfolder.folder import DEFAULT_OUTPUT_DIR
 
 if TYPE_CHECKING:
     from batchframe.errors import UsageError
+    from batchframe.run.execute import RunResult
     from batchframe.run.prepare import AskMissing
 
 app = typer.Typer(
@@ -537,7 +538,9 @@ def resume(
     """
     if dry_run:
         _no_dry_run("resume", run_dir, verbose)
-    _from_run_dir("resume_run", run_dir, verbose, no_input)
+    from batchframe.run.commands import resume_run  # the engine loads only for the commands that run it
+
+    _from_run_dir(resume_run, run_dir, verbose, no_input)
 
 
 @app.command("retry", cls=Command)
@@ -550,7 +553,9 @@ def retry(
     """
     if dry_run:
         _no_dry_run("retry", run_dir, verbose)
-    _from_run_dir("retry_run", run_dir, verbose, no_input)
+    from batchframe.run.commands import retry_run
+
+    _from_run_dir(retry_run, run_dir, verbose, no_input)
 
 
 def _no_dry_run(command: str, run_dir: Path, verbose: int) -> None:
@@ -570,14 +575,15 @@ def _no_dry_run(command: str, run_dir: Path, verbose: int) -> None:
         )
 
 
-def _from_run_dir(function: str, run_dir: Path, verbose: int, no_input: bool) -> None:
+def _from_run_dir(command: Callable[..., RunResult], run_dir: Path, verbose: int, no_input: bool) -> None:
+    """Run ``resume_run`` or ``retry_run`` as the CLI does: errors as exit codes, prompts on a terminal."""
     with _errors_as_exit_codes(verbose):
         from batchframe.run import commands as run
 
         _usable(run_dir)
         interactive = _interactive(no_input)
         try:
-            result = getattr(run, function)(
+            result = command(
                 run_dir,
                 verbosity=_verbosity(verbose),
                 interactive=interactive,
