@@ -10,8 +10,6 @@ the user's own code puts one in an exception message.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import os
 import re
@@ -77,6 +75,8 @@ class Secret(Generic[_T]):
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Secret):
             return NotImplemented
+        import hmac
+
         return hmac.compare_digest(_bytes(self._value), _bytes(other._value))
 
     def __hash__(self) -> int:
@@ -130,6 +130,8 @@ def secret_argument_problem(annotation: Any) -> str | None:
 def fingerprint_secret(value: Secret[Any], *, salt: bytes | None = None) -> dict[str, str]:
     """A salted hash of the value (PBKDF2-SHA256), for the journal: enough to tell that it changed."""
     salt = os.urandom(16) if salt is None else salt
+    import hashlib  # 5 ms at start-up (with hmac), for what only a run with a secret needs
+
     digest = hashlib.pbkdf2_hmac("sha256", _bytes(value.get_secret_value()), salt, _HASH_ITERATIONS)
     return {"salt": salt.hex(), "hash": digest.hex()}
 
@@ -140,6 +142,8 @@ def secret_changed(recorded: Mapping[str, str], value: Secret[Any]) -> bool:
         salt = bytes.fromhex(recorded["salt"])
     except (KeyError, ValueError):
         return False  # nothing usable was recorded: nothing to compare with
+    import hmac
+
     again = fingerprint_secret(value, salt=salt)["hash"]
     return not hmac.compare_digest(again, recorded.get("hash", ""))
 

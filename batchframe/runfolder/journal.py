@@ -26,7 +26,6 @@ ends the run with a clear error.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
@@ -38,13 +37,16 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from batchframe._text import safe_repr, safe_str, storable_text
 from batchframe.errors import RecordError, UsageError
 from batchframe.runfolder.failures import NOT_PROCESSED, FailedItem, pickled_item
 from batchframe.runfolder.folder import DEFAULT_OUTPUT_DIR, JOURNAL_NAME, LOCK_NAME
 from batchframe.secret import redact
+
+if TYPE_CHECKING:
+    import asyncio  # at run time only where a loop runs: `batchframe runs` reads journals without one
 
 logger = logging.getLogger(__name__)
 
@@ -294,7 +296,7 @@ class Journal:
         """Wait until fewer than ``below`` outcomes are unsaved (at once if a commit failed: the next write raises)."""
         while self.unsaved >= below and self._writer.error is None:
             self.flush()  # what is still buffered must reach the writer, or nothing would wake us
-            waiter = self._writer.wake_when_saved(asyncio.get_running_loop())
+            waiter = self._writer.wake_when_saved(_running_loop())
             if self.unsaved >= below and self._writer.error is None:  # not saved while we made the future
                 await waiter
 
@@ -351,7 +353,7 @@ class Journal:
         if not self._flush_scheduled:
             self._flush_scheduled = True
             try:
-                asyncio.get_running_loop().call_soon(self.flush)
+                _running_loop().call_soon(self.flush)
             except RuntimeError:  # no loop (called from a shell or after the run): write now
                 self.flush()
 
@@ -600,6 +602,13 @@ class _Writer:
         else:
             self.saved = batches[-1][3]
         self._wake()
+
+
+def _running_loop() -> asyncio.AbstractEventLoop:
+    """The running event loop (RuntimeError without one), importing asyncio only when a run needs it."""
+    import asyncio
+
+    return asyncio.get_running_loop()
 
 
 def _resolve(waiter: asyncio.Future[None]) -> None:

@@ -12,7 +12,6 @@ not freeze the status; commands are handed to the loop with ``call_soon_threadsa
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import functools
@@ -27,12 +26,15 @@ import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from batchframe.errors import UsageError
 from batchframe.runfolder.files import read_regular_text
 from batchframe.runfolder.folder import CONTROL_NAME, STATUS_NAME, write_json_atomically
 from batchframe.runfolder.stats import Stats
+
+if TYPE_CHECKING:
+    import asyncio  # the reader of status.json (runs, the UI) needs no event loop
 
 logger = logging.getLogger(__name__)
 
