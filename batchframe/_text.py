@@ -338,14 +338,35 @@ class _Writer:
             count += 1
             if count > _REPEATS_SHOWN:
                 continue
-            lines.append(f'  File "{filename}", line {line_number}, in {name}\n')
-            try:
-                source = linecache.getline(filename, line_number, module_globals).strip()
-            except Exception:  # a module's loader (get_source) may raise anything
-                source = ""
-            if source:
-                lines.append(f"    {source}\n")
+            lines += _frame_lines(filename, line_number, name, module_globals)
         return lines + _repeated(count)
+
+
+_FRAME_LINES: dict[tuple[str, int, str], list[str]] = {}
+_FRAME_LINES_MOST = 4096
+
+
+def _frame_lines(filename: str, line_number: int, name: str, module_globals: dict[str, Any]) -> list[str]:
+    """A frame's ``File ..., line ..., in ...`` line and its source line, formatted once per place.
+
+    A run whose items fail the same way formats the same few frames for every failure: remembered,
+    each costs a dict lookup instead of a linecache lookup and two f-strings.
+    """
+    key = (filename, line_number, name)
+    known = _FRAME_LINES.get(key)
+    if known is not None:
+        return known
+    known = [f'  File "{filename}", line {line_number}, in {name}\n']
+    try:
+        source = linecache.getline(filename, line_number, module_globals).strip()
+    except Exception:  # a module's loader (get_source) may raise anything
+        source = ""
+    if source:
+        known.append(f"    {source}\n")
+    if len(_FRAME_LINES) >= _FRAME_LINES_MOST:
+        _FRAME_LINES.clear()
+    _FRAME_LINES[key] = known
+    return known
 
 
 def _repeated(count: int) -> list[str]:

@@ -47,8 +47,21 @@ class _PrintableFormatter(logging.Formatter):
     record the run's handlers take, those sent by worker processes included.
     """
 
+    _stamp: tuple[int, str] = (-1, "")  # the last second formatted, and its text
+
     def format(self, record: logging.LogRecord) -> str:
         return printable(super().format(record))
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802 - logging's name
+        # strftime once per second, not per record: a run with many failing items logs one line per item.
+        if datefmt:
+            return super().formatTime(record, datefmt)
+        second = int(record.created)
+        known, text = self._stamp
+        if known != second:
+            text = time.strftime(self.default_time_format, self.converter(record.created))
+            self._stamp = (second, text)
+        return self.default_msec_format % (text, record.msecs)
 
 
 class _RunFileHandler(logging.FileHandler):
