@@ -61,7 +61,7 @@ class _PrintableFormatter(logging.Formatter):
         if known != second:
             text = time.strftime(self.default_time_format, self.converter(record.created))
             self._stamp = (second, text)
-        return self.default_msec_format % (text, record.msecs)
+        return f"{text},{int(record.msecs):03d}"  # logging's default_msec_format
 
 
 class _RunFileHandler(logging.FileHandler):
