@@ -50,6 +50,12 @@ class Configuration:
     max_per_minute: Annotated[
         float | None, BatchframeParam, "rate limit in items started per minute (both windows apply when both are set)"
     ] = None
+    adaptive: Annotated[
+        bool,
+        BatchframeParam,
+        "find the API's capacity: the start rate backs off on RateLimited and rising retryable failures, "
+        "and grows back up to max_per_second/max_per_minute while calls succeed",
+    ] = False
     executor: Annotated[ExecutorName, BatchframeParam, _BACKENDS_IN_WORDS] = "asyncio"
     scheduler: Annotated[str | None, BatchframeParam, "dask scheduler address (none = local cluster)"] = None
     scheduler_timeout_sec: Annotated[float, BatchframeParam, "how long to try to reach the dask scheduler"] = 10.0

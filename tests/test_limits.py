@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from helpers import batchframe_cli
 
-from batchframe.run.limits import DriverSettings, RateLimit, RateLimiter, with_limits
+from batchframe.run.limits import DriverSettings, RateLimit, RateLimiter
+from batchframe.run.throttle import Throttle
 
 # ------------------------------------------------------------------------------------------ fake clocks
 
@@ -134,8 +135,9 @@ def test_no_rate_leaves_the_call_itself() -> None:
     async def call(item: int) -> int:
         return item
 
-    assert with_limits(call, DriverSettings()) is call
-    assert with_limits(call, DriverSettings(rate_per_s=5)) is not call
+    assert Throttle(DriverSettings()).wrap(call) is call
+    assert Throttle(DriverSettings(rate_per_s=5)).wrap(call) is not call
+    assert Throttle(DriverSettings(adaptive=True)).wrap(call) is not call
 
 
 def test_the_limited_call_returns_and_raises_what_the_call_does() -> None:
@@ -144,7 +146,7 @@ def test_the_limited_call_returns_and_raises_what_the_call_does() -> None:
             raise ValueError(item)
         return item * 2
 
-    limited = with_limits(call, DriverSettings(rate_per_s=1000))
+    limited = Throttle(DriverSettings(rate_per_s=1000)).wrap(call)
 
     async def run() -> list[int]:
         with pytest.raises(ValueError):

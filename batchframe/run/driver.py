@@ -31,9 +31,10 @@ from batchframe._text import error_type_of, format_exception, safe_attribute, sa
 from batchframe.backends import Backend, ItemCall, NotStarted
 from batchframe.backends.local import LocalBackend
 from batchframe.errors import RunError
-from batchframe.retry import RateLimited, RetryPolicy
-from batchframe.run.limits import DriverSettings, with_limits
+from batchframe.retry import RateLimited, RetryPolicy, is_retryable
+from batchframe.run.limits import DriverSettings
 from batchframe.run.reader import ThreadedReader
+from batchframe.run.throttle import Throttle
 from batchframe.runfolder.failures import NOT_PROCESSED, FailedItem
 from batchframe.runfolder.logs import FILE_ONLY
 from batchframe.runfolder.outcome import Outcome
@@ -114,6 +115,7 @@ class Driver:
             (a resumed run's skipped items count too); None: all of them.
         paced_start: the run follows an earlier one against the same API (a resume, a retry): the
             rate limits start at their steady pace, as if it had been running at full rate until now.
+        start_limit: with ``adaptive``, the start rate to begin from (a resumed run's last limit).
         saving: where ``on_success``/``on_failure`` outcomes become durable (the journal). No item
             starts while the unsaved outcomes and the items in flight reach ``2 * max(slots,
             SAVE_GROUP_MIN)``, so a ``kill -9`` repeats at most that many items on resume.
@@ -134,6 +136,7 @@ class Driver:
         backend: Backend | None = None,
         limit: int | None = None,
         paced_start: bool = False,
+        start_limit: float | None = None,
         saving: Saving | None = None,
     ) -> None:
         self.source = source
@@ -180,14 +183,27 @@ class Driver:
         self._shutting_down = False
         self._tasks: list[asyncio.Task[None]] = []
         self._crash: asyncio.Future[BaseException] | None = None  # set by the first driver task that dies of an error
-        self._call: ItemCall | None = None
+        self._call: ItemCall = _not_started
         self._slots = 0
+        self._cap = settings.concurrency  # items in flight at most: the slots, or fewer once tuned down
+        self._slot_freed: asyncio.Future[None] | None = None
         self._workers = 0
         self._cooldown_cut = asyncio.Event()
         self._cooldown_end: asyncio.TimerHandle | None = None
         self._closing: asyncio.Future[None] | None = None
         self._waiting_for_start: set[asyncio.Task[Any]] = set()
         self._told_left_running = False
+        self.on_tune: Callable[[list[str]], None] | None = None
+        """Told what each ``tune`` changed (the journal records it)."""
+        self.throttle = Throttle(
+            settings,
+            paced_start=paced_start,
+            start_limit=start_limit,
+            not_before=lambda: self.stats.cooldown_until,  # items waiting for a start wait out a cool-down
+            waiting=self._waiting_for_start,
+            is_retryable=lambda exc: is_retryable(exc, self.policy.retry_on),
+        )
+        self.stats.limits = self.throttle.stats
         self.backend = backend or LocalBackend(
             service, concurrency=settings.concurrency, item_timeout_s=settings.item_timeout_s
         )
@@ -201,18 +217,13 @@ class Driver:
         self._running.set()
         self._idle = asyncio.Event()
         try:
-            call = with_limits(
-                await self.backend.start(),
-                self.settings,
-                paced_start=self.paced_start,
-                not_before=lambda: self.stats.cooldown_until,  # items waiting for a start wait out a cool-down
-                waiting=self._waiting_for_start,
-            )
+            call = self.throttle.wrap(await self.backend.start())
             self._read_ahead = self._read_ahead_for(self.backend.slots)
             self.stats.started_at = time.monotonic()
             self._crash = asyncio.get_running_loop().create_future()
             # Workers start as items are read (_enqueue): never more than items can be in flight.
             self._call, self._slots = call, self.backend.slots
+            self._cap = self._slots
             group = max(self._slots, SAVE_GROUP_MIN)
             self._unsaved_limit = 2 * group  # one group being committed while the next fills
             if self._saving is not None:
@@ -335,6 +346,9 @@ class Driver:
             for work in self._drain_pending():
                 self._not_processed(work)
             self._give_back_waiting_for_start()
+            if self._slot_freed is not None and not self._slot_freed.done():
+                self._slot_freed.set_result(None)  # the items waiting for a slot are recorded, not run
+            self._slot_freed = None
         if force:
             self.cancel_in_flight()
             if self._closing is not None and not self._closing.done():
@@ -415,6 +429,41 @@ class Driver:
             self._cancelled.add(index)
             if work.task is not None:
                 work.task.cancel()
+
+    def tune(self, **changes: Any) -> list[str]:
+        """Change the run's limits while it goes: ``concurrency``, ``max_per_second``, ``max_per_minute``, ``adaptive``.
+
+        The pause shell's ``self.tune(max_per_second=5)``; ``batchframe tune`` and the web UI end here too.
+        ``None`` removes a rate limit. ``concurrency`` goes from 1 up to the run's starting one.
+
+        Returns:
+            What changed, one ``name: old -> new`` line each (also logged in logs.txt).
+
+        Raises:
+            ParamError: a setting that cannot be tuned, or a value ``-p`` would refuse.
+        """
+        said = self.throttle.tune(changes)
+        self._call = self.throttle.call or self._call
+        most = self.throttle.most_concurrency
+        if self._slots:
+            self._cap = max(1, -(-self._slots * self.throttle.settings.concurrency // most))  # the slots, scaled
+        if said and self.on_tune is not None:
+            self.on_tune(said)
+        self._free_slot()
+        return said
+
+    def _free_slot(self) -> None:
+        """Wake the workers waiting for a slot under a concurrency tuned down, if one is free now."""
+        waiter = self._slot_freed
+        if waiter is not None and self.stats.in_flight < self._cap:
+            self._slot_freed = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def _wait_for_slot(self) -> None:
+        if self._slot_freed is None:
+            self._slot_freed = asyncio.get_running_loop().create_future()
+        await asyncio.shield(self._slot_freed)
 
     def _check_idle(self) -> None:
         if self._paused and self.stats.in_flight == 0 and self._idle is not None:
@@ -527,8 +576,7 @@ class Driver:
             return
         if self._workers < self._slots:  # one more item read: one more may be in flight
             self._workers += 1
-            assert self._call is not None
-            self._start_task(self._worker(self._call))
+            self._start_task(self._worker())
         self._pending.append(work)
 
     def _dispatch_soon(self) -> None:
@@ -568,7 +616,7 @@ class Driver:
 
     # ---------------------------------------------------------------------------------- processing
 
-    async def _worker(self, call: ItemCall) -> None:
+    async def _worker(self) -> None:
         # The per-item path: what benchmarks/throughput.py measures. Only the rare cases (a pause, a
         # stop, a cool-down, an error) leave it for a method of their own.
         stats = self.stats
@@ -586,7 +634,7 @@ class Driver:
                 self._idle_workers.append(waiter)
                 await waiter
                 continue
-            held = self._paused or self._stopping or stats.cooldown_until
+            held = self._paused or self._stopping or stats.cooldown_until or stats.in_flight >= self._cap
             if (held or (saving is not None and saving.unsaved + stats.in_flight >= limit)) and not (
                 await self._may_start(work)
             ):
@@ -596,7 +644,7 @@ class Driver:
             work.task = task
             active[work.index] = work
             try:
-                await call(work.item)
+                await self._call(work.item)  # read each time: a tune may put a limit in the path or take it out
             except BaseException as exc:  # KeyboardInterrupt, SystemExit, GeneratorExit from process: the item fails
                 if self._attempt_failed(work, exc, task):
                     raise
@@ -626,6 +674,8 @@ class Driver:
                 await self._after_cooldown()
             if not self._running.is_set():
                 await self._running.wait()
+            while self.stats.in_flight >= self._cap and not self._stopping:
+                await self._wait_for_slot()
             saving = self._saving
             while saving is not None and saving.unsaved + self.stats.in_flight >= self._unsaved_limit:
                 await saving.wait_saved(self._unsaved_limit - self.stats.in_flight)
@@ -669,6 +719,8 @@ class Driver:
     def _attempt_over(self, work: _Work) -> None:
         self.stats.in_flight -= 1
         del self._active[work.index]
+        if self._slot_freed is not None:
+            self._free_slot()
         if self._paused:
             self._check_idle()
 
@@ -827,3 +879,7 @@ def _current_task() -> asyncio.Task[Any] | None:
         return asyncio.current_task()
     except RuntimeError:  # no running loop: called from the pause shell
         return None
+
+
+async def _not_started(item: Any) -> Any:
+    raise RuntimeError("the driver's run() has not started its back end")

@@ -25,8 +25,8 @@ mean above ``floor(N)`` would put more than N starts in some window (pigeonhole)
 more allows ``floor(N)`` starts per window (``max_per_second=2.5`` is 2 per second, one every 0.5 s);
 a rate below 1 means one start every ``1/N`` windows (``max_per_second=0.5`` is one start every 2 s).
 
-The rate limit wraps the back end's per-item call once, at the start of a run: no limiter is in the
-call path when no rate is set. (The time limit is enforced by the back ends.)
+The rate limit wraps the back end's per-item call (``run.throttle``): no limiter is in the call path
+when no rate is set. (The time limit is enforced by the back ends.)
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from batchframe.backends import ItemCall
 from batchframe.errors import ParamError
 from batchframe.retry import RetryPolicy
 
@@ -84,6 +83,7 @@ class DriverSettings:
             start every ``1/rate`` seconds (0.5: one every 2 s). See ``RateLimit.from_rate``.
         rate_per_minute: the same over any window of 60 seconds, or None (both windows apply when
             both are set).
+        adaptive: the start rate follows the API's pushback below those ceilings (``run.adaptive``).
     """
 
     concurrency: int = 8
@@ -92,6 +92,7 @@ class DriverSettings:
     item_timeout_s: float | None = None
     rate_per_s: float | None = None
     rate_per_minute: float | None = None
+    adaptive: bool = False
 
     def __post_init__(self) -> None:
         _check_positive("concurrency", self.concurrency, integer=True)
@@ -105,6 +106,12 @@ class DriverSettings:
             _check_limit("max_per_second", self.rate_per_s)
         if self.rate_per_minute is not None:
             _check_limit("max_per_minute", self.rate_per_minute)
+        if not isinstance(self.adaptive, bool):
+            raise ParamError(
+                f"adaptive must be true or false, got {self.adaptive!r}.",
+                hint="Set it with -p adaptive=true or in your config.",
+                param="adaptive",
+            )
 
     @property
     def read_ahead(self) -> int:
@@ -250,6 +257,11 @@ class _Window:
         """An item starts at ``now``."""
         self._starts.append(now)
 
+    def take_log(self, other: _Window) -> None:
+        """Go on from ``other``'s starts and assumed past (a window of the same length, re-tuned)."""
+        self._starts = other._starts
+        self._past_until = other._past_until
+
 
 class RateLimiter:
     """A FIFO gate: an item starts when every window has room and its paced start time has come.
@@ -265,7 +277,8 @@ class RateLimiter:
     this limiter is made.
 
     Args:
-        limits: the windows, each one exact.
+        limits: the windows, each one exact (none: only ``pace_per_s``, or no limit at all).
+        pace_per_s: a pace slower than the windows' (the adaptive rate), or None.
         paced_start: start as if items had been starting at full pace until now (a resumed run).
         not_before: no start before the time it returns (on ``clock``): the run's cool-down.
         clock: a monotonic clock, in seconds.
@@ -280,18 +293,18 @@ class RateLimiter:
         self,
         limits: Sequence[RateLimit],
         *,
+        pace_per_s: float | None = None,
         paced_start: bool = False,
         not_before: Clock | None = None,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
-        if not limits:
-            raise ValueError("a RateLimiter needs at least one RateLimit")
-        self.spacing_s = max(limit.spacing_s for limit in limits)
-        self.catch_up_s = max(self.spacing_s / 4, MIN_CATCH_UP_S)
         self._not_before = not_before
         self._clock = clock
         self._sleep = sleep
+        self._pace_per_s = pace_per_s
+        self._limits = tuple(limits)
+        self.spacing_s, self.catch_up_s = self._pacing()
         now = clock()
         past_until = now if paced_start else None
         self._windows = tuple(
@@ -301,6 +314,47 @@ class RateLimiter:
         # GCRA's "theoretical arrival time" minus the tolerance: a start is due when now reaches it.
         self._next_at = now + self.spacing_s if paced_start else -math.inf
         self._line: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    def _pacing(self) -> tuple[float, float]:
+        """The spacing (the slowest of the windows' and the pace's) and the catch-up tolerance."""
+        spacings = [limit.spacing_s for limit in self._limits]
+        if self._pace_per_s is not None:
+            spacings.append(1.0 / self._pace_per_s)
+        spacing = max(spacings, default=0.0)
+        return spacing, max(spacing / 4, MIN_CATCH_UP_S)
+
+    @property
+    def limits(self) -> tuple[RateLimit, ...]:
+        """The exact windows (the ceilings)."""
+        return self._limits
+
+    def set_pace(self, rate_per_s: float | None) -> None:
+        """Pace starts at most ``rate_per_s`` apart on top of the windows (the adaptive rate); None: the windows' pace.
+
+        The next start stays due when it was; those after it follow the new spacing.
+        """
+        self._pace_per_s = rate_per_s
+        self.spacing_s, self.catch_up_s = self._pacing()
+
+    def set_limits(self, limits: Sequence[RateLimit]) -> None:
+        """New windows (``batchframe tune``).
+
+        A window of the same length keeps its log of starts, so no window straddling the change
+        holds more than the old capacity and then the new one; a new window length starts as a
+        resumed run's would, as if items had started at full pace until now.
+        """
+        self._limits = tuple(limits)
+        self.spacing_s, self.catch_up_s = self._pacing()
+        now = self._clock()
+        old = {window.window_s: window for window in self._windows}
+        windows = []
+        for limit in limits:
+            window = _Window(limit, spacing_s=self.spacing_s, catch_up_s=self.catch_up_s, past_until=now)
+            kept = old.get(limit.window_s)
+            if kept is not None:
+                window.take_log(kept)
+            windows.append(window)
+        self._windows = tuple(windows)
 
     async def acquire(self) -> None:
         """Wait for this item's start: return once it may start (the start is then taken)."""
@@ -347,51 +401,3 @@ class RateLimiter:
         # A next waiter cancelled already leaves as the first in line, and wakes the one after it.
         if line and not line[0].done():
             line[0].set_result(None)
-
-
-def with_limits(
-    call: ItemCall,
-    settings: DriverSettings,
-    *,
-    paced_start: bool = False,
-    not_before: Clock | None = None,
-    waiting: set[asyncio.Task[Any]] | None = None,
-) -> ItemCall:
-    """``call`` with the settings' rate limits applied: ``call`` itself when no rate is set.
-
-    The time limit is the back end's to enforce (see ``batchframe.backends.make_backend``): only it
-    knows when an item starts running, and how to abandon or kill an attempt.
-
-    Args:
-        call: the back end's per-item call.
-        settings: the run's settings (``rate_per_s``, ``rate_per_minute``).
-        paced_start: a resumed run: its windows start as if the stopped run had been starting items
-            at full pace until now (see the module's docstring).
-        not_before: no item starts before the ``time.monotonic()`` it returns (0: none), e.g. the end of
-            the run's cool-down, which the items already waiting for a start then wait out too.
-        waiting: the tasks waiting for their start are in it while they wait (a pause or a stop
-            cancels them: an item that has not started is given back, it need not wait for a start).
-    """
-    limits = settings.rate_limits
-    if not limits:
-        return call
-    acquire = RateLimiter(limits, paced_start=paced_start, not_before=not_before).acquire
-    if waiting is None:
-
-        async def limited(item: Any) -> Any:
-            await acquire()
-            return await call(item)
-
-        return limited
-
-    async def limited_and_watched(item: Any) -> Any:
-        task = asyncio.current_task()
-        assert task is not None
-        waiting.add(task)
-        try:
-            await acquire()
-        finally:
-            waiting.discard(task)
-        return await call(item)
-
-    return limited_and_watched

@@ -269,6 +269,7 @@ def settings_from_config(config: Configuration) -> DriverSettings:
         item_timeout_s=config.item_timeout_sec,
         rate_per_s=config.max_per_second,
         rate_per_minute=config.max_per_minute,
+        adaptive=config.adaptive,
     )
 
 

@@ -33,6 +33,30 @@ class EarlierParts:
 
 
 @dataclass
+class LimitStats:
+    """The run's limits as they are now (they change with ``adaptive`` and ``batchframe tune``).
+
+    Attributes:
+        concurrency: items in flight at most.
+        adaptive: whether the start rate adapts.
+        per_second: the start rate limit now, in items per second (the adaptive rate, else the
+            ceiling of ``max_per_second``/``max_per_minute``); None: no rate limit.
+        lowest: the lowest adaptive rate so far (None without ``adaptive``).
+        mean: the adaptive rate's time-weighted mean.
+        lowered: how many times the adaptive rate was lowered.
+        tuned: how many times the limits were changed while the run went.
+    """
+
+    concurrency: int = 0
+    adaptive: bool = False
+    per_second: float | None = None
+    lowest: float | None = None
+    mean: float | None = None
+    lowered: int = 0
+    tuned: int = 0
+
+
+@dataclass
 class Stats:
     """Live counters of a run; the progress display and the summary read them.
 
@@ -53,6 +77,7 @@ class Stats:
         rate_limited: attempts the API refused (``RateLimited`` raised).
         cooldown_total_s: seconds the run-wide cool-downs lasted (overlapping ones counted once).
         earlier: what the earlier parts of a resumed run counted.
+        limits: the limits now (concurrency, the start rate limit).
     """
 
     total: int | None = None
@@ -72,6 +97,7 @@ class Stats:
     finished_at: float | None = None
     paused_s: float = 0.0
     paused_since: float | None = None
+    limits: LimitStats = field(default_factory=LimitStats)
     cooldown_until: float = 0.0
     """While a ``RateLimited`` cool-down lasts: when it ends (``time.monotonic()``); no item starts before."""
 
