@@ -8,14 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
+from helpers import batchframe_cli, build_file_tree, only_run_dir, start_batchframe, wait_until
 from test_limits import AutoClock, gaps
 
 from batchframe.run.adaptive import BETA, PLATEAU_SHARE, REGAIN_S, AdaptiveRate, Outcome
 from batchframe.run.limits import RateLimit, RateLimiter
+from batchframe.runfolder.live import read_status, send_control
+from batchframe.runfolder.stats import rate_text
 
 
 @dataclass
@@ -208,3 +214,102 @@ def test_no_burst_after_a_cooldown() -> None:
         assert len(after) <= rate_then + 1  # at the lowered rate, not the pent-up ones at once
         if len(after) > 1:
             assert min(gaps(after)) >= 0.75 / rate_then - 1e-9
+
+
+# ------------------------------------------------------------------------------------- a user's job
+
+API_JOB = """
+import asyncio
+import collections
+import time
+
+from batchframe import RateLimited, Service, Source
+
+
+class Rows(Source[int]):
+    def __iter__(self):
+        return iter(range(ROWS))
+
+    def __len__(self):
+        return ROWS
+
+
+class Push(Service[int]):
+    # An API that takes CAPACITY calls in any sliding second and answers 429 (Retry-After) past that.
+    def __init__(self):
+        self.calls = collections.deque()
+
+    async def process(self, item):
+        now = time.monotonic()
+        while self.calls and self.calls[0] <= now - 1:
+            self.calls.popleft()
+        self.calls.append(now)
+        if len(self.calls) > CAPACITY:
+            raise RateLimited(retry_after="0.3", reason="429 Too Many Requests")
+        await asyncio.sleep(0.005)
+"""
+
+
+def _api_job(tmp_path: Path, rows: int, capacity: int) -> None:
+    build_file_tree(tmp_path, {"job.py": f"ROWS = {rows}\nCAPACITY = {capacity}\n" + API_JOB})
+
+
+@pytest.mark.timeout(120)
+def test_an_adaptive_run_lowers_its_limit_and_reports_it(tmp_path: Path) -> None:
+    _api_job(tmp_path, rows=300, capacity=60)
+    result = batchframe_cli(
+        "exec", "job.py", "-d", "out", "-p", "adaptive=true", "-p", "max_per_second=200", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    run_dir = only_run_dir(tmp_path / "out")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    limits = summary["limits"]
+    assert summary["succeeded"] == 300 and summary["failed"] == 0  # a 429 is retried, never lost
+    assert limits["adaptive"] is True and limits["lowered"] >= 1
+    assert limits["lowest_per_second"] < 200 and limits["per_second"] <= 200
+    assert limits["lowest_per_second"] <= limits["mean_per_second"] <= 200
+    logs = (run_dir / "logs.txt").read_text()
+    assert "Adaptive rate limit: 200/s to start (at most 200/s); lowered when the API pushes back." in logs
+    assert "Adaptive limit lowered to 160/s (the API pushed back)." in logs  # BETA of 200
+    assert "rate limit" in result.stderr and "lowered" in result.stderr  # the end-of-run summary
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["adaptive"] is True and status["limit_per_s"] == pytest.approx(limits["per_second"])
+
+
+@pytest.mark.timeout(120)
+def test_a_resumed_adaptive_run_goes_on_from_its_last_limit(tmp_path: Path) -> None:
+    _api_job(tmp_path, rows=100_000, capacity=50)
+    process = start_batchframe(
+        "exec", "job.py", "-d", "out", "-p", "adaptive=true", "-p", "max_per_second=400", cwd=tmp_path
+    )
+    out = tmp_path / "out"
+
+    def lowered_twice() -> bool:
+        runs = list(out.iterdir()) if out.exists() else []
+        status = read_status(runs[0]) if runs else None
+        return status is not None and status.limit_per_s is not None and status.limit_per_s < 400 * BETA * BETA
+
+    wait_until(lowered_twice, process)
+    run_dir = only_run_dir(out)
+    send_control(run_dir, "stop")
+    process.communicate(timeout=60)
+    status = read_status(run_dir)
+    assert status is not None and status.limit_per_s is not None
+    last = status.limit_per_s
+    resumed = start_batchframe("resume", run_dir, cwd=tmp_path)
+    wait_until(lambda: "Adaptive rate limit:" in (run_dir / "logs.txt").read_text().split("Resuming")[-1], resumed)
+    send_control_when_live(run_dir, resumed)
+    resumed.communicate(timeout=60)
+    resumed_part = (run_dir / "logs.txt").read_text().split("Resuming")[-1]
+    assert f"Adaptive rate limit: {rate_text(last)}, where this run left it (at most 400/s)." in resumed_part
+
+
+def send_control_when_live(run_dir: Path, process: subprocess.Popen[str]) -> None:
+    """Stop the resumed run once its status says it runs (a stop sent earlier would find the old status)."""
+
+    def live() -> bool:
+        status = read_status(run_dir)
+        return status is not None and status.live and status.pid == process.pid
+
+    wait_until(live, process)
+    send_control(run_dir, "stop")

@@ -127,6 +127,30 @@ def test_leaving_the_shell_resumes_the_run(spawn, tmp_path: Path) -> None:
     assert sorted(done_items(run_dir)) == list(range(60))
 
 
+def test_tune_from_the_pause_shell(spawn, tmp_path: Path) -> None:
+    build_file_tree(tmp_path, {"job.py": SLOW_PROJECT})
+    child = spawn("exec", "job.py", "-p", "count=200", "-p", "concurrency=4", "-d", "out")
+    child.expect(r"/200")
+    child.sendintr()
+    child.expect(PROMPT)
+    child.sendline("self.tune(max_per_second=25, concurrency=2)")
+    child.expect(re.escape("['concurrency: 4 -> 2', 'max_per_second: none -> 25']"))
+    child.expect(PROMPT)
+    child.sendline("self.tune(concurrency=0)")
+    child.expect("concurrency must be a whole number greater than 0")  # refused, the run goes on as it was
+    child.expect(PROMPT)
+    child.sendline("exit")
+    child.expect("limit 25/s")  # the live line shows the tuned limit
+    child.expect(pexpect.EOF, timeout=60)
+    child.close()
+    assert child.exitstatus == 0
+    run_dir = only_run_dir(tmp_path / "out")
+    assert sorted(done_items(run_dir)) == list(range(200))
+    assert "Limits tuned (concurrency: 4 -> 2; max_per_second: none -> 25)." in (run_dir / "logs.txt").read_text()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["limits"]["per_second"] == 25 and summary["limits"]["tuned"] == 1
+
+
 def test_second_ctrl_c_cancels_in_flight_items_back_to_pending(spawn, tmp_path: Path) -> None:
     project = SLOW_PROJECT.replace("await asyncio.sleep(0.02)", "await asyncio.sleep(0.02 if item % 10 else 30)")
     build_file_tree(tmp_path, {"job.py": project})
@@ -174,7 +198,9 @@ def test_the_pause_shell_at_80_columns(spawn, tmp_path: Path) -> None:
     assert "Tip:" not in banner
     lines = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", banner).splitlines()
     assert max(len(line) for line in lines) <= 80, lines  # wrapped at word boundaries, not by the terminal
-    assert "self.stop() then exit to end the run gracefully." in " ".join(line.strip() for line in lines)
+    words = " ".join(line.strip() for line in lines)
+    assert "self.stop() then exit to end the run gracefully;" in words
+    assert "self.tune(max_per_second=5) changes a limit" in words
     child.sendline("stats")
     child.expect(r"elapsed='0:00:\d\d'")  # a duration, not a monotonic clock reading
     child.expect(PROMPT)

@@ -91,6 +91,7 @@ RUNTIME = [
     "item_timeout_sec",
     "max_per_second",
     "max_per_minute",
+    "adaptive",
     "executor",
     "scheduler",
     "scheduler_timeout_sec",

@@ -597,6 +597,27 @@ def _from_run_dir(command: Callable[..., RunResult], run_dir: Path, verbose: int
     _exit(result.exit_code)
 
 
+@app.command("tune", cls=Command)
+def tune(run_dir: RunDirArg, param: ParamOpt = None, verbose: VerboseOpt = 0) -> None:
+    """Change a running run's limits: concurrency, max_per_second, max_per_minute, adaptive.
+
+    The run takes the change within half a second and logs it; the journal keeps it, so a resume goes
+    on with it. Example: batchframe tune batchframe_outputs/2026-11-25T10-30-00 -p max_per_second=5
+    """
+    with _errors_as_exit_codes(verbose):
+        from batchframe._console import print_line
+        from batchframe.run.tune import parse_tune, tune_run
+
+        values = parse_tune(param or [])
+        changed = tune_run(_usable(run_dir), values)
+        if changed:
+            print_line(f"Tuned {run_dir}:")
+            for line in changed:
+                print_line(f"  {line}")
+        else:
+            print_line(f"Nothing changed in {run_dir}: " + ", ".join(f"{name} is so already" for name in values))
+
+
 @app.command("runs", cls=Command)
 def runs(
     run_dir: Annotated[

@@ -32,6 +32,7 @@ from batchframe.run.prepare import (
     run_meta,
 )
 from batchframe.run.progress import LOG_INTERVAL_S
+from batchframe.run.throttle import tuned_settings
 from batchframe.runfolder.folder import (
     DEFAULT_OUTPUT_DIR,
     FAILED_NAME,
@@ -176,6 +177,7 @@ def resume_run(
     with journal.locked():
         prepared = _prepare_again(run_dir, meta, ask_missing)
         _check_unchanged(meta.get("fingerprint", {}), fingerprint(prepared))
+        prepared.settings = tuned_settings(prepared.settings, meta.get("tuned"))  # a tune outlives a kill
         replay = _replay_items(run_dir, journal, meta)
         keep_final_failures(run_dir, journal.bad_positions())
         journal.forget_unfinished()
@@ -217,6 +219,7 @@ def _earlier_parts(run_dir: Path, journal: Journal, counts: Mapping[str, int]) -
         retries=(status and status.retries) or 0,
         rate_limited=(status and status.rate_limited) or 0,
         cooldown_total_s=(status and status.cooldown_total_s) or 0.0,
+        limit_per_s=status.limit_per_s if status is not None else None,
     )
 
 

@@ -253,6 +253,9 @@ def _driver(
         backend=_backend(prepared, wired.service, statics, loops.service),
         limit=plan.limit if plan.replay is None else None,
         paced_start=plan.earlier is not None or plan.replay is not None,
+        # A resumed adaptive run goes on from its last limit: starting again at the ceiling would
+        # send the burst of 429s it had learned to avoid; it probes up from there as calls succeed.
+        start_limit=plan.earlier.limit_per_s if plan.earlier is not None else None,
         saving=records.journal,
     )
     if plan.earlier is not None:
@@ -260,7 +263,22 @@ def _driver(
     if records.journal is not None:
         records.journal.watch_in_flight(driver.in_flight_items)
         records.journal.set_meta(total=driver.stats.total)
+        driver.on_tune = _tune_recorder(records.journal, driver)
     return driver
+
+
+def _tune_recorder(journal: Journal, driver: Driver) -> Callable[[list[str]], None]:
+    """Each tune goes into the journal's meta: when and what changed (``runs RUN_DIR``), and the values (a resume)."""
+
+    def record(changes: list[str]) -> None:
+        try:
+            tunes = journal.meta().get("tunes")
+            entry = {"at": dt.datetime.now().isoformat(timespec="seconds"), "changes": changes}
+            journal.set_meta(tunes=[*(tunes if isinstance(tunes, list) else []), entry], tuned=driver.throttle.tuned)
+        except Exception as exc:  # the tune is made; only its record is lost
+            logger.warning("Could not record the tune in the journal: %s", safe_str(exc))
+
+    return record
 
 
 def _linker(run_dir: Path) -> Callable[[Supervisor], RunLink]:

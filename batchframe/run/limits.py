@@ -65,6 +65,14 @@ process``. Each slot costs a worker task (and, for a sync ``process``, a thread)
 so a mistyped ``concurrency=10000000`` is refused rather than taking minutes and gigabytes to start.
 """
 
+TUNABLE: dict[str, str] = {
+    "concurrency": "concurrency",
+    "max_per_second": "rate_per_s",
+    "max_per_minute": "rate_per_minute",
+    "adaptive": "adaptive",
+}
+"""The settings a running run takes (``-p`` names, for ``batchframe tune``) and the ``DriverSettings`` field of each."""
+
 MAX_QUEUE_SIZE = 1_000_000
 """The most items read ahead of the workers (``queue_size``): more only holds the source in memory."""
 

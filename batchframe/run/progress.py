@@ -49,11 +49,15 @@ def describe(stats: Stats) -> str:
     percent = f" ({100 * stats.completed / stats.total:.0f}%)" if stats.total else ""
     eta = _eta(stats)
     cooldown = cooldown_text(stats.cooldown_s)
+    limit = stats.limits.shown
     return (
         f"{stats.completed:,}{total} done{percent}: {stats.whole_succeeded:,} succeeded, "
         f"{stats.whole_failed:,} failed, {stats.retrying:,} retrying, {stats.in_flight:,} in flight, "
         f"{stats.whole_retries:,} retries; "
-        f"{stats.rate_per_s:,.1f} items/s" + (f", ETA {eta}" if eta else "") + (f"; {cooldown}" if cooldown else "")
+        f"{stats.rate_per_s:,.1f} items/s"
+        + (f", ETA {eta}" if eta else "")
+        + (f"; {limit}" if limit else "")
+        + (f"; {cooldown}" if cooldown else "")
     )
 
 
@@ -132,6 +136,7 @@ class _Detail:
     words: bool = True  # "failed", "retrying", "cooling down 12 s"; else "fail", "retry", "cooling 12s"
     counts: bool = True  # failed and retrying: only dropped when nothing else fits (a cool-down, say)
     retries: bool = True  # "12 retries" (retries so far; never "0 retries")
+    limit: bool = True  # "limit 38/s" (with adaptive, or once tuned); only with the rate
 
 
 _DETAILS = (
@@ -141,6 +146,7 @@ _DETAILS = (
     _Detail(bar=12, zeros=False, elapsed=False, label=False),
     _Detail(bar=12, zeros=False, elapsed=False, label=False, retries=False),
     _Detail(bar=12, zeros=False, elapsed=False, label=False, retries=False, in_flight=False),
+    _Detail(bar=12, zeros=False, elapsed=False, label=False, retries=False, in_flight=False, limit=False),
     _Detail(bar=8, zeros=False, elapsed=False, label=False, retries=False, in_flight=False, rate=False),
     _Detail(bar=0, zeros=False, elapsed=False, label=False, retries=False, in_flight=False, rate=False),
     _Detail(bar=0, zeros=False, elapsed=False, label=False, retries=False, in_flight=False, rate=False, ok=False),
@@ -206,12 +212,20 @@ def _line(stats: Stats, detail: _Detail, state: str, spinner: str) -> Text:
     if detail.counts:
         parts += _counts(stats, detail)
     if detail.rate:
-        parts.append(Text(f"{stats.rate_per_s:,.0f}/s", style="cyan"))
+        parts += _rate(stats, detail)
     if detail.elapsed:
         parts.append(Text(clock(stats.elapsed_s), style="yellow"))
     if stats.total is not None:
         parts.append(Text(f"ETA {_eta(stats) or '-:--:--'}"))
     return Text(" ").join(parts)
+
+
+def _rate(stats: Stats, detail: _Detail) -> list[Text]:
+    """``12/s``, and ``limit 38/s`` while the limit adapts or once it was tuned."""
+    from rich.text import Text
+
+    limit = stats.limits.shown if detail.limit else None
+    return [Text(f"{stats.rate_per_s:,.0f}/s", style="cyan"), *([Text(limit, style="magenta")] if limit else [])]
 
 
 def _counts(stats: Stats, detail: _Detail) -> list[Text]:

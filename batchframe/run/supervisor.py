@@ -157,9 +157,18 @@ class Supervisor:
         self.stopped_by = self.stopped_by or signal.Signals(signum)
         driver.stop(f"received {signal.Signals(signum).name}", force=force)
 
-    def control(self, command: str) -> None:
-        """Carry out a command sent from outside (``batchframe ui``): no shell, unlike Ctrl-C."""
+    def control(self, command: str, values: Mapping[str, Any] | None = None) -> list[str]:
+        """Carry out a command sent from outside (``batchframe tune``, ``batchframe ui``): no shell, unlike Ctrl-C.
+
+        Returns:
+            What a ``tune`` changed, one ``name: old -> new`` line each (empty for the other commands).
+
+        Raises:
+            ParamError: a tune's value that ``-p`` would refuse (nothing is changed).
+        """
         driver = self.driver
+        if command == "tune":
+            return driver.tune(**dict(values or {}))
         if command == "pause" and not driver.paused:
             logger.warning("Pausing (asked through control.json): in-flight items finish, no more start.")
             driver.pause()
@@ -171,6 +180,7 @@ class Supervisor:
         elif command == "stop":
             driver.stats.resume_clock()
             driver.stop("stopped from the web UI")
+        return []
 
     async def _when_idle(self) -> None:
         await self.driver.wait_idle()
@@ -239,7 +249,10 @@ def _banner(driver: Driver, *, emergency: bool) -> str:
         tail = "Inspect executor, source, service, config and stats; leave the shell (exit) to end the run."
     else:
         head = "batchframe paused."
-        tail = "Leave the shell (exit or Ctrl-D) to resume; self.stop() then exit to end the run gracefully."
+        tail = (
+            "Leave the shell (exit or Ctrl-D) to resume; self.stop() then exit to end the run gracefully; "
+            "self.tune(max_per_second=5) changes a limit (also concurrency, max_per_minute, adaptive)."
+        )
     names = "Names: executor (also self), source, service, config, stats."
     return _wrap([head, describe(driver.stats), names, tail])
 

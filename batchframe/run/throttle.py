@@ -19,19 +19,26 @@ from batchframe.backends import ItemCall
 from batchframe.errors import ParamError
 from batchframe.retry import RateLimited
 from batchframe.run.adaptive import AdaptiveRate, Clock, Outcome
-from batchframe.run.limits import DriverSettings, RateLimiter
+from batchframe.run.limits import TUNABLE, DriverSettings, RateLimiter
 from batchframe.runfolder.logs import FILE_ONLY
-from batchframe.runfolder.stats import LimitStats
+from batchframe.runfolder.stats import LimitStats, rate_text
 
 logger = logging.getLogger(__name__)
 
-TUNABLE: dict[str, str] = {
-    "concurrency": "concurrency",
-    "max_per_second": "rate_per_s",
-    "max_per_minute": "rate_per_minute",
-    "adaptive": "adaptive",
-}
-"""The settings a running run takes (``-p`` names), and the ``DriverSettings`` field each sets."""
+
+def tuned_settings(settings: DriverSettings, tuned: object) -> DriverSettings:
+    """``settings`` with the values a run was tuned to (the journal's ``tuned``), for its resume.
+
+    A value that no longer fits (an edited journal) is left out with a warning: the run goes on as started.
+    """
+    if not isinstance(tuned, dict):
+        return settings
+    changes = {TUNABLE[name]: value for name, value in tuned.items() if name in TUNABLE}
+    try:
+        return dataclasses.replace(settings, **changes)
+    except (ParamError, TypeError) as exc:
+        logger.warning("The limits this run was tuned to are not taken again (%s); it goes on as started.", exc)
+        return settings
 
 
 def ceiling_of(settings: DriverSettings) -> float | None:
@@ -87,8 +94,21 @@ class Throttle:
         """The run's per-item call over the back end's ``raw`` one."""
         self._raw = raw
         self._apply(self._paced_start)
+        if self.adaptive is not None:
+            logger.info("%s", self._adaptive_start())
         assert self.call is not None
         return self.call
+
+    def _adaptive_start(self) -> str:
+        adaptive = self.adaptive
+        assert adaptive is not None
+        ceiling = "no ceiling" if adaptive.ceiling is None else f"at most {rate_text(adaptive.ceiling)}"
+        if adaptive.rate is None:
+            return f"Adaptive rate limit: none until the API pushes back ({ceiling})."
+        if self._start_limit is not None:
+            return f"Adaptive rate limit: {rate_text(adaptive.rate)}, where this run left it ({ceiling})."
+        start = rate_text(adaptive.rate)
+        return f"Adaptive rate limit: {start} to start ({ceiling}); lowered when the API pushes back."
 
     # ---- tuning
 
@@ -110,7 +130,7 @@ class Throttle:
             raise ParamError(
                 f"concurrency can be tuned from 1 up to {self.most_concurrency}, the concurrency this run started "
                 f"with (its workers were made at the start), got {concurrency}.",
-                hint="To run with more, stop the run and go on with: batchframe resume RUN_DIR -p concurrency=N",
+                hint="More needs more workers, made when a run starts: start a new run with -p concurrency=N.",
                 param="concurrency",
             )
         try:
@@ -136,8 +156,13 @@ class Throttle:
         if said:
             self._apply(paced_start=True)
             self.stats.tuned += 1
-            logger.info("Tuned: %s.", "; ".join(said))
+            logger.info("Limits tuned (%s).", "; ".join(said))
         return said
+
+    @property
+    def tuned(self) -> dict[str, Any]:
+        """The tunable settings now, by their ``-p`` names (the journal keeps them for a resume)."""
+        return {name: getattr(self.settings, field) for name, field in TUNABLE.items()}
 
     # ---- the call
 

@@ -17,6 +17,7 @@ from batchframe.runfolder.folder import JOURNAL_NAME, SUMMARY_NAME
 from batchframe.runfolder.journal import Journal, JournalError
 from batchframe.runfolder.live import read_status
 from batchframe.runfolder.outcome import COMPLETED, EXIT_FAILED_ITEMS, EXIT_OK, FAILED_TO_START, state_word
+from batchframe.runfolder.stats import rate_text
 
 SUMMARY_UNREADABLE = "summary.json unreadable"
 """The note on a run whose summary.json cannot be read (truncated, not an object, edited by hand)."""
@@ -366,7 +367,18 @@ def _run_fields(run: RunInfo) -> list[list[str]]:
     if unfinished:
         fields.append(["not processed", f"{unfinished:,}"])
     fields.append(["pending", run.pending])
-    return fields + _activity_fields(run.folder)
+    return fields + _activity_fields(run.folder) + _tune_fields(meta)
+
+
+def _tune_fields(meta: dict[str, Any]) -> list[list[str]]:
+    """One row per ``batchframe tune`` (or shell or UI tune) of the run: when, and what changed."""
+    tunes = meta.get("tunes")
+    rows = []
+    for tune in tunes if isinstance(tunes, list) else []:
+        if isinstance(tune, dict) and isinstance(tune.get("changes"), list):
+            when = _time(tune.get("at")).rpartition(" ")[2]
+            rows.append(["tuned", f"{when} " + "; ".join(map(str, tune["changes"]))])
+    return rows
 
 
 def _activity_fields(folder: Path) -> list[list[str]]:
@@ -378,6 +390,9 @@ def _activity_fields(folder: Path) -> list[list[str]]:
     if status.rate_limited:
         cooldown_s = status.cooldown_total_s or 0.0
         fields.append(["rate limited", f"{status.rate_limited:,} ({cooldown_s:,.1f} s cooling down)"])
+    if status.adaptive:
+        last = "none" if status.limit_per_s is None else rate_text(status.limit_per_s)
+        fields.append(["rate limit", f"adaptive, {last} {'now' if status.live else 'at the end'}"])
     return fields
 
 

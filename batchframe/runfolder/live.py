@@ -42,7 +42,7 @@ LAUNCH_ID_ENV = "BATCHFRAME_LAUNCH_ID"
 WRITE_EVERY_S = 0.5
 POLL_EVERY_S = 0.25
 
-Command = Literal["pause", "resume", "stop"]
+Command = Literal["pause", "resume", "stop", "tune"]
 COMMANDS: tuple[str, ...] = get_args(Command)
 FINISHED, KILLED = "finished", "killed"
 
@@ -66,6 +66,10 @@ class RunStatus:
         launch_id: the ``BATCHFRAME_LAUNCH_ID`` of the process running it (set by ``batchframe ui``).
         pid_started: when that process started (``/proc``'s clock ticks since boot), so a process that
             got the same PID later is not taken for it; None where there is no ``/proc``.
+        concurrency, limit_per_s, adaptive: the limits now (``batchframe tune`` changes them; the
+            adaptive one moves by itself); ``limit_per_s`` is None without a start rate limit.
+        control_seq, control_result, control_error: the last command of ``control.json`` carried out,
+            and what it changed (a tune's ``name: old -> new`` lines) or why it was refused.
     """
 
     state: str
@@ -91,6 +95,12 @@ class RunStatus:
     rate_limited: int | None = None
     cooldown_total_s: float | None = None
     pid_started: str | None = None
+    concurrency: int | None = None
+    limit_per_s: float | None = None
+    adaptive: bool | None = None
+    control_seq: int | None = None
+    control_result: list[str] | None = None
+    control_error: str | None = None
 
     @property
     def live(self) -> bool:
@@ -130,6 +140,8 @@ def _is_a(value: object, kind: Any) -> bool:
         return any(_is_a(value, member) for member in typing.get_args(kind))
     if kind is type(None):
         return value is None
+    if typing.get_origin(kind) is list:
+        return isinstance(value, list) and all(_is_a(each, typing.get_args(kind)[0]) for each in value)
     if typing.get_origin(kind) is dict:
         return isinstance(value, dict) and all(isinstance(k, str) and _is_a(v, int) for k, v in value.items())
     if isinstance(value, bool):
@@ -139,8 +151,16 @@ def _is_a(value: object, kind: Any) -> bool:
     return isinstance(value, kind)
 
 
-def send_control(run_dir: Path, command: Command) -> None:
-    """Ask a running run to pause, resume or stop; it acts within a quarter of a second.
+def send_control(run_dir: Path, command: Command, values: dict[str, Any] | None = None) -> int:
+    """Ask a running run to pause, resume, stop or tune its limits; it acts within a quarter of a second.
+
+    Args:
+        run_dir: the run folder.
+        command: what to do.
+        values: for ``tune``, the settings to change (``-p`` names, typed values).
+
+    Returns:
+        The command's sequence number: ``status.json``'s ``control_seq`` says when it was carried out.
 
     Raises:
         RunNotLiveError: the run is finished, was killed, or never wrote a status.
@@ -155,7 +175,9 @@ def send_control(run_dir: Path, command: Command) -> None:
             f"The run in {run_dir} {state}: it cannot {command}.",
             hint=f"Only a running run can {command}. A killed or stopped run goes on with: batchframe resume {run_dir}",
         )
-    write_json_atomically(run_dir / CONTROL_NAME, {"seq": time.time_ns(), "command": command})
+    seq = time.time_ns()
+    write_json_atomically(run_dir / CONTROL_NAME, {"seq": seq, "command": command, "values": values or {}})
+    return seq
 
 
 def _alive(pid: int, started: str | None = None) -> bool:
@@ -200,10 +222,18 @@ class RunLink:
         run_dir: the run folder.
         stats: the run's live counters.
         state: the driver's state word (running, pausing, paused, stopping), read on the link's thread.
-        apply: carries out a command; called on the run's event loop.
+        apply: carries out a command with its values; called on the run's event loop. Returns what
+            changed (lines), or raises ``UsageError`` (a tune's bad value) with the reason.
     """
 
-    def __init__(self, run_dir: Path, stats: Stats, *, state: Callable[[], str], apply: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        stats: Stats,
+        *,
+        state: Callable[[], str],
+        apply: Callable[[str, dict[str, Any]], list[str]],
+    ) -> None:
         self.run_dir = run_dir
         self.stats = stats
         self.state = state
@@ -216,6 +246,8 @@ class RunLink:
         self._launch_id = os.environ.get(LAUNCH_ID_ENV) or None
         self._pid_started = process_started(os.getpid())
         self._failed = False
+        self._done: tuple[int, list[str] | None, str | None] | None = None  # the last command carried out
+        self._write_soon = False
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Write the first status and start the thread that keeps it fresh and reads commands."""
@@ -263,6 +295,12 @@ class RunLink:
             retries=stats.whole_retries,
             rate_limited=stats.whole_rate_limited,
             cooldown_total_s=round(stats.whole_cooldown_total_s, 2),
+            control_seq=self._done[0] if self._done else None,
+            control_result=self._done[1] if self._done else None,
+            control_error=self._done[2] if self._done else None,
+            concurrency=stats.limits.concurrency or None,
+            limit_per_s=None if stats.limits.per_second is None else round(stats.limits.per_second, 3),
+            adaptive=stats.limits.adaptive,
         )
         try:
             write_json_atomically(self.run_dir / STATUS_NAME, dataclasses.asdict(status))
@@ -275,7 +313,8 @@ class RunLink:
         next_write = time.monotonic() + WRITE_EVERY_S
         while not self._stop.wait(POLL_EVERY_S):
             self._poll_control()
-            if time.monotonic() >= next_write:
+            if time.monotonic() >= next_write or self._write_soon:
+                self._write_soon = False
                 self.write()
                 next_write = time.monotonic() + WRITE_EVERY_S
 
@@ -288,20 +327,29 @@ class RunLink:
         if mtime == self._control_mtime:
             return
         self._control_mtime = mtime
-        seq, command = self._read_control()
+        seq, command, values = self._read_control()
         if seq <= self._last_seq or command not in COMMANDS or self._loop is None:
             return
         self._last_seq = seq
         with contextlib.suppress(RuntimeError):  # the loop closed: the run is over
-            self._loop.call_soon_threadsafe(self.apply, command)
-        self.write()
+            self._loop.call_soon_threadsafe(self._carry_out, seq, command, values)
+
+    def _carry_out(self, seq: int, command: str, values: dict[str, Any]) -> None:
+        """On the run's loop: the command, and what came of it for ``status.json`` (written at the next poll)."""
+        try:
+            self._done = (seq, self.apply(command, values), None)
+        except UsageError as exc:
+            logger.warning("The %s command from control.json was refused: %s", command, exc.message)
+            self._done = (seq, None, str(exc))
+        self._write_soon = True
 
     def _control_seq(self) -> int:
         return self._read_control()[0]
 
-    def _read_control(self) -> tuple[int, str]:
+    def _read_control(self) -> tuple[int, str, dict[str, Any]]:
         try:
             data = json.loads(read_regular_text(self.run_dir / CONTROL_NAME))
-            return int(data["seq"]), str(data["command"])
-        except (OSError, ValueError, TypeError, KeyError):
-            return 0, ""
+            values = data.get("values") or {}
+            return int(data["seq"]), str(data["command"]), values if isinstance(values, dict) else {}
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            return 0, "", {}

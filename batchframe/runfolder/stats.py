@@ -22,6 +22,7 @@ class EarlierParts:
         retries: retries scheduled before (from the last ``status.json``; 0 when there is none).
         rate_limited: ``RateLimited`` refusals before.
         cooldown_total_s: seconds of run-wide cool-down before.
+        limit_per_s: the start rate limit when the run stopped (an adaptive run goes on from it).
     """
 
     succeeded: int = 0
@@ -30,6 +31,7 @@ class EarlierParts:
     retries: int = 0
     rate_limited: int = 0
     cooldown_total_s: float = 0.0
+    limit_per_s: float | None = None
 
 
 @dataclass
@@ -54,6 +56,22 @@ class LimitStats:
     mean: float | None = None
     lowered: int = 0
     tuned: int = 0
+
+    @property
+    def shown(self) -> str | None:
+        """``limit 38/s`` for the live line while the limit adapts or was tuned; None otherwise."""
+        if not (self.adaptive or self.tuned):
+            return None
+        return "no limit" if self.per_second is None else f"limit {rate_text(self.per_second)}"
+
+
+def rate_text(per_second: float) -> str:
+    """A start rate as people read it: ``38/s``, ``2.5/s``, ``30/min`` below one a second."""
+    if per_second >= 10:
+        return f"{per_second:,.0f}/s"
+    if per_second >= 1:
+        return f"{per_second:.2g}/s"
+    return f"{per_second * 60:,.3g}/min"
 
 
 @dataclass

@@ -80,11 +80,30 @@ def as_dict(
         "cooldown_total_s": round(stats.whole_cooldown_total_s, 3),
         "duration_s": round(stats.elapsed_s, 3),
         "rate_per_s": round(stats.rate_per_s, 1),
+        "limits": limits_dict(stats),
         "this_part": this_part,
         "fatal_error": None if fatal is None else f"{type(fatal).__name__}: {_text(fatal)}",
         "problems": list(problems),
         "warnings": list(warnings),
         "run": dict(meta or {}),
+    }
+
+
+def limits_dict(stats: Stats) -> dict[str, Any]:
+    """The run's limits at its end: concurrency, the start rate limit, and how the adaptive one moved."""
+    limits = stats.limits
+
+    def rounded(value: float | None) -> float | None:
+        return None if value is None else round(value, 3)
+
+    return {
+        "concurrency": limits.concurrency,
+        "adaptive": limits.adaptive,
+        "per_second": rounded(limits.per_second),
+        "lowest_per_second": rounded(limits.lowest),
+        "mean_per_second": rounded(limits.mean),
+        "lowered": limits.lowered,
+        "tuned": limits.tuned,
     }
 
 
@@ -190,9 +209,27 @@ def _count_rows(report: Mapping[str, Any]) -> list[list[str | Text]]:
     limit = (report.get("run") or {}).get("limit")
     if limit:
         rows.append(["limit", f"the first {limit:,} items"])
+    rate_limit = _rate_limit_row(report.get("limits"))
+    if rate_limit:
+        rows.append(["rate limit", rate_limit])
     rows += [
         ["duration", f"{report['duration_s']:.2f} s"],
         ["rate", f"{report['rate_per_s']:,.1f} items/s"],
         ["exit code", str(report["exit_code"])],
     ]
     return rows
+
+
+def _rate_limit_row(limits: Any) -> str | None:
+    """``38/s at the end (lowest 20/s, mean 35/s; lowered 6 times)`` for an adaptive or tuned run."""
+    from batchframe.runfolder.stats import rate_text
+
+    if not isinstance(limits, dict) or not (limits.get("adaptive") or limits.get("tuned")):
+        return None
+    final = limits.get("per_second")
+    text = "none at the end" if not isinstance(final, (int, float)) else f"{rate_text(final)} at the end"
+    lowest, mean = limits.get("lowest_per_second"), limits.get("mean_per_second")
+    if limits.get("adaptive") and isinstance(lowest, (int, float)) and isinstance(mean, (int, float)):
+        times = limits.get("lowered", 0)
+        text += f" (lowest {rate_text(lowest)}, mean {rate_text(mean)}; lowered {times} time{'s' * (times != 1)})"
+    return text

@@ -25,6 +25,7 @@ from batchframe.runfolder.history import RunInfo, list_runs, read_run, read_summ
 from batchframe.runfolder.journal import JournalError
 from batchframe.runfolder.live import RunStatus, read_status
 from batchframe.runfolder.outcome import FAILED_TO_START, finished_every_item, outcome_label
+from batchframe.runfolder.stats import rate_text
 
 LOG_LINES = 60
 LOG_BYTES = 64 * 1024
@@ -141,6 +142,17 @@ class Progress:
     retries: int | None = None
     rate_limited: int | None = None
     cooldown_total_s: float | None = None
+    concurrency: int | None = None
+    limit_per_s: float | None = None
+    adaptive: bool = False
+
+    @property
+    def limit(self) -> str:
+        """The start rate limit now, as the live line shows it: ``38/s (adaptive)``; ``none``; "" when not known."""
+        if self.concurrency is None:
+            return ""
+        shown = "none" if self.limit_per_s is None else rate_text(self.limit_per_s)
+        return f"{shown} (adaptive)" if self.adaptive else shown
 
     @property
     def tone(self) -> str:
@@ -212,6 +224,9 @@ def _from_status(status: RunStatus) -> Progress:
         retries=status.retries,
         rate_limited=status.rate_limited,
         cooldown_total_s=status.cooldown_total_s,
+        concurrency=status.concurrency,
+        limit_per_s=status.limit_per_s,
+        adaptive=bool(status.adaptive),
     )
 
 

@@ -43,8 +43,9 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from batchframe.errors import BatchframeError
+from batchframe.errors import BatchframeError, ParamError
 from batchframe.project.params import env_variable
+from batchframe.run.limits import TUNABLE
 from batchframe.runfolder.live import Command, send_control
 from batchframe.runfolder.logs import console_lines
 from batchframe.ui._forms import UNSET_SUFFIX, FieldSpec, FormError, ProjectForm, describe, validate
@@ -477,6 +478,9 @@ class _Views:
             if action in _CONTROLS:
                 await run_in_threadpool(send_control, folder, _CONTROLS[action])
                 return _to_run(folder)
+            if action == "tune":
+                await self.tune(request, folder)
+                return _to_run(folder)
             launcher: Launcher = request.state.launcher
             if action == "resume-run":
                 environment = await self.secrets_given(request, folder)
@@ -485,9 +489,23 @@ class _Views:
                 environment = await self.secrets_given(request, folder)
                 return _to_run(await launcher.retry_run(folder, self.settings.output_dir, environment=environment))
         except BatchframeError as exc:
-            status = 422 if isinstance(exc, LaunchError) else 409
+            status = 422 if isinstance(exc, (LaunchError, ParamError)) else 409
             return await self.show_run(request, folder, problem=Problem.of(exc), status_code=status)
         raise HTTPException(404, f"No action {action!r}")
+
+    async def tune(self, request: Request, folder: Path) -> None:
+        """The run page's tune fields, sent as ``batchframe tune`` sends them (an empty field: unchanged).
+
+        Raises:
+            ParamError: a value ``-p`` would refuse, or one the run refused.
+            RunNotLiveError: the run ended meanwhile.
+        """
+        from batchframe.run.tune import parse_tune, tune_run
+
+        data = await request.form()
+        given = [f"{name}={str(data.get(name) or '').strip()}" for name in TUNABLE if str(data.get(name) or "").strip()]
+        values = parse_tune(given)
+        await run_in_threadpool(tune_run, folder, values)
 
     async def secrets_given(self, request: Request, folder: Path) -> dict[str, str]:
         """The secrets typed on the run's page, as ``BATCHFRAME_PARAM_<NAME>`` variables; an empty field: not given."""
