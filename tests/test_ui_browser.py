@@ -236,6 +236,39 @@ def test_pause_resume_and_stop_a_running_run(browser: Any, ui: UI) -> None:
 
 
 @pytest.mark.timeout(120)
+def test_tune_a_running_run_from_its_page(browser: Any, ui: UI) -> None:
+    page = _page(browser, ui)
+    page.locator("[name=count]").fill("3000")
+    page.locator("[name=delay]").fill("0.02")
+    page.locator("details.runtime summary").click()
+    page.locator("[name=concurrency]").fill("4")
+    page.get_by_role("button", name="Start run").click()
+    _wait_text(page, "#run-state", r"running")
+    assert page.locator("#run-limit").inner_text() == "none"
+    assert page.locator("#run-concurrency").inner_text() == "4"
+
+    page.locator("details.tune summary").click()
+    page.locator("#tune-max_per_second").fill("fast")
+    page.get_by_role("button", name="Apply").click()
+    assert "expects float | None" in page.locator(".problem").inner_text()  # refused as -p refuses it
+
+    page.locator("details.tune summary").click()
+    page.locator("#tune-max_per_second").fill("40")
+    page.locator("#tune-concurrency").fill("2")
+    page.locator("#tune-adaptive").select_option("true")
+    page.get_by_role("button", name="Apply").click()
+    _wait_text(page, "#run-limit", r"^40/s \(adaptive\)$")
+    assert page.locator("#run-concurrency").inner_text() == "2"
+    _shot(page, "run-tuned-desktop")
+    folder = page.url.rsplit("/", 1)[1]
+    logs = (ui.out / folder / "logs.txt").read_text()
+    assert "Limits tuned (concurrency: 4 -> 2; max_per_second: none -> 40; adaptive: false -> true)." in logs
+    page.get_by_role("button", name="Stop").click()
+    _wait_text(page, "#run-state", r"finished: stopped")
+    assert page.locator("details.tune").count() == 0  # a finished run has no limits to tune
+
+
+@pytest.mark.timeout(120)
 def test_a_failed_run_shows_its_failures_and_retries_on_a_phone(browser: Any, ui: UI) -> None:
     page = _page(browser, ui, PHONE)
     _shot(page, "start-phone")
