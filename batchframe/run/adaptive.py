@@ -10,9 +10,12 @@ control, applied to the rate at which items start instead of a congestion window
   0.95). Attempts started before a decrease do not count again: one overload, one decrease (TCP's
   "once per window").
 - **Recover** along ``w(t) = w_max (1 + (1 - BETA) ((t - K) / K)^3)``: fast while far below ``w_max``,
-  flat near it (where the API refused before), then probing above it for ``PROBE_S`` (4 s), and past
-  that growing by ``SURGE`` (1.2x) a second, so a capacity that rose far is found in seconds. ``K``
+  flat near it (where the API refused before), then probing above it for ``PROBE_S`` (2 s), and past
+  that growing by ``SURGE`` (1.5x) a second, so a capacity that rose far is found in seconds. ``K``
   (``REGAIN_S``, 4 s) is the time to regain ``w_max``.
+- **Jump to what the API admitted**: a decrease goes no higher than ``PLATEAU_SHARE`` of the calls
+  that succeeded in the last second (counted in ten buckets: constant memory), so a capacity that fell
+  far (100/s to 40/s) costs one cool-down, not one per ``BETA`` step on the way down.
 - **Grow only when the limit binds**: ``t`` advances only during seconds in which the run started at
   least ``BINDING_SHARE`` of what the limit allowed (RFC 7661's "validation"). A run held back by its
   concurrency or a slow source does not inflate a limit it never reaches, which would take many
@@ -41,9 +44,9 @@ BETA = 0.8
 """The rate after a decrease, as a share of the rate before it (CUBIC's is 0.7; a run alone on its API loses less)."""
 REGAIN_S = 4.0
 """Seconds (of binding time) to climb back to the rate of the last decrease (CUBIC's K)."""
-PROBE_S = 4.0
+PROBE_S = 2.0
 """Above ``w_max`` the rate grows along the cubic for this long (to ``(2 - BETA) w_max``), then by ``SURGE``."""
-SURGE = 1.2
+SURGE = 1.5
 """Past the cubic, the rate grows by this factor each binding second."""
 PLATEAU_SHARE = 0.95
 """``w_max`` is this share of the rate the API refused (which was above its capacity)."""
@@ -89,6 +92,8 @@ class AdaptiveRate:
     def __init__(self, ceiling: float | None, *, start: float | None = None, clock: Clock = time.monotonic) -> None:
         self._clock = clock
         now = clock()
+        self._born = now
+        self._admitted = _Counter()
         self.ceiling = ceiling
         self.rate: float | None = _capped(start, ceiling) if start is not None else ceiling
         self.lowered = 0
@@ -122,6 +127,7 @@ class AdaptiveRate:
             return True
         self._attempts += 1
         self._errors += outcome is Outcome.ERROR
+        self._admitted.add(self._clock())
         return self._tick()
 
     def set_ceiling(self, ceiling: float | None) -> None:
@@ -192,8 +198,15 @@ class AdaptiveRate:
         floor = FLOOR_SHARE * (self.ceiling if self.ceiling is not None else (self._w_max or current))
         # The rate refused is above the API's capacity: the plateau sits a little below it. (CUBIC's
         # "fast convergence", which lowers it further, shares a link with other flows; a run is alone.)
-        self._w_max = current * PLATEAU_SHARE
-        self.rate = max(current * BETA, floor)
+        plateau = current * PLATEAU_SHARE
+        lowered = current * BETA
+        # What the API admitted in the last second, once the run has run a second: after a capacity
+        # that fell far, one decrease goes to it instead of one per cool-down on the way down.
+        admitted = self._admitted.in_last_second(now) if now - self._born >= 1.0 else None
+        if admitted is not None and admitted >= MIN_SAMPLES and admitted * PLATEAU_SHARE < lowered:
+            lowered, plateau = admitted * PLATEAU_SHARE, admitted
+        self._w_max = max(plateau, lowered)
+        self.rate = max(lowered, floor)
         self._t = 0.0
         self._reduced_at = now
         self.lowered += 1
@@ -224,6 +237,28 @@ def growth(t: float) -> float:
         scale = REGAIN_S if past < 0 else PROBE_S
         return 1.0 + (1 - BETA) * (past / scale) ** 3
     return float((2 - BETA) * SURGE ** (past - PROBE_S))
+
+
+class _Counter:
+    """Events in the last second, in ten buckets of 0.1 s: constant memory at any rate."""
+
+    _BUCKETS = 10
+
+    def __init__(self) -> None:
+        self._counts = [0] * self._BUCKETS
+        self._slots = [-1] * self._BUCKETS  # the tenth of a second each bucket counts
+
+    def add(self, now: float) -> None:
+        slot = int(now * self._BUCKETS)
+        at = slot % self._BUCKETS
+        if self._slots[at] != slot:
+            self._slots[at], self._counts[at] = slot, 0
+        self._counts[at] += 1
+
+    def in_last_second(self, now: float) -> int:
+        slot = int(now * self._BUCKETS)
+        counted = zip(self._slots, self._counts, strict=True)
+        return sum(count for counted_slot, count in counted if slot - counted_slot < self._BUCKETS)
 
 
 def _capped(rate: float, ceiling: float | None) -> float:

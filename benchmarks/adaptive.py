@@ -1,0 +1,220 @@
+"""The adaptive limit against an API whose capacity changes during the run, side by side with fixed limits.
+
+The API (Starlette under uvicorn, in its own process) admits a hidden number of requests in any
+sliding second: 100/s for the first 10 s of a client's run, then 40/s for 10 s, then 150/s; past
+that it answers 429 with ``Retry-After: 1``. Each client POSTs the same rows and waits out 429s:
+
+- batchframe ``-p adaptive=true -p max_per_second=150`` (the ceiling a user would set: the API's
+  documented top rate);
+- batchframe at a fixed ``max_per_second`` of 150, and of 40 (the rate that never gets a 429);
+- aiometer at 95/s (the hand-written baseline), each 429 waited out by its own task.
+
+For each: the wall time against the capacity-limited ideal (the time the rows take at exactly the
+capacity of each moment), and the share of requests answered 429 (the server counts them). Targets
+for adaptive: within 1.3x of the ideal, at most 5% of requests answered 429.
+
+Usage: python benchmarks/adaptive.py [--rows 2500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import functools
+import json
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from _common import byte_compile_batchframe, report, write_project
+from rate_limit import PROJECT, _api_stats, _wait_listening
+
+PHASES = ((10.0, 100), (10.0, 40), (None, 150))
+"""(seconds, capacity per sliding second) from a client's first request; the last phase lasts."""
+CONCURRENCY = 32
+AIOMETER_RATE = 95
+
+
+def capacity_at(elapsed_s: float) -> int:
+    """The API's capacity ``elapsed_s`` after the client's first request."""
+    start = 0.0
+    for length, capacity in PHASES:
+        if length is None or elapsed_s < start + length:
+            return capacity
+        start += length
+    raise AssertionError("the last phase lasts")
+
+
+def ideal_s(rows: int) -> float:
+    """The wall time of ``rows`` requests sent at exactly the capacity of each moment."""
+    elapsed, left = 0.0, float(rows)
+    for length, capacity in PHASES:
+        if length is None or left <= capacity * length:
+            return elapsed + left / capacity
+        elapsed, left = elapsed + length, left - capacity * length
+    raise AssertionError("the last phase lasts")
+
+
+class _Api:
+    """A sliding window of admitted calls whose capacity follows ``PHASES`` from the first call."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.admitted: collections.deque[float] = collections.deque()
+        self.counts = {"200": 0, "429": 0, "500": 0}
+        self.delivered: set[int] = set()
+        self.first: float | None = None
+
+    def answer(self, row: int) -> int:
+        now = time.monotonic()
+        if self.first is None:
+            self.first = now
+        while self.admitted and self.admitted[0] <= now - 1.0:
+            self.admitted.popleft()
+        if len(self.admitted) >= capacity_at(now - self.first):
+            status = 429
+        else:
+            self.admitted.append(now)
+            status = 200
+            self.delivered.add(row)
+        self.counts[str(status)] += 1
+        return status
+
+
+def serve() -> None:
+    """Run the API on 127.0.0.1, a free port; print the port on stdout once listening."""
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    api = _Api()
+
+    async def rows(request: Request) -> Response:
+        status = api.answer(int((await request.json())["row"]))
+        return Response(status_code=status, headers={"Retry-After": "1"} if status == 429 else None)
+
+    async def stats(request: Request) -> Response:
+        return JSONResponse({**api.counts, "delivered": len(api.delivered)})
+
+    async def reset(request: Request) -> Response:
+        api.reset()
+        return Response(status_code=204)
+
+    app = Starlette(
+        routes=[
+            Route("/rows", rows, methods=["POST"]),
+            Route("/stats", stats),
+            Route("/reset", reset, methods=["POST"]),
+        ]
+    )
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    print(sock.getsockname()[1], flush=True)
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+
+
+def _start_api() -> tuple[subprocess.Popen[str], str]:
+    process = subprocess.Popen([sys.executable, __file__, "--serve"], stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    base = f"http://127.0.0.1:{int(process.stdout.readline())}"
+    _wait_listening(base)
+    return process, base
+
+
+def run_batchframe(base: str, rows: int, *params: str) -> dict[str, Any]:
+    """``batchframe exec`` on the job with ``params``: its wall time and its limits at the end."""
+    path = write_project(PROJECT)
+    output = Path(tempfile.mkdtemp(prefix="batchframe-bench-"))
+    command = [str(Path(sys.executable).parent / "batchframe"), "exec", str(path), "-d", str(output)]
+    for param in (f"rows={rows}", f"url={base}/rows", f"concurrency={CONCURRENCY}", *params):
+        command += ["-p", param]
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    wall_s = time.perf_counter() - started
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(next(output.iterdir()).joinpath("summary.json").read_text())
+    return {"wall_s": wall_s, "limits": summary["limits"]}
+
+
+async def _aiometer_rows(base: str, rows: int) -> float:
+    import aiometer
+    import httpx
+
+    async def post(client: httpx.AsyncClient, row: int) -> None:
+        while True:
+            response = await client.post(f"{base}/rows", json={"row": row})
+            if response.status_code == 429:
+                await asyncio.sleep(float(response.headers["Retry-After"]))
+                continue
+            response.raise_for_status()
+            return
+
+    started = time.perf_counter()
+    async with httpx.AsyncClient() as client:
+        jobs = [functools.partial(post, client, row) for row in range(rows)]
+        await aiometer.run_all(jobs, max_at_once=CONCURRENCY, max_per_second=AIOMETER_RATE)
+    return time.perf_counter() - started
+
+
+def _row(label: str, wall_s: float, counts: dict[str, int], rows: int, extra: str = "") -> tuple[str, str]:
+    requests = counts["200"] + counts["429"]
+    share = counts["429"] / requests if requests else 0.0
+    return (
+        label,
+        f"{wall_s:6.2f} s = {wall_s / ideal_s(rows):4.2f}x ideal; 429s {counts['429']:>4} "
+        f"({share:5.1%} of {requests:,} requests); delivered {counts['delivered']:,}/{rows:,}{extra}",
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=2500)
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve()
+        return
+    byte_compile_batchframe()
+    api, base = _start_api()
+    rows: list[tuple[str, str]] = []
+    try:
+        clients = {
+            "batchframe adaptive (ceiling 150/s)": ("adaptive=true", "max_per_second=150"),
+            "batchframe max_per_second=150": ("max_per_second=150",),
+            "batchframe max_per_second=40": ("max_per_second=40",),
+        }
+        for label, params in clients.items():
+            result = run_batchframe(base, args.rows, *params)
+            limits = result["limits"]
+            extra = (
+                f"; limit lowered {limits['lowered']}x, lowest {limits['lowest_per_second']:.0f}/s, "
+                f"mean {limits['mean_per_second']:.0f}/s"
+                if limits["adaptive"]
+                else ""
+            )
+            rows.append(_row(label, result["wall_s"], _api_stats(base), args.rows, extra))
+            time.sleep(1.1)  # the API's window empties between the runs
+        wall_s = asyncio.run(_aiometer_rows(base, args.rows))
+        rows.append(_row(f"aiometer at {AIOMETER_RATE}/s (baseline)", wall_s, _api_stats(base), args.rows))
+    finally:
+        api.terminate()
+        api.wait()
+    report(
+        f"adaptive limit: {args.rows:,} rows POSTed to an API admitting 100/s for 10 s, then 40/s for 10 s, "
+        f"then 150/s (429 + Retry-After: 1 past that); ideal {ideal_s(args.rows):.2f} s",
+        rows,
+    )
+    print("  targets for adaptive: <= 1.3x ideal, <= 5% of requests answered 429")
+
+
+if __name__ == "__main__":
+    main()
