@@ -313,3 +313,15 @@ def send_control_when_live(run_dir: Path, process: subprocess.Popen[str]) -> Non
 
     wait_until(live, process)
     send_control(run_dir, "stop")
+
+
+def test_a_capacity_that_fell_far_is_reached_in_one_decrease() -> None:
+    clock = AutoClock(now=0.0)
+    control = AdaptiveRate(100.0, clock=clock)
+    for n in range(40):  # the API admitted 40 calls in the last second...
+        clock.now = 2.0 + n * 0.02
+        control.finished(clock.now, Outcome.OK)
+    clock.now = 2.9
+    control.finished(2.85, Outcome.PUSHBACK)  # ...then refused: its capacity is 40/s now, not 80
+    assert control.rate == pytest.approx(40 * PLATEAU_SHARE)
+    assert control.lowered == 1

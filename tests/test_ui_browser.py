@@ -256,6 +256,8 @@ def test_tune_a_running_run_from_its_page(browser: Any, ui: UI) -> None:
     page.locator("#tune-max_per_second").fill("40")
     page.locator("#tune-concurrency").fill("2")
     page.locator("#tune-adaptive").select_option("true")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.locator("#controls").screenshot(path=str(ARTIFACTS / "run-tune-panel.png"))  # docs/images/ui-tuned.png
     page.get_by_role("button", name="Apply").click()
     _wait_text(page, "#run-limit", r"^40/s \(adaptive\)$")
     assert page.locator("#run-concurrency").inner_text() == "2"
