@@ -255,11 +255,11 @@ def _api_job(tmp_path: Path, rows: int, capacity: int) -> None:
 
 
 @pytest.mark.timeout(120)
-def test_an_adaptive_run_lowers_its_limit_and_reports_it(tmp_path: Path) -> None:
-    _api_job(tmp_path, rows=300, capacity=60)
-    result = batchframe_cli(
-        "exec", "job.py", "-d", "out", "-p", "adaptive=true", "-p", "max_per_second=200", cwd=tmp_path
-    )
+@pytest.mark.parametrize("executor", ["asyncio", "processes"])
+def test_an_adaptive_run_lowers_its_limit_and_reports_it(tmp_path: Path, executor: str) -> None:
+    _api_job(tmp_path, rows=300, capacity=60)  # on processes, each worker process is an API of its own
+    params = ["-p", "adaptive=true", "-p", "max_per_second=200", "-p", f"executor={executor}"]
+    result = batchframe_cli("exec", "job.py", "-d", "out", *params, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     run_dir = only_run_dir(tmp_path / "out")
     summary = json.loads((run_dir / "summary.json").read_text())
