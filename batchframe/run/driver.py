@@ -38,6 +38,7 @@ from batchframe.run.throttle import Throttle
 from batchframe.runfolder.failures import NOT_PROCESSED, FailedItem
 from batchframe.runfolder.logs import FILE_ONLY
 from batchframe.runfolder.outcome import Outcome
+from batchframe.runfolder.report import FIRST_INTERVAL_S, LATENCY_ALL, LATENCY_EVERY
 from batchframe.runfolder.stats import Stats
 from batchframe.service import retryable_exceptions
 from batchframe.source import (
@@ -193,6 +194,7 @@ class Driver:
         self._closing: asyncio.Future[None] | None = None
         self._waiting_for_start: set[asyncio.Task[Any]] = set()
         self._told_left_running = False
+        self._sampler: asyncio.TimerHandle | None = None
         self.on_tune: Callable[[list[str]], None] | None = None
         """Told what each ``tune`` changed (the journal records it)."""
         self.throttle = Throttle(
@@ -229,8 +231,11 @@ class Driver:
             if self._saving is not None:
                 self._saving.group_by(group)
             self._feeder = self._start_task(self._feed())
+            self._sample_timeline()
             await self._supervise()
         finally:
+            if self._sampler is not None:
+                self._sampler.cancel()
             self.stats.finished_at = time.monotonic()
             await self._close_backend()
         return self.stats
@@ -622,6 +627,8 @@ class Driver:
         stats = self.stats
         active = self._active
         saving, limit = self._saving, self._unsaved_limit
+        latency, started, clock = stats.report.latency, self.throttle.started_at, time.perf_counter
+        ticks = 0
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None
@@ -643,12 +650,23 @@ class Driver:
             stats.in_flight += 1
             work.task = task
             active[work.index] = work
+            # Latency: every attempt of the first LATENCY_ALL, then one in LATENCY_EVERY (a clock read and a
+            # histogram entry per item would cost the per-item path a fifth of its speed).
+            ticks += 1
+            timed = not ticks % LATENCY_EVERY or latency.count < LATENCY_ALL
+            began = clock() if timed else 0.0
             try:
                 await self._call(work.item)  # read each time: a tune may put a limit in the path or take it out
             except BaseException as exc:  # KeyboardInterrupt, SystemExit, GeneratorExit from process: the item fails
+                if timed:
+                    latency.add(clock() - started.pop(task, began))
                 if self._attempt_failed(work, exc, task):
                     raise
                 continue
+            if timed:  # from its start: a rate limiter in the call says when the item started after its wait
+                latency.add(clock() - (started.pop(task, began) if started else began))
+            elif started:
+                started.pop(task, None)
             self._succeeded(work)
 
     def _take(self) -> _Work | None:
@@ -687,9 +705,18 @@ class Driver:
             return False
         return True
 
+    def _sample_timeline(self) -> None:
+        """The report's timeline: the counts now, and again in one interval (a timer: nothing per item)."""
+        stats = self.stats
+        timeline = stats.report.timeline
+        timeline.sample(stats.succeeded + stats.failed, stats.failed, stats.rate_limited)
+        self._sampler = asyncio.get_running_loop().call_later(FIRST_INTERVAL_S, self._sample_timeline)
+
     def _succeeded(self, work: _Work) -> None:
         self._attempt_over(work)
         self.stats.succeeded += 1
+        if work.attempts > 1:
+            self.stats.report.finished_after(work.attempts)
         if self._on_success is not None:
             try:
                 self._on_success(work.index)
@@ -831,6 +858,11 @@ class Driver:
         else:
             self.stats.failed += 1
         self.stats.failures_by_type[failed.error_type] += 1
+        if failed.error_type != NOT_PROCESSED:
+            report = self.stats.report
+            report.errors.add(failed.error_type, failed.message, failed.index)
+            if failed.attempts > 1:
+                report.finished_after(failed.attempts)
         try:
             if self._on_failure is not None:
                 self._on_failure(failed)

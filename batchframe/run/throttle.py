@@ -89,6 +89,9 @@ class Throttle:
         self.adaptive: AdaptiveRate | None = None
         self._raw: ItemCall | None = None
         self.call: ItemCall | None = None
+        self.started_at: dict[asyncio.Task[Any], float] = {}
+        """When each attempt that waited for its turn started (``time.perf_counter``), by its task: its latency
+        counts from there. The driver takes each out once the attempt is over."""
 
     def wrap(self, raw: ItemCall) -> ItemCall:
         """The run's per-item call over the back end's ``raw`` one."""
@@ -209,7 +212,7 @@ class Throttle:
         limiter, adaptive = self.limiter, self.adaptive
         if limiter is None:
             return raw
-        acquire, waiting = limiter.acquire, self._waiting
+        acquire, waiting, started_at = limiter.acquire, self._waiting, self.started_at
 
         async def wait_for_start() -> None:
             task = asyncio.current_task()
@@ -219,6 +222,7 @@ class Throttle:
                 await acquire()
             finally:
                 waiting.discard(task)
+            started_at[task] = time.perf_counter()
 
         if adaptive is None:
 

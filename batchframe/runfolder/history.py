@@ -18,6 +18,7 @@ from batchframe.runfolder.journal import Journal, JournalError
 from batchframe.runfolder.live import read_status
 from batchframe.runfolder.outcome import COMPLETED, EXIT_FAILED_ITEMS, EXIT_OK, FAILED_TO_START, state_word
 from batchframe.runfolder.stats import rate_text
+from batchframe.runfolder.summary import latency_text
 
 SUMMARY_UNREADABLE = "summary.json unreadable"
 """The note on a run whose summary.json cannot be read (truncated, not an object, edited by hand)."""
@@ -339,6 +340,7 @@ def show_run(folder: Path) -> None:
         columns = (Col("exception", cut_to=24, wrap=True), Col("items", justify="right"))
         rows = [[name, f"{count:,}"] for name, count in failures.items()]
         print_table("Failed items, by exception type", columns, rows)
+    _show_top_errors(folder)
     if run.note:
         print_line(f"Note: {run.note}{_shown_from(run)}", style="yellow")
 
@@ -367,7 +369,73 @@ def _run_fields(run: RunInfo) -> list[list[str]]:
     if unfinished:
         fields.append(["not processed", f"{unfinished:,}"])
     fields.append(["pending", run.pending])
-    return fields + _activity_fields(run.folder) + _tune_fields(meta)
+    return fields + _activity_fields(run.folder) + _tune_fields(meta) + _report_fields(run.folder)
+
+
+def _report_of(folder: Path) -> dict[str, Any]:
+    """summary.json's ``report`` (schema 2 and later), or {} when there is none."""
+    summary, _ = read_summary(folder)
+    report = summary.get("report") if summary is not None else None
+    return report if isinstance(report, dict) else {}
+
+
+def _report_fields(folder: Path) -> list[list[str]]:
+    """Latency, attempts per item and the rate over time, from summary.json's report."""
+    report = _report_of(folder)
+    fields = []
+    latency = latency_text(report.get("latency"))
+    if latency:
+        fields.append(["latency", latency])
+    attempts = report.get("attempts")
+    if isinstance(attempts, dict) and len(attempts) > 1:
+        fields.append(["attempts", ", ".join(f"{count:,} x {tries}" for tries, count in attempts.items())])
+    timeline = report.get("timeline")
+    if isinstance(timeline, dict) and isinstance(timeline.get("rate_per_s"), list) and timeline["rate_per_s"]:
+        rates = [rate for rate in timeline["rate_per_s"] if isinstance(rate, (int, float))]
+        if rates:
+            fields.append(["rate over time", f"{sparkline(rates)} (peak {max(rates):,.0f}/s)"])
+    return fields
+
+
+_BARS = " ▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: list[float], width: int = 40) -> str:
+    """``values`` as a line of block characters, at most ``width`` wide (neighbours averaged)."""
+    if len(values) > width:
+        step = len(values) / width
+        values = [
+            sum(values[int(i * step) : max(int((i + 1) * step), int(i * step) + 1)])
+            / max(int((i + 1) * step) - int(i * step), 1)
+            for i in range(width)
+        ]
+    top = max(values) or 1.0
+    return "".join(_BARS[min(len(_BARS) - 1, round(value / top * (len(_BARS) - 1)))] for value in values)
+
+
+def _show_top_errors(folder: Path) -> None:
+    """The report's top errors: type, message pattern, count, one example item."""
+    top = _report_of(folder).get("top_errors")
+    if not isinstance(top, list):
+        return
+    rows = [
+        [
+            str(error.get("type")),
+            str(error.get("pattern")),
+            f"{error.get('count', 0):,}",
+            str(error.get("example_index")),
+        ]
+        for error in top
+        if isinstance(error, dict)
+    ]
+    if rows:
+        columns = (
+            Col("exception", cut_to=20, wrap=True),
+            Col("message", cut_to=None, wrap=True),
+            Col("items", justify="right"),
+            Col("e.g. item", justify="right"),
+        )
+        print_table("Top errors", columns, rows)
 
 
 def _tune_fields(meta: dict[str, Any]) -> list[list[str]]:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from batchframe._text import clock
+from batchframe.runfolder.report import RunReport
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,7 @@ class Stats:
         cooldown_total_s: seconds the run-wide cool-downs lasted (overlapping ones counted once).
         earlier: what the earlier parts of a resumed run counted.
         limits: the limits now (concurrency, the start rate limit).
+        report: latency, timeline, top errors and attempts (this part of a resumed run).
     """
 
     total: int | None = None
@@ -116,6 +118,7 @@ class Stats:
     paused_s: float = 0.0
     paused_since: float | None = None
     limits: LimitStats = field(default_factory=LimitStats)
+    report: RunReport = field(default_factory=RunReport)
     cooldown_until: float = 0.0
     """While a ``RateLimited`` cool-down lasts: when it ends (``time.monotonic()``); no item starts before."""
 

@@ -12,6 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 from batchframe.runfolder.folder import SUMMARY_NAME, write_json_atomically
 
+SCHEMA_VERSION = 2
+"""The version of summary.json's fields (docs/reference/summary.md): 2 added ``limits`` and ``report``."""
+
 if TYPE_CHECKING:
     from rich.text import Text
 
@@ -67,6 +70,7 @@ def as_dict(
             "failures_by_type": dict(totals.get("failures_by_type", {})),
         }
     return {
+        "schema_version": SCHEMA_VERSION,
         "outcome": outcome.value,
         "exit_code": exit_code,
         "total": stats.total,
@@ -81,11 +85,24 @@ def as_dict(
         "duration_s": round(stats.elapsed_s, 3),
         "rate_per_s": round(stats.rate_per_s, 1),
         "limits": limits_dict(stats),
+        "report": report_dict(stats),
         "this_part": this_part,
         "fatal_error": None if fatal is None else f"{type(fatal).__name__}: {_text(fatal)}",
         "problems": list(problems),
         "warnings": list(warnings),
         "run": dict(meta or {}),
+    }
+
+
+def report_dict(stats: Stats) -> dict[str, Any]:
+    """What this run (this part of a resumed one) measured: latency, attempts, timeline, top errors."""
+    report = stats.report
+    finished = stats.succeeded + stats.failed
+    return {
+        "latency": report.latency.as_dict(),
+        "attempts": report.attempts(finished),
+        "timeline": report.timeline.as_dict(last=(finished, stats.failed, stats.rate_limited)),
+        "top_errors": report.errors.top(),
     }
 
 
@@ -209,6 +226,9 @@ def _count_rows(report: Mapping[str, Any]) -> list[list[str | Text]]:
     limit = (report.get("run") or {}).get("limit")
     if limit:
         rows.append(["limit", f"the first {limit:,} items"])
+    latency = latency_text((report.get("report") or {}).get("latency"))
+    if latency:
+        rows.append(["latency", latency])
     rate_limit = _rate_limit_row(report.get("limits"))
     if rate_limit:
         rows.append(["rate limit", rate_limit])
@@ -233,3 +253,22 @@ def _rate_limit_row(limits: Any) -> str | None:
         times = limits.get("lowered", 0)
         text += f" (lowest {rate_text(lowest)}, mean {rate_text(mean)}; lowered {times} time{'s' * (times != 1)})"
     return text
+
+
+def latency_text(latency: Any) -> str | None:
+    """``p50 12 ms, p95 40 ms, max 1.2 s`` from a report's latency, or None when there was no attempt."""
+    if not isinstance(latency, dict) or not latency.get("count"):
+        return None
+    parts = [(name, latency.get(f"{name}_s")) for name in ("p50", "p95", "max")]
+    return ", ".join(f"{name} {seconds_text(value)}" for name, value in parts if isinstance(value, (int, float)))
+
+
+def seconds_text(seconds: float) -> str:
+    """A duration as people read it: ``850 us``, ``12 ms``, ``1.2 s``, ``3.5 min``."""
+    if seconds < 0.001:
+        return f"{seconds * 1_000_000:.3g} us"
+    if seconds < 1:
+        return f"{seconds * 1000:.3g} ms"
+    if seconds < 120:
+        return f"{seconds:.3g} s"
+    return f"{seconds / 60:.3g} min"
