@@ -70,6 +70,18 @@ class Configuration:
         "(none = libraries' records on the console from WARNING)",
     ] = None
 
+    metrics_textfile: Annotated[
+        str | None,
+        BatchframeParam,
+        "write the run's metrics for Prometheus to this file (node_exporter's textfile format), every 5 s",
+    ] = None
+    metrics_pushgateway: Annotated[
+        str | None, BatchframeParam, "push the run's metrics to this Prometheus Pushgateway URL at its end"
+    ] = None
+    notify_url: Annotated[
+        str | None, BatchframeParam, "POST the summary as JSON to this http(s) URL when the run ends (none = no POST)"
+    ] = None
+
     # The names of batchframe 0.0.1a13, kept as aliases (see batchframe/_compat.py): a config may
     # override them and -p may set them; they resolve to the current names above.
     executor_consumers: Annotated[int | None, BatchframeParam, "0.0.1a13 name of concurrency"] = None

@@ -98,6 +98,9 @@ RUNTIME = [
     "journal",
     "persist_unread_max",
     "log_levels",
+    "metrics_textfile",
+    "metrics_pushgateway",
+    "notify_url",
 ]
 
 # What a form left untouched submits: the defaults (as text), ticked checkboxes, nothing for the rest.

@@ -7,6 +7,7 @@ stays fast.
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,7 +21,7 @@ from batchframe.cli.help import Command, Group
 from batchframe.runfolder.folder import DEFAULT_OUTPUT_DIR
 
 if TYPE_CHECKING:
-    from batchframe.errors import UsageError
+    from batchframe.errors import BatchframeError, UsageError
     from batchframe.run.execute import RunResult
     from batchframe.run.prepare import AskMissing
 
@@ -58,6 +59,15 @@ ParamOpt = Annotated[
         help="Set a parameter: -p NAME=VALUE (repeatable).",
         metavar="NAME=VALUE",
         autocompletion=complete_param,
+    ),
+]
+LogFormatOpt = Annotated[
+    str,
+    typer.Option(
+        "--log-format",
+        metavar="text|json",
+        help="text: log lines and a summary table (default); json: every line printed, and logs.txt, "
+        "one JSON object per line (no live display).",
     ),
 ]
 OutputOpt = Annotated[
@@ -156,10 +166,11 @@ def main(
 
 
 @contextmanager
-def _errors_as_exit_codes(verbosity: int = 0) -> Iterator[None]:
+def _errors_as_exit_codes(verbosity: int = 0, *, log_format: str = "text") -> Iterator[None]:
     """The CLI's one error boundary: a BatchframeError becomes a panel and its exit code.
 
     Any other exception is a bug of batchframe's: a panel that says so (exit 1), its traceback with -vv.
+    With ``--log-format json`` a BatchframeError is one JSON object instead of a panel.
     """
     from batchframe.errors import BatchframeError, InternalError
 
@@ -167,9 +178,12 @@ def _errors_as_exit_codes(verbosity: int = 0) -> Iterator[None]:
     try:
         yield
     except BatchframeError as error:
-        from batchframe._console import print_error
+        if log_format == "json":
+            _json_error(error)
+        else:
+            from batchframe._console import print_error
 
-        print_error(error, show_traceback=verbosity >= 2)
+            print_error(error, show_traceback=verbosity >= 2)
         raise typer.Exit(error.exit_code) from None
     except KeyboardInterrupt:
         typer.echo("Interrupted.", err=True)
@@ -186,6 +200,22 @@ def _errors_as_exit_codes(verbosity: int = 0) -> Iterator[None]:
 
         print_error(InternalError.from_exception(exc), show_traceback=verbosity >= 2)
         raise typer.Exit(InternalError.exit_code) from None
+
+
+def _json_error(error: BatchframeError) -> None:
+    """An error as the one JSON line ``--log-format json`` promises for everything the command prints."""
+    _json_line(str(error), level=logging.ERROR, title=error.title, exit_code=error.exit_code)
+
+
+def _json_line(message: str, *, level: int, **more: object) -> None:
+    """One JSON object on stderr, with the fields of the run's JSON log lines (``JsonFormatter``)."""
+    import json
+
+    from batchframe.runfolder.logs import JsonFormatter
+
+    fields = {"name": "batchframe", "levelno": level, "levelname": logging.getLevelName(level), "msg": message}
+    line = json.loads(JsonFormatter(None).format(logging.makeLogRecord(fields)))
+    typer.echo(json.dumps({**line, **more}, ensure_ascii=False), err=True)
 
 
 def _bad_path_error(exc: Exception) -> UsageError | None:
@@ -240,6 +270,7 @@ def exec_(
             help="Process only the first N items of the Source; resume keeps the limit.",
         ),
     ] = None,
+    log_format: LogFormatOpt = "text",
 ) -> None:
     """Run a project: every item of its Source through its Service.
 
@@ -256,7 +287,7 @@ def exec_(
       130  interrupted (Ctrl-C, or self.stop() in the shell)
       143  terminated (SIGTERM)
     """  # noqa: D301 - \b is click's "do not rewrap this paragraph" marker
-    with _errors_as_exit_codes(verbose):
+    with _errors_as_exit_codes(verbose, log_format=log_format):
         from batchframe.run.commands import run_project
 
         _reject_extra_args(ctx.args, param or [])
@@ -287,6 +318,7 @@ def exec_(
                 interactive=interactive,
                 ask_missing=ask_missing,
                 limit=limit,
+                log_format=log_format,
             ).exit_code
     _exit(code)
 
@@ -530,7 +562,11 @@ NoDryRunOpt = Annotated[bool, typer.Option("--dry-run", hidden=True)]
 
 @app.command("resume", cls=Command)
 def resume(
-    run_dir: RunDirArg, verbose: VerboseOpt = 0, no_input: NoInputOpt = False, dry_run: NoDryRunOpt = False
+    run_dir: RunDirArg,
+    verbose: VerboseOpt = 0,
+    no_input: NoInputOpt = False,
+    dry_run: NoDryRunOpt = False,
+    log_format: LogFormatOpt = "text",
 ) -> None:
     """Continue a stopped or killed run where it left off.
 
@@ -540,12 +576,16 @@ def resume(
         _no_dry_run("resume", run_dir, verbose)
     from batchframe.run.commands import resume_run  # the engine loads only for the commands that run it
 
-    _from_run_dir(resume_run, run_dir, verbose, no_input)
+    _from_run_dir(resume_run, run_dir, verbose, no_input, log_format)
 
 
 @app.command("retry", cls=Command)
 def retry(
-    run_dir: RunDirArg, verbose: VerboseOpt = 0, no_input: NoInputOpt = False, dry_run: NoDryRunOpt = False
+    run_dir: RunDirArg,
+    verbose: VerboseOpt = 0,
+    no_input: NoInputOpt = False,
+    dry_run: NoDryRunOpt = False,
+    log_format: LogFormatOpt = "text",
 ) -> None:
     """Run again the items of a run that did not succeed.
 
@@ -555,7 +595,7 @@ def retry(
         _no_dry_run("retry", run_dir, verbose)
     from batchframe.run.commands import retry_run
 
-    _from_run_dir(retry_run, run_dir, verbose, no_input)
+    _from_run_dir(retry_run, run_dir, verbose, no_input, log_format)
 
 
 def _no_dry_run(command: str, run_dir: Path, verbose: int) -> None:
@@ -575,9 +615,11 @@ def _no_dry_run(command: str, run_dir: Path, verbose: int) -> None:
         )
 
 
-def _from_run_dir(command: Callable[..., RunResult], run_dir: Path, verbose: int, no_input: bool) -> None:
+def _from_run_dir(
+    command: Callable[..., RunResult], run_dir: Path, verbose: int, no_input: bool, log_format: str
+) -> None:
     """Run ``resume_run`` or ``retry_run`` as the CLI does: errors as exit codes, prompts on a terminal."""
-    with _errors_as_exit_codes(verbose):
+    with _errors_as_exit_codes(verbose, log_format=log_format):
         from batchframe.run import commands as run
 
         _usable(run_dir)
@@ -588,11 +630,15 @@ def _from_run_dir(command: Callable[..., RunResult], run_dir: Path, verbose: int
                 verbosity=_verbosity(verbose),
                 interactive=interactive,
                 ask_missing=_prompts() if interactive else None,  # secrets are asked for again
+                log_format=log_format,
             )
         except run.AlreadyFinished as done:
-            from batchframe._console import print_line
+            if log_format == "json":
+                _json_line(str(done), level=logging.INFO)
+            else:
+                from batchframe._console import print_line
 
-            print_line(str(done), prose=True)
+                print_line(str(done), prose=True)
             raise typer.Exit(0) from None
     _exit(result.exit_code)
 

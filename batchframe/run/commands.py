@@ -44,7 +44,7 @@ from batchframe.runfolder.folder import (
 )
 from batchframe.runfolder.journal import Journal, JournalError, load_items
 from batchframe.runfolder.live import read_status
-from batchframe.runfolder.logs import run_logging
+from batchframe.runfolder.logs import checked_log_format, run_logging
 from batchframe.runfolder.outcome import FAILED_TO_START, RESUMED, finished_every_item
 from batchframe.runfolder.stats import EarlierParts
 from batchframe.secret import Secret, secret_changed
@@ -65,6 +65,7 @@ def run_project(
     ask_missing: AskMissing | None = None,
     interactive: bool = False,
     progress_interval_s: float = LOG_INTERVAL_S,
+    log_format: str = "text",
     keep: bool = False,
     limit: int | None = None,
 ) -> RunResult:
@@ -81,6 +82,7 @@ def run_project(
         RunError: the Service or Source could not be built (exit code 1).
     """
     check_limit(limit)  # before anything is created
+    checked_log_format(log_format)
     prepared = prepare(path, config=config, params=params, ask_missing=ask_missing)
     started = dt.datetime.now()
     output = Path(output_dir)
@@ -97,6 +99,7 @@ def run_project(
         progress_interval_s=progress_interval_s,
         keep=keep,
         limit=limit,
+        log_format=checked_log_format(log_format),
     )
     try:
         return _execute_new(prepared, plan, verbosity=verbosity)
@@ -113,7 +116,13 @@ def _execute_new(
 
     ``replay_payloads``: a retry run's items, pickled, kept in its own journal (it resumes without its parent).
     """
-    with run_logging(plan.run_dir / LOG_NAME, verbosity=verbosity, levels=prepared.config.log_levels):
+    with run_logging(
+        plan.run_dir / LOG_NAME,
+        verbosity=verbosity,
+        levels=prepared.config.log_levels,
+        log_format=plan.log_format,
+        run_id=plan.run_dir.name,
+    ):
         log_warnings(prepared)
         journal = _new_journal(prepared, plan.run_dir, plan.meta)
         if journal is not None and replay_payloads:
@@ -150,6 +159,7 @@ def resume_run(
     verbosity: int = 0,
     interactive: bool = False,
     progress_interval_s: float = LOG_INTERVAL_S,
+    log_format: str = "text",
     ask_missing: AskMissing | None = None,
 ) -> RunResult:
     """Continue a stopped or killed run in its own folder: skip what is finished, process the rest.
@@ -195,10 +205,17 @@ def resume_run(
             expected_positions=counts["highest_position"],
             limit=meta.get("limit"),  # a limited run stays limited: only its first N items are finished
             earlier=earlier,
+            log_format=checked_log_format(log_format),
         )
         resumes = [*meta.get("resumed_at", []), started.isoformat(timespec="seconds")]
         journal.set_meta(resumed_at=resumes, exit_code=None, outcome=RESUMED, ended_at=None)
-        with run_logging(run_dir / LOG_NAME, verbosity=verbosity, levels=prepared.config.log_levels):
+        with run_logging(
+            run_dir / LOG_NAME,
+            verbosity=verbosity,
+            levels=prepared.config.log_levels,
+            log_format=plan.log_format,
+            run_id=run_dir.name,
+        ):
             log_warnings(prepared)
             logger.info(
                 "Resuming %s: %d items finished before are skipped.", run_dir, counts["done"] + counts["failed"]
@@ -229,6 +246,7 @@ def retry_run(
     verbosity: int = 0,
     interactive: bool = False,
     progress_interval_s: float = LOG_INTERVAL_S,
+    log_format: str = "text",
     ask_missing: AskMissing | None = None,
 ) -> RunResult:
     """A new run (new folder) over the items that did not succeed in ``run_dir``; the Source is not iterated.
@@ -260,7 +278,15 @@ def retry_run(
         "kind": "retry",
         "retry_of": str(Path(run_dir).resolve()),
     }
-    plan = RunPlan(new_dir, output, started, new_meta, interactive=interactive, progress_interval_s=progress_interval_s)
+    plan = RunPlan(
+        new_dir,
+        output,
+        started,
+        new_meta,
+        interactive=interactive,
+        progress_interval_s=progress_interval_s,
+        log_format=checked_log_format(log_format),
+    )
     plan.replay = items
     logger.info("Retrying %d items that did not succeed in %s.", len(items), run_dir)
     return _execute_new(prepared, plan, verbosity=verbosity, replay_payloads=payloads)

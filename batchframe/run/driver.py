@@ -36,7 +36,7 @@ from batchframe.run.limits import DriverSettings
 from batchframe.run.reader import ThreadedReader
 from batchframe.run.throttle import Throttle
 from batchframe.runfolder.failures import NOT_PROCESSED, FailedItem
-from batchframe.runfolder.logs import FILE_ONLY
+from batchframe.runfolder.logs import FILE_ONLY, item_fields
 from batchframe.runfolder.outcome import Outcome
 from batchframe.runfolder.report import FIRST_INTERVAL_S, LATENCY_ALL, LATENCY_EVERY
 from batchframe.runfolder.stats import Stats
@@ -784,7 +784,13 @@ class Driver:
             if isinstance(exc, RateLimited):
                 self._cool_down(delay_s, exc)
             self._schedule_retry(work, delay_s)
-            logger.debug("item %d: %s (attempt %d), retrying", work.index, type(exc).__name__, work.attempts)
+            logger.debug(
+                "item %d: %s (attempt %d), retrying",
+                work.index,
+                type(exc).__name__,
+                work.attempts,
+                extra=item_fields(work.index, work.attempts),
+            )
 
     def _cool_down(self, delay_s: float, exc: RateLimited) -> None:
         """No item starts anywhere in the run for ``delay_s`` (items already running finish).

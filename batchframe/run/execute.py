@@ -32,6 +32,7 @@ from batchframe.backends import WORKER_BACKENDS, Backend, make_backend
 from batchframe.backends._loop import ServiceLoop, run_on
 from batchframe.errors import BatchframeError
 from batchframe.run.driver import Driver
+from batchframe.run.notify import notify
 from batchframe.run.progress import LOG_INTERVAL_S, ProgressDisplay, make_progress
 from batchframe.run.supervisor import Supervisor
 from batchframe.runfolder import summary
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
     from batchframe.configuration import Configuration
     from batchframe.project.container import Wired
     from batchframe.run.limits import DriverSettings
+    from batchframe.run.metrics import RunMetrics
     from batchframe.runfolder.journal import Journal
 
 logger = logging.getLogger(__name__)
@@ -116,6 +118,8 @@ class RunPlan:
         limit: process only the first this many items of the Source (``exec --limit``; a resume
             keeps it); None: all. A retry's replayed items are not limited.
         earlier: what the earlier parts of a resumed run counted (shown with this part's counts).
+        log_format: ``text``, or ``json``: every line the run prints is a JSON object (no live display;
+            the end-of-run summary is one object too).
         shown_dir: ``run_dir`` as given, for messages (``run_dir`` and ``output_dir`` are made absolute).
     """
 
@@ -132,6 +136,7 @@ class RunPlan:
     keep: bool = False
     limit: int | None = None
     earlier: EarlierParts | None = None
+    log_format: str = "text"
     shown_dir: Path = field(init=False)
     """The run folder as the user named it (relative, say), for messages; ``run_dir`` itself is absolute."""
 
@@ -191,12 +196,13 @@ def execute(prepared: Buildable, plan: RunPlan, journal: Journal | None) -> RunR
             flush_records=None if journal is None else journal.commit_now,
         )
         records.on_error = driver.records_failed
+        metrics = None if plan.quiet else _metrics(wired.config, driver, plan)
         try:
             _supervise(supervisor, plan, journal)
         finally:
             _close_records(records, driver)
         try:
-            return _end(wired, driver, supervisor, plan, journal, records, loops)
+            return _end(wired, driver, supervisor, plan, journal, records, loops, metrics)
         finally:
             records.discard()
 
@@ -281,6 +287,32 @@ def _tune_recorder(journal: Journal, driver: Driver) -> Callable[[list[str]], No
     return record
 
 
+def _tell_the_outside(config: Any, report: dict[str, Any], metrics: RunMetrics | None, exit_code: int) -> list[str]:
+    """The last metrics and the webhook, once the report is made; what failed, as warnings (never a failed run)."""
+    warnings = []
+    if metrics is not None:
+        warnings.append(metrics.finish(exit_code))
+    url = getattr(config, "notify_url", None)
+    if url:
+        warnings.append(notify(url, report))
+    return [warning for warning in warnings if warning]
+
+
+def _metrics(config: Any, driver: Driver, plan: RunPlan) -> RunMetrics | None:
+    """The run's Prometheus textfile (written from now on) and Pushgateway, when either is set."""
+    textfile, pushgateway = getattr(config, "metrics_textfile", None), getattr(config, "metrics_pushgateway", None)
+    if textfile is None and pushgateway is None:
+        return None
+    from batchframe.run.metrics import RunMetrics  # prometheus_client: only when asked for
+
+    project = Path(str(plan.meta.get("project") or "project")).stem
+    metrics = RunMetrics(
+        driver.stats, project=project, config=plan.meta.get("config"), textfile=textfile, pushgateway=pushgateway
+    )
+    metrics.start()
+    return metrics
+
+
 def _linker(run_dir: Path) -> Callable[[Supervisor], RunLink]:
     def link(supervisor: Supervisor) -> RunLink:
         driver = supervisor.driver
@@ -314,7 +346,8 @@ def _progress(stats: Stats, plan: RunPlan) -> ProgressDisplay:
     if plan.quiet:
         return _NoProgress()
     out = console(stderr=True)
-    return make_progress(stats, console=out, live=out.is_terminal, interval_s=plan.progress_interval_s)
+    live = out.is_terminal and plan.log_format != "json"  # JSON lines only: a Progress record every few seconds
+    return make_progress(stats, console=out, live=live, interval_s=plan.progress_interval_s)
 
 
 class _NoProgress:
@@ -373,6 +406,7 @@ def _end(
     journal: Journal | None,
     records: RunRecords,
     loops: _RunLoops,
+    metrics: RunMetrics | None = None,
 ) -> RunResult:
     limit = int(getattr(wired.config, "persist_unread_max", 100_000))
     with _signals_while_ending(supervisor):
@@ -404,11 +438,15 @@ def _end(
     if restore_std_streams():
         logger.warning("The run's code closed sys.stdout or sys.stderr; batchframe opened them again for its summary.")
     if not plan.quiet:
+        report["warnings"] += _tell_the_outside(wired.config, report, metrics, exit_code)
         summary.write_json(plan.run_dir, report)
         if supervisor.link is not None:
             supervisor.link.finish(report["outcome"], exit_code)
-        logger.info("%s", summary.end_line(report), extra=FILE_ONLY)
-        summary.show(report, run_dir=plan.shown_dir)
+        if plan.log_format == "json":  # the summary as one object, on the console and in logs.txt
+            logger.info("%s", summary.end_line(report), extra={"summary": {**report, "run_dir": str(plan.shown_dir)}})
+        else:
+            logger.info("%s", summary.end_line(report), extra=FILE_ONLY)
+            summary.show(report, run_dir=plan.shown_dir)
     _close_source(driver)
     kept = records.kept_failures or []
     return RunResult(

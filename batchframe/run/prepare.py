@@ -32,6 +32,8 @@ from batchframe.project.params import (
 )
 from batchframe.retry import RetryPolicy
 from batchframe.run.limits import DriverSettings
+from batchframe.run.metrics import check_metrics
+from batchframe.run.notify import check_notify_url
 from batchframe.runfolder.logs import FILE_ONLY
 from batchframe.secret import Secret, fingerprint_secret, remember_secret
 
@@ -182,6 +184,8 @@ def prepare(
             remember_secret(value)
     config_obj = build_config(project, values, specs)
     settings = settings_from_config(config_obj)
+    check_notify_url(config_obj.notify_url)
+    check_metrics(config_obj.metrics_textfile, config_obj.metrics_pushgateway)
     return PreparedRun(project, specs, values, config_obj, settings, given, config, sources)
 
 

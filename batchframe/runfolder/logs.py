@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import os
 import re
@@ -62,6 +63,69 @@ class _PrintableFormatter(logging.Formatter):
             text = time.strftime(self.default_time_format, self.converter(record.created))
             self._stamp = (second, text)
         return f"{text},{int(record.msecs):03d}"  # logging's default_msec_format
+
+
+LOG_FORMATS = ("text", "json")
+"""``--log-format``: text lines (the default), or one JSON object per line."""
+
+
+class JsonFormatter(logging.Formatter):
+    """``--log-format json``: each record as one JSON object on one line.
+
+    Fields: ``time`` (ISO 8601, local time with its offset), ``level``, ``logger``, ``message``,
+    ``run_id`` (the run folder's name); ``item`` and ``attempt`` for a record about one item;
+    ``exception`` (the formatted traceback) when the record has one; ``summary`` on the end-of-run record.
+    """
+
+    def __init__(self, run_id: str | None) -> None:
+        super().__init__()
+        self.run_id = run_id
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as one line of JSON."""
+        fields: dict[str, object] = {
+            "time": _iso_time(record.created),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "run_id": self.run_id,
+        }
+        for name in ("item", "attempt", "summary"):
+            value = getattr(record, name, None)
+            if value is not None:
+                fields[name] = value
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            fields["exception"] = record.exc_text
+        return json.dumps(fields, ensure_ascii=False, default=str)
+
+
+def _iso_time(created: float) -> str:
+    local = time.localtime(created)
+    offset = time.strftime("%z", local)
+    millis = int((created - int(created)) * 1000)
+    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', local)}.{millis:03d}{offset[:3]}:{offset[3:]}"
+
+
+def checked_log_format(log_format: str) -> str:
+    """``log_format`` itself, when it is one of ``LOG_FORMATS``.
+
+    Raises:
+        UsageError: another value.
+    """
+    if log_format not in LOG_FORMATS:
+        from batchframe.errors import UsageError
+
+        raise UsageError(
+            f"Unknown log format {log_format!r}.", hint=f"Use --log-format {' or --log-format '.join(LOG_FORMATS)}."
+        )
+    return log_format
+
+
+def item_fields(index: int, attempt: int | None = None) -> dict[str, int]:
+    """``extra=`` for a record about one item: ``--log-format json`` gives them fields of their own."""
+    return {"item": index} if attempt is None else {"item": index, "attempt": attempt}
 
 
 class _RunFileHandler(logging.FileHandler):
@@ -381,6 +445,8 @@ def run_logging(
     verbosity: int = 0,
     console: Console | None = None,
     levels: object = None,
+    log_format: str = "text",
+    run_id: str | None = None,
 ) -> Iterator[None]:
     """Send every log record of the run to ``log_file`` and the console; undo it afterwards.
 
@@ -388,6 +454,7 @@ def run_logging(
     included; the console shows the same but libraries' records only from WARNING (all with -v; see
     ``_console_handler``). ``levels`` is the ``log_levels`` setting: loggers with levels of their own,
     in both. The root logger's level carries them to the back ends' workers (``RunLogLevel``).
+    ``log_format="json"`` writes each record as one JSON object (``JsonFormatter``), in both.
 
     Raises:
         ParamError: ``levels`` is not a valid ``log_levels`` value.
@@ -400,10 +467,15 @@ def run_logging(
     handlers: list[logging.Handler] = []
     if log_file is not None:
         file_handler = _RunFileHandler(log_file, encoding="utf-8")
-        file_handler.setFormatter(_PrintableFormatter(FILE_FORMAT))
+        file_handler.setFormatter(JsonFormatter(run_id) if log_format == "json" else _PrintableFormatter(FILE_FORMAT))
         file_handler.addFilter(_FileFilter(thresholds))
         handlers.append(file_handler)
-    console_handler = _console_handler(console or shared_console(stderr=True), verbosity)
+    out = console or shared_console(stderr=True)
+    if log_format == "json":  # one object per line, on a terminal too
+        console_handler: logging.Handler = _PlainHandler(out)
+        console_handler.setFormatter(JsonFormatter(run_id))
+    else:
+        console_handler = _console_handler(out, verbosity)
     console_handler.addFilter(_ConsoleFilter(verbosity, thresholds))
     handlers.append(console_handler)
     for handler in handlers:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from batchframe.runfolder.failures import NOT_PROCESSED, FailedItem, FailedItems, FailureLog, pickled_item
 from batchframe.runfolder.folder import FAILED_NAME
 from batchframe.runfolder.journal import file_identity
-from batchframe.runfolder.logs import FAILURES_LOGGER, flush_run_logs
+from batchframe.runfolder.logs import FAILURES_LOGGER, flush_run_logs, item_fields
 
 if TYPE_CHECKING:
     from batchframe.runfolder.journal import Journal
@@ -176,7 +176,14 @@ def _log_failure(failed: FailedItem) -> None:
         return
     args = (failed.index, failed.attempts, failed.error_type, _first_line(failed.message))
     record = failure_logger.makeRecord(
-        FAILURES_LOGGER, logging.WARNING, __file__, 0, "Item %d failed after %d attempt(s): %s: %s", args, None
+        FAILURES_LOGGER,
+        logging.WARNING,
+        __file__,
+        0,
+        "Item %d failed after %d attempt(s): %s: %s",
+        args,
+        None,
+        extra=item_fields(failed.index, failed.attempts),
     )
     failure_logger.handle(record)
 

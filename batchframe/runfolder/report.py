@@ -61,6 +61,11 @@ class Latency:
             index = len(buckets) - 1
         buckets[index] += 1
 
+    @staticmethod
+    def bucket_middle_s(index: int) -> float:
+        """The middle of bucket ``index``, in seconds."""
+        return _bucket_middle(index) / 1_000_000
+
     def percentile(self, share: float) -> float | None:
         """The duration below which ``share`` (0.5, 0.95...) of the attempts fell, in seconds; None before any."""
         if not self.count:
