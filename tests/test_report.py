@@ -10,6 +10,7 @@ import pytest
 from helpers import batchframe_cli, build_file_tree, only_run_dir, read_jsonl
 
 from batchframe.runfolder.report import MOST_GROUPS, MOST_POINTS, ErrorGroups, Latency, Timeline, message_pattern
+from batchframe.ui._report_view import throughput_svg
 
 
 def test_latency_percentiles_are_within_the_histogram_s_precision() -> None:
@@ -132,3 +133,16 @@ def test_a_run_reports_latency_attempts_timeline_and_top_errors(tmp_path: Path) 
     assert "attempts" in text and "180 x 1, 20 x 2" in text
     assert "rate over time" in text
     assert "Top errors" in text and "'no customer <n>'" in text
+
+
+def test_the_throughput_chart_is_an_inline_svg_of_the_timeline() -> None:
+    svg = throughput_svg({"interval_s": 0.5, "rate_per_s": [0.0, 40.0, 80.0, 20.0]})
+    assert svg is not None
+    assert svg.startswith('<svg class="chart"') and "style" not in svg and "<script" not in svg  # within the CSP
+    points = svg.split('<polyline points="')[1].split('"')[0].split()
+    assert len(points) == 4
+    heights = [float(point.split(",")[1]) for point in points]
+    assert heights[2] == min(heights) and heights[0] == max(heights)  # the peak at the top, zero at the bottom
+    assert ">80/s</text>" in svg and ">2 s</text>" in svg
+    assert throughput_svg({"interval_s": 0.5, "rate_per_s": [3.0]}) is None  # one point is no line
+    assert throughput_svg({"interval_s": "x", "rate_per_s": [1, 2]}) is None

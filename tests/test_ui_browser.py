@@ -271,6 +271,34 @@ def test_tune_a_running_run_from_its_page(browser: Any, ui: UI) -> None:
 
 
 @pytest.mark.timeout(120)
+def test_a_finished_run_shows_its_report_chart_and_downloads(browser: Any, ui: UI, tmp_path: Path) -> None:
+    page = _page(browser, ui)
+    page.locator("[name=count]").fill("400")
+    page.locator("[name=delay]").fill("0.02")
+    page.get_by_role("button", name="Start run").click()
+    _wait_text(page, "#run-state", r"finished: completed")
+    page.reload()  # the report is on the page of a finished run
+    assert page.locator("#run-latency").inner_text().startswith("p50 ")
+    chart = page.locator("#run-chart svg")
+    assert chart.is_visible() and chart.bounding_box()["width"] > 200
+    assert "/s" in page.locator("#run-chart").inner_text()
+    _shot(page, "run-report-desktop")
+    page.locator("section.report").screenshot(path=str(ARTIFACTS / "run-report.png"))  # docs/images/ui-report.png
+    with page.expect_download() as download:
+        page.get_by_role("link", name="summary.json").click()
+    saved = tmp_path / "summary.json"
+    download.value.save_as(saved)
+    assert json.loads(saved.read_text())["succeeded"] == 400
+
+    page.get_by_role("link", name="Runs").click()
+    page.get_by_role("link", name="failed or killed").click()
+    assert page.locator("#runs-body").inner_text().startswith("No run failed or killed")
+    page.get_by_role("link", name="succeeded").click()
+    folder = next(ui.out.iterdir()).name
+    assert page.get_by_role("link", name=folder).count() == 1
+
+
+@pytest.mark.timeout(120)
 def test_a_failed_run_shows_its_failures_and_retries_on_a_phone(browser: Any, ui: UI) -> None:
     page = _page(browser, ui, PHONE)
     _shot(page, "start-phone")

@@ -980,3 +980,65 @@ def test_a_run_being_resumed_shows_no_end_time_of_its_first_part(open_ui, make_p
             resume.kill()
             resume.wait()
     assert "<dt>ended</dt>" in client.get(f"/runs/{folder.name}").text
+
+
+def test_a_finished_run_shows_its_report_and_its_files_download(open_ui, make_project, output_dir: Path) -> None:
+    project = make_project({"job.py": FLAKY_ALWAYS})
+    assert batchframe_cli("exec", "job.py", "-d", output_dir, "-p", "bad=3", cwd=project).returncode == 3
+    name = only_run_dir(output_dir).name
+    client = open_ui()
+    page = client.get(f"/runs/{name}").text
+    assert text_of(page, "run-latency").startswith("p50 ")
+    assert 'id="run-top-errors"' in page
+    for file in ("failed.jsonl", "logs.txt", "summary.json"):
+        assert f'href="/runs/{name}/files/{file}"' in page
+        response = client.get(f"/runs/{name}/files/{file}")
+        assert response.status_code == 200
+        assert response.headers["content-disposition"] == f'attachment; filename="{name}-{file}"'
+        assert response.content == (output_dir / name / file).read_bytes()
+    for other in ("journal.sqlite", "status.json", "..%2Fsecret.txt", "control.json"):
+        assert client.get(f"/runs/{name}/files/{other}").status_code == 404
+    (output_dir / name / "failed.jsonl").unlink()
+    assert client.get(f"/runs/{name}/files/failed.jsonl").status_code == 404
+
+
+def test_the_runs_table_filters_by_outcome(open_ui, make_project, output_dir: Path) -> None:
+    project = make_project({"job.py": FLAKY_ALWAYS})
+    assert batchframe_cli("exec", "job.py", "-d", output_dir, "-p", "bad=3", cwd=project).returncode == 3
+    failed = only_run_dir(output_dir)
+    assert batchframe_cli("exec", "job.py", "-d", output_dir, "-p", "bad=99", cwd=project).returncode == 0
+    good = max(p for p in output_dir.iterdir() if p.is_dir() and p != failed)
+    client = open_ui()
+
+    def listed(query: str) -> set[str]:
+        page = client.get(f"/runs{query}").text
+        return {folder.name for folder in (failed, good) if f'href="/runs/{folder.name}"' in page}
+
+    assert listed("") == {failed.name, good.name}
+    assert listed("?outcome=succeeded") == {good.name}
+    assert listed("?outcome=with+failures+or+stopped") == {failed.name}
+    assert listed("?outcome=running") == set()
+    assert listed("?outcome=nonsense") == {failed.name, good.name}  # an unknown filter shows every run
+    page = client.get("/runs?outcome=succeeded").text
+    assert 'aria-current="page">succeeded<' in page
+    assert "&amp;outcome=succeeded" in page  # the table's poll keeps the filter
+    assert "No run running in" in client.get("/runs?outcome=running").text
+
+
+def test_run_again_fills_the_form_with_the_run_s_parameters(open_ui, make_project, output_dir: Path) -> None:
+    project = make_project({"job.py": FLAKY_ALWAYS})
+    assert (
+        batchframe_cli("exec", "job.py", "-d", output_dir, "-p", "bad=2", "--limit", "3", cwd=project).returncode == 3
+    )
+    name = only_run_dir(output_dir).name
+    client = open_ui(project / "job.py")
+    run_page = client.get(f"/runs/{name}").text
+    assert f'href="/start?again={name}" id="run-again"' in run_page
+    form = client.get(f"/start?again={name}").text
+    assert re.search(r'<input[^>]*name="bad"[^>]*value="2"', form) or re.search(
+        r'<input[^>]*value="2"[^>]*name="bad"', form
+    )
+    assert re.search(r'name="run-limit"[^>]*value="3"', form)  # the limit too: a rerun is the same run
+    plain = client.get("/start").text
+    assert not re.search(r'<input[^>]*name="bad"[^>]*value="2"', plain)  # the default otherwise
+    assert client.get("/start?again=no-such-run").status_code == 200  # an unknown run: the plain form

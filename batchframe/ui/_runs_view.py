@@ -26,6 +26,7 @@ from batchframe.runfolder.journal import JournalError
 from batchframe.runfolder.live import RunStatus, read_status
 from batchframe.runfolder.outcome import FAILED_TO_START, finished_every_item, outcome_label
 from batchframe.runfolder.stats import rate_text
+from batchframe.ui._report_view import ReportView, report_view
 
 LOG_LINES = 60
 LOG_BYTES = 64 * 1024
@@ -280,6 +281,13 @@ class RunPage:
     error: str | None
     failures_by_type: dict[str, int]
     note: str = ""
+    report: ReportView | None = None
+    downloads: tuple[str, ...] = ()
+    """The run's files a user may download here (failed.jsonl, logs.txt, summary.json), those that exist."""
+
+
+DOWNLOADS = (FAILED_NAME, LOG_NAME, SUMMARY_NAME)
+"""The files of a run folder the page links to for download; no other name is served."""
 
 
 def read_page(folder: Path) -> RunPage:
@@ -292,6 +300,7 @@ def read_page(folder: Path) -> RunPage:
     info = read_info(folder)
     prog = progress(status, info)
     return RunPage(
+        report=report_view(summary),
         name=folder.name,
         folder=folder,
         meta=dict(info.meta) if info is not None else summary_view(summary)[0] if summary is not None else {},
@@ -300,6 +309,7 @@ def read_page(folder: Path) -> RunPage:
         error=_error(summary, info),
         failures_by_type=failure_counts(status, info),
         note=info.note if info is not None else "",
+        downloads=tuple(name for name in DOWNLOADS if (folder / name).is_file()),
     )
 
 
@@ -476,13 +486,31 @@ class RunRow:
     note: str = ""
 
 
-def run_rows(output_dir: Path) -> tuple[list[RunRow], list[tuple[str, str]]]:
+OUTCOME_FILTERS: dict[str, tuple[str, ...]] = {
+    "running": ("live", "paused"),
+    "succeeded": ("ok",),
+    "with failures or stopped": ("warn",),
+    "failed or killed": ("bad",),
+}
+"""The runs table's filters (``/runs?outcome=...``), by the tones of the states each shows."""
+
+
+def run_rows(output_dir: Path, outcome: str | None = None) -> tuple[list[RunRow], list[tuple[str, str]]]:
     """The runs under ``output_dir``, newest first, and the folders that could not be read (name, why).
 
     A live run's counters come from its status (fresher than its journal).
+
+    Args:
+        output_dir: the folder of run folders.
+        outcome: one of ``OUTCOME_FILTERS`` to list only those runs (the unreadable folders then too
+            are left out); None or an unknown word: every run.
     """
     runs, unreadable = list_runs(output_dir)
-    return [_row_of(run) for run in runs], [(folder.name, why) for folder, why in unreadable]
+    rows = [_row_of(run) for run in runs]
+    tones = OUTCOME_FILTERS.get(outcome or "")
+    if tones is None:
+        return rows, [(folder.name, why) for folder, why in unreadable]
+    return [row for row in rows if row.tone in tones], []
 
 
 def _row_of(run: RunInfo) -> RunRow:

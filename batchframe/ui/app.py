@@ -24,7 +24,7 @@ from __future__ import annotations
 import secrets
 import tempfile
 import threading
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,13 +46,16 @@ from starlette.templating import Jinja2Templates
 from batchframe.errors import BatchframeError, ParamError
 from batchframe.project.params import env_variable
 from batchframe.run.limits import TUNABLE
+from batchframe.runfolder.files import open_regular
 from batchframe.runfolder.live import Command, send_control
 from batchframe.runfolder.logs import console_lines
 from batchframe.ui._forms import UNSET_SUFFIX, FieldSpec, FormError, ProjectForm, describe, validate
 from batchframe.ui._launch import Launcher, LaunchError
 from batchframe.ui._runs_view import (
+    DOWNLOADS,
     LOG_BYTES,
     LOG_LINES,
+    OUTCOME_FILTERS,
     actions,
     failure_groups,
     listing_signature,
@@ -115,6 +118,7 @@ def create_app(settings: UISettings) -> Starlette:
         Route("/fragments/runs", views.runs_rows),
         Route("/runs/{name}", views.run_page),
         Route("/runs/{name}/events", views.events),
+        Route("/runs/{name}/files/{file}", views.download),
         Route("/runs/{name}/{action}", views.act, methods=["POST"]),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
@@ -281,10 +285,29 @@ class _Views:
         return RedirectResponse("/start" if self.settings.project is not None else "/runs", status_code=303)
 
     async def start_form(self, request: Request) -> Response:
-        """The "Start a run" form, for the config in the query (or the server's)."""
+        """The "Start a run" form, for the config in the query (or the server's).
+
+        ``?again=RUN``: filled in with that run's config, parameters and limit ("Run again with these
+        parameters"); its secrets are not kept, so their fields are empty, to be given again.
+        """
         if self.settings.project is None:
             return RedirectResponse("/runs", status_code=303)
         config = request.query_params.get("config") or self.settings.config
+        again = request.query_params.get("again")
+        if again:
+            folder = run_folder(self.settings.output_dir, again)
+            info = await run_in_threadpool(read_info, folder) if folder is not None else None
+            if info is not None:
+                meta = info.meta
+                submitted = _given_params(meta.get("params"))
+                limit = meta.get("limit")
+                return await self.start_page(
+                    request,
+                    self.settings.project,
+                    config=meta.get("config") or config,
+                    submitted=submitted,
+                    limit=str(limit) if isinstance(limit, int) else "",
+                )
         return await self.start_page(request, self.settings.project, config=config)
 
     async def start_page(
@@ -362,8 +385,8 @@ class _Views:
         )
 
     async def runs(self, request: Request) -> Response:
-        """The runs table."""
-        context = await run_in_threadpool(self.runs_context)
+        """The runs table (``?outcome=`` one of ``OUTCOME_FILTERS``: only those runs)."""
+        context = await run_in_threadpool(self.runs_context, request.query_params.get("outcome"))
         return self.render(request, "runs.html", context)
 
     async def runs_rows(self, request: Request) -> Response:
@@ -372,14 +395,22 @@ class _Views:
         signature = await run_in_threadpool(listing_signature, self.settings.output_dir)
         if since == signature:
             return Response(status_code=204)
-        context = await run_in_threadpool(self.runs_context)
+        context = await run_in_threadpool(self.runs_context, request.query_params.get("outcome"))
         return self.render(request, "_runs_rows.html", context)
 
-    def runs_context(self) -> dict[str, Any]:
+    def runs_context(self, outcome: str | None = None) -> dict[str, Any]:
         """What the runs table shows (blocking: reads every run's journal)."""
         signature = listing_signature(self.settings.output_dir)
-        rows, unreadable = run_rows(self.settings.output_dir)
-        return {"rows": rows, "unreadable": unreadable, "output_dir": self.settings.output_dir, "since": signature}
+        outcome = outcome if outcome in OUTCOME_FILTERS else None
+        rows, unreadable = run_rows(self.settings.output_dir, outcome)
+        return {
+            "rows": rows,
+            "unreadable": unreadable,
+            "output_dir": self.settings.output_dir,
+            "since": signature,
+            "outcome": outcome,
+            "filters": list(OUTCOME_FILTERS),
+        }
 
     async def run_page(self, request: Request) -> Response:
         """One run."""
@@ -405,6 +436,7 @@ class _Views:
             "groups": failure_groups(folder, page.failures_by_type),
             "parent": self.parent_run(page.meta.get("retry_of")),
             "secrets": secret_names(page.meta),
+            "has_project": self.settings.project is not None,
         }
 
     def parent_run(self, retry_of: object) -> str | None:
@@ -415,6 +447,26 @@ class _Views:
         if parent.parent.resolve() != self.settings.output_dir.resolve():
             return None
         return parent.name if run_folder(self.settings.output_dir, parent.name) is not None else None
+
+    async def download(self, request: Request) -> Response:
+        """One of the run's ``DOWNLOADS`` (failed.jsonl, logs.txt, summary.json), as an attachment."""
+        folder = self.folder(request)
+        name = request.path_params["file"]
+        if name not in DOWNLOADS:
+            raise HTTPException(404, "No such file")
+        try:
+            handle = await run_in_threadpool(open_regular, folder / name)
+        except OSError:
+            raise HTTPException(404, "No such file") from None
+
+        def chunks() -> Iterator[bytes]:
+            with handle:
+                while chunk := handle.read(1 << 16):
+                    yield chunk
+
+        kind = "text/plain; charset=utf-8" if name.endswith(".txt") else "application/json"
+        disposition = f'attachment; filename="{folder.name}-{name}"'
+        return StreamingResponse(chunks(), media_type=kind, headers={"content-disposition": disposition})
 
     # ------------------------------------------------------------------------------ live stream
 
@@ -535,6 +587,16 @@ def _limit_of(text: str) -> tuple[int | None, str | None]:
     if limit < 1:
         return None, f"--limit expects a whole number, 1 or more, but got {limit}."
     return limit, None
+
+
+def _given_params(params: object) -> dict[str, list[str]]:
+    """A run's recorded ``NAME=VALUE`` parameters as the form's submitted values (unreadable ones left out)."""
+    given: dict[str, list[str]] = {}
+    for text in params if isinstance(params, list) else []:
+        name, sep, value = str(text).partition("=")
+        if sep and name:
+            given.setdefault(name, []).append(value)
+    return given
 
 
 def _to_run(folder: Path | None) -> Response:
