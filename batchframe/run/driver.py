@@ -25,7 +25,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from batchframe._text import error_type_of, format_exception, safe_attribute, safe_str
 from batchframe.backends import Backend, ItemCall, NotStarted
@@ -35,6 +35,9 @@ from batchframe.retry import RateLimited, RetryPolicy, is_retryable
 from batchframe.run.limits import DriverSettings
 from batchframe.run.reader import ThreadedReader
 from batchframe.run.throttle import Throttle
+
+if TYPE_CHECKING:
+    from batchframe.run.tracing import RunTrace
 from batchframe.runfolder.failures import NOT_PROCESSED, FailedItem
 from batchframe.runfolder.logs import FILE_ONLY, item_fields
 from batchframe.runfolder.outcome import Outcome
@@ -195,6 +198,8 @@ class Driver:
         self._waiting_for_start: set[asyncio.Task[Any]] = set()
         self._told_left_running = False
         self._sampler: asyncio.TimerHandle | None = None
+        self.trace: RunTrace | None = None
+        """The run's OpenTelemetry trace, when it is traced: a span per attempt (set before ``run``)."""
         self.on_tune: Callable[[list[str]], None] | None = None
         """Told what each ``tune`` changed (the journal records it)."""
         self.throttle = Throttle(
@@ -621,7 +626,7 @@ class Driver:
 
     # ---------------------------------------------------------------------------------- processing
 
-    async def _worker(self) -> None:
+    async def _worker(self) -> None:  # noqa: C901 - the per-item path stays whole: each call out costs every item
         # The per-item path: what benchmarks/throughput.py measures. Only the rare cases (a pause, a
         # stop, a cool-down, an error) leave it for a method of their own.
         stats = self.stats
@@ -629,6 +634,7 @@ class Driver:
         saving, limit = self._saving, self._unsaved_limit
         latency, started, clock = stats.report.latency, self.throttle.started_at, time.perf_counter
         ticks = 0
+        traced = self.trace
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None
@@ -656,7 +662,10 @@ class Driver:
             timed = not ticks % LATENCY_EVERY or latency.count < LATENCY_ALL
             began = clock() if timed else 0.0
             try:
-                await self._call(work.item)  # read each time: a tune may put a limit in the path or take it out
+                if traced is None:
+                    await self._call(work.item)  # read each time: a tune may put a limit in the path or take it out
+                else:
+                    await traced.attempt(self._call, work.item, work.index, work.attempts)
             except BaseException as exc:  # KeyboardInterrupt, SystemExit, GeneratorExit from process: the item fails
                 if timed:
                     latency.add(clock() - started.pop(task, began))

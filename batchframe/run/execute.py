@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     from batchframe.project.container import Wired
     from batchframe.run.limits import DriverSettings
     from batchframe.run.metrics import RunMetrics
+    from batchframe.run.tracing import RunTrace
     from batchframe.runfolder.journal import Journal
 
 logger = logging.getLogger(__name__)
@@ -197,6 +198,7 @@ def execute(prepared: Buildable, plan: RunPlan, journal: Journal | None) -> RunR
         )
         records.on_error = driver.records_failed
         metrics = None if plan.quiet else _metrics(wired.config, driver, plan)
+        driver.trace = _trace(plan)
         try:
             _supervise(supervisor, plan, journal)
         finally:
@@ -285,6 +287,19 @@ def _tune_recorder(journal: Journal, driver: Driver) -> Callable[[list[str]], No
             logger.warning("Could not record the tune in the journal: %s", safe_str(exc))
 
     return record
+
+
+def _trace(plan: RunPlan) -> RunTrace | None:
+    """The run's OpenTelemetry trace when the OTEL_ variables (or the program) ask for one; else nothing is imported."""
+    from batchframe.run import tracing
+
+    if not tracing.wanted():
+        return None
+    attributes = {
+        "batchframe.project": str(plan.meta.get("project") or ""),
+        "batchframe.config": str(plan.meta.get("config") or ""),
+    }
+    return tracing.RunTrace(plan.run_dir.name, attributes)
 
 
 def _tell_the_outside(config: Any, report: dict[str, Any], metrics: RunMetrics | None, exit_code: int) -> list[str]:
@@ -437,6 +452,8 @@ def _end(
     )
     if restore_std_streams():
         logger.warning("The run's code closed sys.stdout or sys.stderr; batchframe opened them again for its summary.")
+    if driver.trace is not None:
+        driver.trace.end(report["outcome"], exit_code)
     if not plan.quiet:
         report["warnings"] += _tell_the_outside(wired.config, report, metrics, exit_code)
         summary.write_json(plan.run_dir, report)

@@ -1,0 +1,130 @@
+"""OpenTelemetry: a span for the run and one per attempt, read back through an in-memory exporter.
+
+Each case runs in a process of its own: a tracer provider is set once per process, for good.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import batchframe_cli, build_file_tree
+
+JOB = """
+import asyncio
+
+from batchframe import Service, Source
+
+
+class Rows(Source[int]):
+    def __iter__(self):
+        return iter(range(6))
+
+
+class Push(Service[int]):
+    async def process(self, row):
+        await asyncio.sleep(0.001)
+        if row == 4:
+            raise KeyError(row)
+"""
+
+TRACED = """
+import json, sys
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+exporter = InMemorySpanExporter()
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(exporter))
+trace.set_tracer_provider(provider)
+
+from batchframe.run.commands import run_project
+
+result = run_project("job.py", params=sys.argv[1:], output_dir="out")
+spans = [
+    {
+        "name": span.name,
+        "trace_id": span.context.trace_id,
+        "span_id": span.context.span_id,
+        "parent": span.parent.span_id if span.parent else None,
+        "attributes": dict(span.attributes),
+        "error": span.status.status_code.name == "ERROR",
+    }
+    for span in exporter.get_finished_spans()
+]
+print(json.dumps({"exit_code": result.exit_code, "spans": spans}))
+"""
+
+UNTRACED = """
+import sys
+from batchframe.run.commands import run_project
+
+run_project("job.py", output_dir="out")
+print("opentelemetry" in " ".join(sys.modules))
+"""
+
+
+def _run(tmp_path: Path, script: str, *params: str) -> str:
+    build_file_tree(tmp_path, {"job.py": JOB, "script.py": script})
+    done = subprocess.run(
+        [sys.executable, "script.py", *params], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip().splitlines()[-1]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("executor", ["asyncio", "processes"])
+def test_a_span_for_the_run_and_one_per_attempt(tmp_path: Path, executor: str) -> None:
+    found: dict[str, Any] = json.loads(_run(tmp_path, TRACED, f"executor={executor}"))
+    assert found["exit_code"] == 3
+    spans = found["spans"]
+    (run,) = [span for span in spans if span["name"] == "batchframe run"]
+    items = [span for span in spans if span["name"] == "batchframe item"]
+    assert len(items) == 6
+    assert {span["trace_id"] for span in items} == {run["trace_id"]}  # every back end: the run's trace
+    assert {span["parent"] for span in items} == {run["span_id"]}
+    run_id = run["attributes"]["batchframe.run_id"]
+    assert run["attributes"]["batchframe.outcome"] == "completed" and run["attributes"]["batchframe.exit_code"] == 3
+    by_index = {span["attributes"]["batchframe.item.index"]: span for span in items}
+    assert sorted(by_index) == list(range(6))
+    failed = by_index[4]
+    assert failed["attributes"]["batchframe.outcome"] == "error" and failed["attributes"]["error.type"] == "KeyError"
+    assert failed["error"]
+    ok = by_index[0]["attributes"]
+    assert ok == {
+        "batchframe.run_id": run_id,
+        "batchframe.item.index": 0,
+        "batchframe.item.attempt": 1,
+        "batchframe.outcome": "success",
+    }
+
+
+@pytest.mark.timeout(60)
+def test_without_the_variables_nothing_is_set_up_or_imported(tmp_path: Path) -> None:
+    assert _run(tmp_path, UNTRACED) == "False"
+
+
+@pytest.mark.timeout(60)
+def test_the_console_exporter_from_the_standard_variables(tmp_path: Path) -> None:
+    build_file_tree(tmp_path, {"job.py": JOB})
+    result = batchframe_cli(
+        "exec", "job.py", "-d", "out", cwd=tmp_path, OTEL_TRACES_EXPORTER="console", OTEL_SERVICE_NAME="rows-push"
+    )
+    assert result.returncode == 3
+    assert result.stderr.count('"name": "batchframe item"') == 6
+    assert '"service.name": "rows-push"' in result.stderr
+
+
+def test_an_exporter_batchframe_does_not_set_up_is_a_usage_error(tmp_path: Path) -> None:
+    build_file_tree(tmp_path, {"job.py": JOB})
+    result = batchframe_cli("exec", "job.py", "-d", "out", cwd=tmp_path, OTEL_TRACES_EXPORTER="zipkin")
+    assert result.returncode == 2
+    assert "OTEL_TRACES_EXPORTER=zipkin is not an exporter batchframe sets up" in " ".join(result.stderr.split())
+    assert "Traceback" not in result.stderr
