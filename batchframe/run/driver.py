@@ -37,7 +37,7 @@ from batchframe.run.reader import ThreadedReader
 from batchframe.run.throttle import Throttle
 
 if TYPE_CHECKING:
-    from batchframe.run.tracing import RunTrace
+    from batchframe.run.telemetry import RunTelemetry
 from batchframe.runfolder.failures import NOT_PROCESSED, FailedItem
 from batchframe.runfolder.logs import FILE_ONLY, item_fields
 from batchframe.runfolder.outcome import Outcome
@@ -198,8 +198,8 @@ class Driver:
         self._waiting_for_start: set[asyncio.Task[Any]] = set()
         self._told_left_running = False
         self._sampler: asyncio.TimerHandle | None = None
-        self.trace: RunTrace | None = None
-        """The run's OpenTelemetry trace, when it is traced: a span per attempt (set before ``run``)."""
+        self.telemetry: RunTelemetry | None = None
+        """OpenTelemetry, when the run is traced or measured: a span and a duration per attempt (set before ``run``)."""
         self.on_tune: Callable[[list[str]], None] | None = None
         """Told what each ``tune`` changed (the journal records it)."""
         self.throttle = Throttle(
@@ -634,7 +634,7 @@ class Driver:
         saving, limit = self._saving, self._unsaved_limit
         latency, started, clock = stats.report.latency, self.throttle.started_at, time.perf_counter
         ticks = 0
-        traced = self.trace
+        traced = self.telemetry
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None

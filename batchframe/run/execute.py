@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     from batchframe.project.container import Wired
     from batchframe.run.limits import DriverSettings
     from batchframe.run.metrics import RunMetrics
-    from batchframe.run.tracing import RunTrace
+    from batchframe.run.telemetry import RunTelemetry
     from batchframe.runfolder.journal import Journal
 
 logger = logging.getLogger(__name__)
@@ -198,7 +198,7 @@ def execute(prepared: Buildable, plan: RunPlan, journal: Journal | None) -> RunR
         )
         records.on_error = driver.records_failed
         metrics = None if plan.quiet else _metrics(wired.config, driver, plan)
-        driver.trace = _trace(plan)
+        driver.telemetry = _telemetry(plan, driver)
         try:
             _supervise(supervisor, plan, journal)
         finally:
@@ -289,17 +289,17 @@ def _tune_recorder(journal: Journal, driver: Driver) -> Callable[[list[str]], No
     return record
 
 
-def _trace(plan: RunPlan) -> RunTrace | None:
-    """The run's OpenTelemetry trace when the OTEL_ variables (or the program) ask for one; else nothing is imported."""
-    from batchframe.run import tracing
+def _telemetry(plan: RunPlan, driver: Driver) -> RunTelemetry | None:
+    """OpenTelemetry when the OTEL_ variables (or the program) ask for traces or metrics; else nothing is imported."""
+    from batchframe.run import telemetry
 
-    if not tracing.wanted():
+    traces, metrics = telemetry.traces_wanted(), telemetry.metrics_wanted()
+    if not (traces or metrics):
         return None
-    attributes = {
-        "batchframe.project": str(plan.meta.get("project") or ""),
-        "batchframe.config": str(plan.meta.get("config") or ""),
-    }
-    return tracing.RunTrace(plan.run_dir.name, attributes)
+    project = Path(str(plan.meta.get("project") or "project")).stem
+    return telemetry.RunTelemetry(
+        driver.stats, plan.run_dir.name, project=project, config=plan.meta.get("config"), traces=traces, metrics=metrics
+    )
 
 
 def _tell_the_outside(config: Any, report: dict[str, Any], metrics: RunMetrics | None, exit_code: int) -> list[str]:
@@ -452,8 +452,8 @@ def _end(
     )
     if restore_std_streams():
         logger.warning("The run's code closed sys.stdout or sys.stderr; batchframe opened them again for its summary.")
-    if driver.trace is not None:
-        driver.trace.end(report["outcome"], exit_code)
+    if driver.telemetry is not None:
+        driver.telemetry.end(report["outcome"], exit_code)
     if not plan.quiet:
         report["warnings"] += _tell_the_outside(wired.config, report, metrics, exit_code)
         summary.write_json(plan.run_dir, report)

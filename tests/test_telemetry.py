@@ -1,6 +1,6 @@
-"""OpenTelemetry: a span for the run and one per attempt, read back through an in-memory exporter.
+"""OpenTelemetry: a span for the run and one per attempt, and the run's metrics, read back in memory.
 
-Each case runs in a process of its own: a tracer provider is set once per process, for good.
+Each case runs in a process of its own: a provider is set once per process, for good.
 """
 
 from __future__ import annotations
@@ -61,6 +61,31 @@ spans = [
 print(json.dumps({"exit_code": result.exit_code, "spans": spans}))
 """
 
+MEASURED = """
+import json, sys
+from opentelemetry import metrics
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+reader = InMemoryMetricReader()
+metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+
+from batchframe.run.commands import run_project
+
+result = run_project("job.py", output_dir="out")
+found = {}
+for resource in reader.get_metrics_data().resource_metrics:
+    for scope in resource.scope_metrics:
+        for metric in scope.metrics:
+            for point in metric.data.data_points:
+                labels = dict(point.attributes)
+                value = getattr(point, "value", None)
+                if value is None:
+                    value = {"count": point.count, "sum": point.sum}
+                found.setdefault(metric.name, []).append([labels, value])
+print(json.dumps({"exit_code": result.exit_code, "metrics": found}))
+"""
+
 UNTRACED = """
 import sys
 from batchframe.run.commands import run_project
@@ -106,6 +131,23 @@ def test_a_span_for_the_run_and_one_per_attempt(tmp_path: Path, executor: str) -
     }
 
 
+@pytest.mark.timeout(120)
+def test_the_run_s_metrics_as_opentelemetry_instruments(tmp_path: Path) -> None:
+    found: dict[str, Any] = json.loads(_run(tmp_path, MEASURED))
+    assert found["exit_code"] == 3
+    measured = found["metrics"]
+    labels = {"project": "job", "config": ""}
+    items = {entry[0]["outcome"]: entry[1] for entry in measured["batchframe.items"]}
+    assert items == {"succeeded": 5, "failed": 1, "not_processed": 0}
+    assert all(
+        {k: v for k, v in entry[0].items() if k != "outcome"} == labels for entry in measured["batchframe.items"]
+    )
+    assert measured["batchframe.retries"] == [[labels, 0]]
+    assert measured["batchframe.run.in_progress"] == [[labels, 0.0]]
+    ((duration_labels, duration),) = measured["batchframe.item.duration"]
+    assert duration_labels == labels and duration["count"] == 6 and duration["sum"] >= 0.006
+
+
 @pytest.mark.timeout(60)
 def test_without_the_variables_nothing_is_set_up_or_imported(tmp_path: Path) -> None:
     assert _run(tmp_path, UNTRACED) == "False"
@@ -120,6 +162,9 @@ def test_the_console_exporter_from_the_standard_variables(tmp_path: Path) -> Non
     assert result.returncode == 3
     assert result.stderr.count('"name": "batchframe item"') == 6
     assert '"service.name": "rows-push"' in result.stderr
+    measured = batchframe_cli("exec", "job.py", "-d", "out", cwd=tmp_path, OTEL_METRICS_EXPORTER="console")
+    assert measured.returncode == 3
+    assert '"name": "batchframe.items"' in measured.stderr and '"name": "batchframe.item.duration"' in measured.stderr
 
 
 def test_an_exporter_batchframe_does_not_set_up_is_a_usage_error(tmp_path: Path) -> None:
