@@ -173,3 +173,57 @@ def test_an_exporter_batchframe_does_not_set_up_is_a_usage_error(tmp_path: Path)
     assert result.returncode == 2
     assert "OTEL_TRACES_EXPORTER=zipkin is not an exporter batchframe sets up" in " ".join(result.stderr.split())
     assert "Traceback" not in result.stderr
+
+
+USER_SPANS = """
+from opentelemetry import trace
+
+from batchframe import Service, Source
+
+tracer = trace.get_tracer("my_job")
+
+
+class Rows(Source[int]):
+    def __iter__(self):
+        return iter(range(4))
+
+
+class Push(Service[int]):
+    def process(self, row):
+        with tracer.start_as_current_span("push row") as span:
+            span.set_attribute("row", row)
+"""
+
+
+def _printed_spans(text: str) -> list[dict[str, Any]]:
+    """The spans the console exporter printed (indented JSON objects, among log lines)."""
+    decoder, spans, at = json.JSONDecoder(), [], 0
+    while (at := text.find("{\n", at)) != -1:
+        try:
+            found, end = decoder.raw_decode(text, at)
+        except ValueError:
+            at += 1
+            continue
+        if isinstance(found, dict) and "context" in found:
+            spans.append(found)
+        at = end
+    return spans
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("executor", ["asyncio", "processes"])
+def test_the_spans_of_process_nest_under_their_attempt_even_in_worker_processes(tmp_path: Path, executor: str) -> None:
+    build_file_tree(tmp_path, {"job.py": USER_SPANS})
+    result = batchframe_cli(
+        "exec", "job.py", "-d", "out", "-p", f"executor={executor}", cwd=tmp_path, OTEL_TRACES_EXPORTER="console"
+    )
+    assert result.returncode == 0, result.stderr
+    spans = _printed_spans(result.stderr)
+    attempts = {span["context"]["span_id"]: span for span in spans if span["name"] == "batchframe item"}
+    pushes = [span for span in spans if span["name"] == "push row"]
+    (run,) = [span for span in spans if span["name"] == "batchframe run"]
+    assert len(attempts) == 4 and len(pushes) == 4
+    for push in pushes:
+        attempt = attempts[push["parent_id"]]  # under the attempt that ran it
+        assert attempt["attributes"]["batchframe.item.index"] == push["attributes"]["row"]
+        assert push["context"]["trace_id"] == run["context"]["trace_id"]

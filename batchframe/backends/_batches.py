@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from batchframe.backends import MAX_BATCH, NOT_STARTED, NotStarted
+from batchframe.backends import MAX_BATCH, NOT_STARTED, NotStarted, _trace_context
 from batchframe.backends._worker import ItemNotPicklable, batch_payload, pickled
 
 TARGET_BATCH_S = 0.1
@@ -126,6 +126,8 @@ class Batcher:
         if self._held:  # a pause or a stop began: the driver keeps the item
             raise NotStarted("the back end is holding items")
         future: asyncio.Future[Exception | None] = self._loop.create_future()
+        if _trace_context.carrier is not None:  # a traced run: the worker runs the item in its attempt's trace
+            item = _trace_context.with_context(item)
         entry = _Pending(item, future)
         self._pending.append(entry)
         self._schedule_dispatch()

@@ -46,6 +46,7 @@ from batchframe.backends import NOT_STARTED, item_timed_out
 from batchframe.backends._factory import build, remove_workdir
 from batchframe.backends._loop import ServiceLoop, hook_result
 from batchframe.backends._pickling import RunModules, dumps, dumps_each, loads, loads_each
+from batchframe.backends._trace_context import Traced, attached
 from batchframe.backends._worker_logs import LogSink, forward_logs, route_logs, unroute_logs, working_for
 from batchframe.retry import Retry, is_retryable
 
@@ -260,7 +261,11 @@ def run_one(key: str, item: Any) -> Outcome:
         return transportable(item.error, key)
     try:
         with working_for(key):
-            _process(run, item)
+            if type(item) is Traced:
+                with attached(item.carrier):
+                    _process(run, item.item)
+            else:
+                _process(run, item)
     except BaseException as exc:  # KeyboardInterrupt, SystemExit... from user code: this item fails, the worker goes on
         return transportable(exc, key)
     return None

@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import copy
 import datetime
+import functools
 import inspect
 import logging
 import pathlib
@@ -249,8 +251,10 @@ def _timed_out(timeout_s: float, still_running: asyncio.Future[Any] | None) -> T
 
 
 def _in_thread(process: Any, pool: ThreadPoolExecutor) -> ItemCall:
+    # In the caller's context, as asyncio.to_thread: contextvars (an OpenTelemetry span) reach process.
     async def call(item: Any) -> Any:
-        return await _awaited(await asyncio.get_running_loop().run_in_executor(pool, process, item))
+        run = contextvars.copy_context().run
+        return await _awaited(await asyncio.get_running_loop().run_in_executor(pool, run, process, item))
 
     return call
 
@@ -291,7 +295,7 @@ def _in_thread_with_timeout(
 
     async def call(item: Any) -> Any:
         loop = asyncio.get_running_loop()
-        job = threads.submit(process, item)
+        job = threads.submit(functools.partial(contextvars.copy_context().run, process), item)
         try:
             await job.started  # waiting for a free thread does not count
             started_at = loop.time()

@@ -16,8 +16,9 @@ The attempt spans are made in the run's own process, around the back end's call,
 (so those of ``processes`` and ``dask`` belong to the run's trace like the others): a span per
 attempt, child of the run's span, with ``batchframe.run_id``, ``batchframe.item.index``,
 ``batchframe.item.attempt``, ``batchframe.outcome`` (``success``, ``error``, ``cancelled``) and, for
-an error, ``error.type``. On ``asyncio`` and ``threads`` the attempt's span is the current span while
-``process`` runs, so spans of the user's code (an instrumented HTTP client) nest under it.
+an error, ``error.type``. The attempt's span is the current span while ``process`` runs, in this
+process or in a worker process (``backends._trace_context`` sends its context with the item), so
+spans of the user's code (an instrumented HTTP client) nest under it.
 
 The metrics are those of ``-p metrics_textfile`` (``run.metrics``) as OpenTelemetry instruments:
 observable counters and gauges read from the run's counters when exported, and the
@@ -35,7 +36,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from batchframe._text import safe_str
-from batchframe.backends import ItemCall
+from batchframe.backends import ItemCall, _trace_context
+from batchframe.backends._otel_setup import meter_provider, tracer_provider
 from batchframe.errors import UsageError
 from batchframe.runfolder.stats import Stats
 
@@ -51,7 +53,6 @@ _ENDPOINTS = {
     "TRACES": ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
     "METRICS": ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"),
 }
-_EXPORTERS = ("otlp", "console", "none")
 
 
 def _asked(signal: str) -> bool:
@@ -95,57 +96,6 @@ def _import_otel() -> None:
         ) from None
 
 
-def _exporters(signal: str) -> list[str]:
-    names = [name.strip() for name in os.environ.get(f"OTEL_{signal}_EXPORTER", "otlp").lower().split(",")]
-    for name in names:
-        if name and name not in _EXPORTERS:
-            raise UsageError(
-                f"OTEL_{signal}_EXPORTER={name} is not an exporter batchframe sets up.",
-                hint="Use otlp, console or none (or set a provider in your own code).",
-            )
-    return [name for name in names if name and name != "none"]
-
-
-def _otlp(module: str, name: str) -> Any:
-    try:
-        return getattr(__import__(f"opentelemetry.exporter.otlp.proto.http.{module}", fromlist=[name]), name)
-    except ImportError:
-        raise UsageError(
-            "OTEL_..._EXPORTER=otlp needs the OTLP exporter, which is not installed.",
-            hint="pip install 'batchframe[otel]'",
-        ) from None
-
-
-def _tracer_provider() -> Any:
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
-
-    provider = TracerProvider(resource=Resource.create())  # OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES
-    for name in _exporters("TRACES"):
-        exporter = (
-            ConsoleSpanExporter(out=sys.stderr) if name == "console" else _otlp("trace_exporter", "OTLPSpanExporter")()
-        )
-        provider.add_span_processor(BatchSpanProcessor(exporter))
-    return provider
-
-
-def _meter_provider() -> Any:
-    from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, PeriodicExportingMetricReader
-    from opentelemetry.sdk.resources import Resource
-
-    readers = []
-    for name in _exporters("METRICS"):
-        exporter = (
-            ConsoleMetricExporter(out=sys.stderr)
-            if name == "console"
-            else _otlp("metric_exporter", "OTLPMetricExporter")()
-        )
-        readers.append(PeriodicExportingMetricReader(exporter))  # OTEL_METRIC_EXPORT_INTERVAL
-    return MeterProvider(resource=Resource.create(), metric_readers=readers)
-
-
 class RunTelemetry:
     """The run's span, a span per attempt under it, and its metrics; each only when wanted.
 
@@ -173,7 +123,7 @@ class RunTelemetry:
             from opentelemetry import trace
 
             if not _has_tracer_provider():
-                provider = _tracer_provider()
+                provider = tracer_provider()
                 trace.set_tracer_provider(provider)
                 self._set_up.append(provider)
             self.tracer = trace.get_tracer("batchframe", __version__)
@@ -181,6 +131,7 @@ class RunTelemetry:
             attributes["batchframe.config"] = config or ""
             self.span = self.tracer.start_span("batchframe run", attributes=attributes)
             self._context = trace.set_span_in_context(self.span)
+            _trace_context.carrier = _current_headers  # items sent to workers carry their attempt's context
         if metrics:
             self._meters(__version__)
         self.exit_code: int | None = None
@@ -189,7 +140,7 @@ class RunTelemetry:
         from opentelemetry import metrics
 
         if not _has_meter_provider():
-            provider = _meter_provider()
+            provider = meter_provider()
             metrics.set_meter_provider(provider)
             self._set_up.append(provider)
         meter = metrics.get_meter("batchframe", version)
@@ -269,6 +220,7 @@ class RunTelemetry:
     def end(self, outcome: str, exit_code: int) -> None:
         """End the run's span; export what the providers batchframe set up still hold."""
         self.exit_code = exit_code
+        _trace_context.carrier = None
         if self.span is not None:
             from opentelemetry import trace
 
@@ -280,3 +232,12 @@ class RunTelemetry:
         for provider in self._set_up:
             with contextlib.suppress(Exception):  # a collector that is down: the run's outcome is unchanged
                 provider.force_flush()
+
+
+def _current_headers() -> dict[str, str]:
+    """The current trace context as W3C headers (``traceparent``), for a worker process."""
+    from opentelemetry import propagate
+
+    headers: dict[str, str] = {}
+    propagate.inject(headers)
+    return headers
