@@ -23,7 +23,6 @@ import asyncio
 import collections
 import functools
 import json
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from _common import byte_compile_batchframe, report, write_project
-from rate_limit import PROJECT, _api_stats, _wait_listening
+from rate_limit import PROJECT, _api_stats, serve, start_api
 
 PHASES = ((10.0, 100), (10.0, 40), (None, 150))
 """(seconds, capacity per sliding second) from a client's first request; the last phase lasts."""
@@ -88,48 +87,6 @@ class _Api:
         return status
 
 
-def serve() -> None:
-    """Run the API on 127.0.0.1, a free port; print the port on stdout once listening."""
-    import uvicorn
-    from starlette.applications import Starlette
-    from starlette.requests import Request
-    from starlette.responses import JSONResponse, Response
-    from starlette.routing import Route
-
-    api = _Api()
-
-    async def rows(request: Request) -> Response:
-        status = api.answer(int((await request.json())["row"]))
-        return Response(status_code=status, headers={"Retry-After": "1"} if status == 429 else None)
-
-    async def stats(request: Request) -> Response:
-        return JSONResponse({**api.counts, "delivered": len(api.delivered)})
-
-    async def reset(request: Request) -> Response:
-        api.reset()
-        return Response(status_code=204)
-
-    app = Starlette(
-        routes=[
-            Route("/rows", rows, methods=["POST"]),
-            Route("/stats", stats),
-            Route("/reset", reset, methods=["POST"]),
-        ]
-    )
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    print(sock.getsockname()[1], flush=True)
-    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
-
-
-def _start_api() -> tuple[subprocess.Popen[str], str]:
-    process = subprocess.Popen([sys.executable, __file__, "--serve"], stdout=subprocess.PIPE, text=True)
-    assert process.stdout is not None
-    base = f"http://127.0.0.1:{int(process.stdout.readline())}"
-    _wait_listening(base)
-    return process, base
-
-
 def run_batchframe(base: str, rows: int, *params: str) -> dict[str, Any]:
     """``batchframe exec`` on the job with ``params``: its wall time and its limits at the end."""
     path = write_project(PROJECT)
@@ -181,10 +138,10 @@ def main() -> None:
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve()
+        serve(_Api())
         return
     byte_compile_batchframe()
-    api, base = _start_api()
+    api, base = start_api(__file__)
     rows: list[tuple[str, str]] = []
     try:
         clients = {

@@ -14,24 +14,7 @@ import subprocess
 import sys
 
 from _common import byte_compile_batchframe, report, write_project
-
-PROJECT = """
-from batchframe import BatchframeParam, Service, Source
-
-class Items(Source[int]):
-    def __init__(self, count: BatchframeParam[int] = 1000):
-        self.count = count
-
-    def __len__(self):
-        return self.count
-
-    def __iter__(self):
-        return iter(range(self.count))
-
-class Noop(Service[int]):
-    async def process(self, item):
-        return None
-"""
+from throughput import PROJECT
 
 RUN = """
 import sys, time

@@ -108,15 +108,16 @@ class _Api:
         return status
 
 
-def serve() -> None:
-    """Run the API on 127.0.0.1, a free port; print the port on stdout once listening."""
+def serve(api: Any) -> None:
+    """Run ``api`` (``answer(row)``, ``counts``, ``delivered``, ``reset()``) on 127.0.0.1, a free port.
+
+    The port is printed on stdout once listening (``start_api`` reads it).
+    """
     import uvicorn
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
-
-    api = _Api()
 
     async def rows(request: Request) -> Response:
         status = api.answer(int((await request.json())["row"]))
@@ -142,8 +143,9 @@ def serve() -> None:
     uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
 
 
-def _start_api() -> tuple[subprocess.Popen[str], str]:
-    process = subprocess.Popen([sys.executable, __file__, "--serve"], stdout=subprocess.PIPE, text=True)
+def start_api(script: str = __file__) -> tuple[subprocess.Popen[str], str]:
+    """Run ``script --serve`` (this benchmark's API, or another's) and wait until it listens."""
+    process = subprocess.Popen([sys.executable, script, "--serve"], stdout=subprocess.PIPE, text=True)
     assert process.stdout is not None
     base = f"http://127.0.0.1:{int(process.stdout.readline())}"
     _wait_listening(base)
@@ -241,10 +243,10 @@ def main() -> None:
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve()
+        serve(_Api())
         return
     byte_compile_batchframe()
-    api, base = _start_api()
+    api, base = start_api()
     try:
         ours = run_batchframe(base, args.rows)
         ours_counts = _api_stats(base)

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal, TypeVar, Union
 
 from batchframe._text import shortened, unprintable
 from batchframe.configuration import Configuration
-from batchframe.errors import ConfigError
+from batchframe.errors import ConfigError, ParamError
 from batchframe.project.log_levels import LogLevels
 from batchframe.project.params import ParamSpec
 from batchframe.project.parsing import shown_value
@@ -153,3 +153,22 @@ def _members_match(origin: type, args: tuple[Any, ...], value: Any) -> bool:
 
 def _is_protocol(cls: type) -> bool:
     return bool(getattr(cls, "_is_protocol", False))
+
+
+def check_http_url(name: str, url: str | None, example: str) -> None:
+    """Refuse a URL setting (``notify_url``, ``metrics_pushgateway``) that is not http(s) with a host.
+
+    Raises:
+        ParamError: another scheme (``ftp://``), no host, or not a URL at all.
+    """
+    if url is None:
+        return
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ParamError(
+            f"{name} must be an http:// or https:// URL with a host, got {url!r}.",
+            hint=f"Set it with -p {name}={example} (or in your config).",
+            param=name,
+        )

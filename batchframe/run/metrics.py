@@ -19,12 +19,12 @@ import logging
 import os
 import threading
 import time
-import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from batchframe.errors import ParamError, UsageError
+from batchframe.project.config_values import check_http_url
 from batchframe.runfolder.report import Latency
 from batchframe.runfolder.stats import Stats
 
@@ -55,14 +55,7 @@ def check_metrics(textfile: str | None, pushgateway: str | None) -> None:
                 hint="Give a file in a writable folder, e.g. -p metrics_textfile=/var/lib/node_exporter/run.prom",
                 param="metrics_textfile",
             )
-    if pushgateway is not None:
-        parts = urllib.parse.urlsplit(pushgateway)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ParamError(
-                f"metrics_pushgateway must be an http:// or https:// URL, got {pushgateway!r}.",
-                hint="e.g. -p metrics_pushgateway=http://pushgateway:9091",
-                param="metrics_pushgateway",
-            )
+    check_http_url("metrics_pushgateway", pushgateway, "http://pushgateway:9091")
     try:
         import prometheus_client  # noqa: F401
     except ImportError:

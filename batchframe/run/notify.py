@@ -17,7 +17,7 @@ import urllib.request
 from collections.abc import Mapping
 from typing import Any
 
-from batchframe.errors import ParamError
+from batchframe.project.config_values import check_http_url
 from batchframe.secret import redact
 
 logger = logging.getLogger(__name__)
@@ -34,15 +34,7 @@ def check_notify_url(url: str | None) -> None:
     Raises:
         ParamError: another scheme (``ftp://``), no host, or not a URL at all.
     """
-    if url is None:
-        return
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ParamError(
-            f"notify_url must be an http:// or https:// URL with a host, got {url!r}.",
-            hint="Set it with -p notify_url=https://hooks.example.com/batchframe (or none for no notification).",
-            param="notify_url",
-        )
+    check_http_url("notify_url", url, "https://hooks.example.com/batchframe")
 
 
 def notify(url: str, report: Mapping[str, Any]) -> str | None:
