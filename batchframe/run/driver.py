@@ -633,7 +633,7 @@ class Driver:
         active = self._active
         saving, limit = self._saving, self._unsaved_limit
         latency, started, clock = stats.report.latency, self.throttle.started_at, time.perf_counter
-        ticks = 0
+        untimed = 0  # attempts to run before the next one is timed
         traced = self.telemetry
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
@@ -658,8 +658,12 @@ class Driver:
             active[work.index] = work
             # Latency: every attempt of the first LATENCY_ALL, then one in LATENCY_EVERY (a clock read and a
             # histogram entry per item would cost the per-item path a fifth of its speed).
-            ticks += 1
-            timed = not ticks % LATENCY_EVERY or latency.count < LATENCY_ALL
+            if untimed:
+                untimed -= 1
+                timed = False
+            else:
+                timed = True
+                untimed = 0 if latency.count < LATENCY_ALL else LATENCY_EVERY - 1
             began = clock() if timed else 0.0
             try:
                 if traced is None:

@@ -21,7 +21,7 @@ from typing import Any
 
 LATENCY_ALL = 2000
 """Every attempt's latency is measured until this many are; then one attempt in ``LATENCY_EVERY``."""
-LATENCY_EVERY = 8
+LATENCY_EVERY = 32
 SUB_BUCKETS = 8
 """Buckets per doubling of the latency histogram."""
 _SUB_BITS = 3
