@@ -20,18 +20,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import collections
-import functools
-import json
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
-from typing import Any
 
-from _common import byte_compile_batchframe, report, write_project
-from rate_limit import PROJECT, _api_stats, serve, start_api
+from _common import byte_compile_batchframe, report
+from rate_limit import Api, _api_stats, aiometer_rows, run_batchframe, serve, start_api
 
 PHASES = ((10.0, 100), (10.0, 40), (None, 150))
 """(seconds, capacity per sliding second) from a client's first request; the last phase lasts."""
@@ -59,69 +51,6 @@ def ideal_s(rows: int) -> float:
     raise AssertionError("the last phase lasts")
 
 
-class _Api:
-    """A sliding window of admitted calls whose capacity follows ``PHASES`` from the first call."""
-
-    def __init__(self) -> None:
-        self.reset()
-
-    def reset(self) -> None:
-        self.admitted: collections.deque[float] = collections.deque()
-        self.counts = {"200": 0, "429": 0, "500": 0}
-        self.delivered: set[int] = set()
-        self.first: float | None = None
-
-    def answer(self, row: int) -> int:
-        now = time.monotonic()
-        if self.first is None:
-            self.first = now
-        while self.admitted and self.admitted[0] <= now - 1.0:
-            self.admitted.popleft()
-        if len(self.admitted) >= capacity_at(now - self.first):
-            status = 429
-        else:
-            self.admitted.append(now)
-            status = 200
-            self.delivered.add(row)
-        self.counts[str(status)] += 1
-        return status
-
-
-def run_batchframe(base: str, rows: int, *params: str) -> dict[str, Any]:
-    """``batchframe exec`` on the job with ``params``: its wall time and its limits at the end."""
-    path = write_project(PROJECT)
-    output = Path(tempfile.mkdtemp(prefix="batchframe-bench-"))
-    command = [str(Path(sys.executable).parent / "batchframe"), "exec", str(path), "-d", str(output)]
-    for param in (f"rows={rows}", f"url={base}/rows", f"concurrency={CONCURRENCY}", *params):
-        command += ["-p", param]
-    started = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL)
-    wall_s = time.perf_counter() - started
-    assert done.returncode == 0, done.stderr
-    summary = json.loads(next(output.iterdir()).joinpath("summary.json").read_text())
-    return {"wall_s": wall_s, "limits": summary["limits"]}
-
-
-async def _aiometer_rows(base: str, rows: int) -> float:
-    import aiometer
-    import httpx
-
-    async def post(client: httpx.AsyncClient, row: int) -> None:
-        while True:
-            response = await client.post(f"{base}/rows", json={"row": row})
-            if response.status_code == 429:
-                await asyncio.sleep(float(response.headers["Retry-After"]))
-                continue
-            response.raise_for_status()
-            return
-
-    started = time.perf_counter()
-    async with httpx.AsyncClient() as client:
-        jobs = [functools.partial(post, client, row) for row in range(rows)]
-        await aiometer.run_all(jobs, max_at_once=CONCURRENCY, max_per_second=AIOMETER_RATE)
-    return time.perf_counter() - started
-
-
 def _row(label: str, wall_s: float, counts: dict[str, int], rows: int, extra: str = "") -> tuple[str, str]:
     requests = counts["200"] + counts["429"]
     share = counts["429"] / requests if requests else 0.0
@@ -138,7 +67,7 @@ def main() -> None:
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve(_Api())
+        serve(Api(capacity=capacity_at, failure_rate=0.0))
         return
     byte_compile_batchframe()
     api, base = start_api(__file__)
@@ -160,7 +89,7 @@ def main() -> None:
             )
             rows.append(_row(label, result["wall_s"], _api_stats(base), args.rows, extra))
             time.sleep(1.1)  # the API's window empties between the runs
-        wall_s = asyncio.run(_aiometer_rows(base, args.rows))
+        wall_s = asyncio.run(aiometer_rows(base, args.rows, AIOMETER_RATE))
         rows.append(_row(f"aiometer at {AIOMETER_RATE}/s (baseline)", wall_s, _api_stats(base), args.rows))
     finally:
         api.terminate()

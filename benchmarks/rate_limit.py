@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -81,10 +82,20 @@ class Post(Service[int]):
 # ----------------------------------------------------------------------------------------- the API
 
 
-class _Api:
-    """The API's state: a sliding window of admitted calls, its counters, the seeded 500s."""
+class Api:
+    """The API's state: a sliding window of admitted calls, its counters, the seeded 500s.
 
-    def __init__(self) -> None:
+    Args:
+        capacity: the calls admitted in any sliding second, given the seconds since the first call
+            (``benchmarks/adaptive.py`` changes it during the run).
+        failure_rate: the share of admitted calls answered 500.
+    """
+
+    def __init__(
+        self, capacity: Callable[[float], int] = lambda elapsed_s: WINDOW_CAPACITY, failure_rate: float = FAILURE_RATE
+    ) -> None:
+        self.capacity = capacity
+        self.failure_rate = failure_rate
         self.reset()
 
     def reset(self) -> None:
@@ -92,16 +103,19 @@ class _Api:
         self.counts = {"200": 0, "429": 0, "500": 0}
         self.delivered: set[int] = set()
         self.random = random.Random(SEED)
+        self.first: float | None = None
 
     def answer(self, row: int) -> int:
         now = time.monotonic()
+        if self.first is None:
+            self.first = now
         while self.admitted and self.admitted[0] <= now - 1.0:
             self.admitted.popleft()
-        if len(self.admitted) >= WINDOW_CAPACITY:
+        if len(self.admitted) >= self.capacity(now - self.first):
             status = 429
         else:
             self.admitted.append(now)  # an admitted call counts in the window, whatever its answer
-            status = 500 if self.random.random() < FAILURE_RATE else 200
+            status = 500 if self.random.random() < self.failure_rate else 200
         self.counts[str(status)] += 1
         if status == 200:
             self.delivered.add(row)
@@ -177,12 +191,13 @@ def _api_stats(base: str) -> dict[str, int]:
 # ------------------------------------------------------------------------------------- the clients
 
 
-def run_batchframe(base: str, rows: int) -> dict[str, Any]:
-    """``batchframe exec`` on the job: whole-process wall time, the run's own duration, its cool-downs."""
+def run_batchframe(base: str, rows: int, *params: str) -> dict[str, Any]:
+    """``batchframe exec`` on the job with ``params``: whole-process wall time, the run's own duration,
+    its cool-downs and its limits at the end."""
     path = write_project(PROJECT)
     output = Path(tempfile.mkdtemp(prefix="batchframe-bench-"))
     command = [str(Path(sys.executable).parent / "batchframe"), "exec", str(path), "-d", str(output)]
-    for param in (f"rows={rows}", f"url={base}/rows", f"max_per_second={RATE_PER_S}", f"concurrency={CONCURRENCY}"):
+    for param in (f"rows={rows}", f"url={base}/rows", f"concurrency={CONCURRENCY}", *params):
         command += ["-p", param]
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL)
@@ -190,10 +205,16 @@ def run_batchframe(base: str, rows: int) -> dict[str, Any]:
     assert done.returncode == 0, done.stderr
     summary = json.loads(next(output.iterdir()).joinpath("summary.json").read_text())
     cooldowns = sum("Rate limited" in line for line in done.stderr.splitlines())
-    return {"wall_s": wall_s, "run_s": float(summary["duration_s"]), "cooldowns": cooldowns}
+    return {
+        "wall_s": wall_s,
+        "run_s": float(summary["duration_s"]),
+        "cooldowns": cooldowns,
+        "limits": summary["limits"],
+    }
 
 
-async def _aiometer_rows(base: str, rows: int) -> float:
+async def aiometer_rows(base: str, rows: int, rate: float = RATE_PER_S) -> float:
+    """aiometer.run_all at ``rate``: each task waits out its 429s and retries its 500s by hand; the wall time."""
     import aiometer
     import httpx
 
@@ -216,13 +237,13 @@ async def _aiometer_rows(base: str, rows: int) -> float:
     started = time.perf_counter()
     async with httpx.AsyncClient() as client:
         jobs = [functools.partial(post, client, row) for row in range(rows)]
-        await aiometer.run_all(jobs, max_at_once=CONCURRENCY, max_per_second=RATE_PER_S)
+        await aiometer.run_all(jobs, max_at_once=CONCURRENCY, max_per_second=rate)
     return time.perf_counter() - started
 
 
 def run_aiometer(base: str, rows: int) -> dict[str, Any]:
     """The baseline, in this process (the API runs in its own)."""
-    return {"wall_s": asyncio.run(_aiometer_rows(base, rows))}
+    return {"wall_s": asyncio.run(aiometer_rows(base, rows))}
 
 
 # -------------------------------------------------------------------------------------------- main
@@ -243,12 +264,12 @@ def main() -> None:
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve(_Api())
+        serve(Api())
         return
     byte_compile_batchframe()
     api, base = start_api()
     try:
-        ours = run_batchframe(base, args.rows)
+        ours = run_batchframe(base, args.rows, f"max_per_second={RATE_PER_S}")
         ours_counts = _api_stats(base)
         time.sleep(1.1)  # the API's window empties between the runs
         theirs = run_aiometer(base, args.rows)
