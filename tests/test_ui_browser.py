@@ -204,15 +204,21 @@ def test_a_bad_value_is_shown_next_to_its_field_and_kept(browser: Any, ui: UI) -
     assert not ui.out.exists() or not any(ui.out.iterdir())  # no run was started
 
 
-@pytest.mark.timeout(120)
-def test_pause_resume_and_stop_a_running_run(browser: Any, ui: UI) -> None:
+def _start_slow_run(browser: Any, ui: UI, *, concurrency: int) -> Any:
+    """From the form: 3,000 items of 20 ms at ``concurrency``; the page once the run is running."""
     page = _page(browser, ui)
     page.locator("[name=count]").fill("3000")
     page.locator("[name=delay]").fill("0.02")
     page.locator("details.runtime summary").click()
-    page.locator("[name=concurrency]").fill("2")
+    page.locator("[name=concurrency]").fill(str(concurrency))
     page.get_by_role("button", name="Start run").click()
     _wait_text(page, "#run-state", r"running")
+    return page
+
+
+@pytest.mark.timeout(120)
+def test_pause_resume_and_stop_a_running_run(browser: Any, ui: UI) -> None:
+    page = _start_slow_run(browser, ui, concurrency=2)
 
     page.get_by_role("button", name="Pause").click()
     _wait_text(page, "#run-state", r"paused")
@@ -237,13 +243,7 @@ def test_pause_resume_and_stop_a_running_run(browser: Any, ui: UI) -> None:
 
 @pytest.mark.timeout(120)
 def test_tune_a_running_run_from_its_page(browser: Any, ui: UI) -> None:
-    page = _page(browser, ui)
-    page.locator("[name=count]").fill("3000")
-    page.locator("[name=delay]").fill("0.02")
-    page.locator("details.runtime summary").click()
-    page.locator("[name=concurrency]").fill("4")
-    page.get_by_role("button", name="Start run").click()
-    _wait_text(page, "#run-state", r"running")
+    page = _start_slow_run(browser, ui, concurrency=4)
     assert page.locator("#run-limit").inner_text() == "none"
     assert page.locator("#run-concurrency").inner_text() == "4"
 
