@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import batchframe_cli, build_file_tree, only_run_dir
+from helpers import batchframe_cli, build_file_tree, only_run_dir, start_batchframe
 
 JOB = """
 from batchframe import BatchframeParam, Secret, Service, Source
@@ -127,3 +129,43 @@ def test_a_bad_notify_url_is_a_usage_error(tmp_path: Path, url: str) -> None:
     assert result.returncode == 2
     assert "notify_url must be an http:// or https:// URL with a host" in " ".join(result.stderr.split())
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.timeout(60)
+def test_a_second_signal_cuts_a_slow_notification_short_and_the_summary_is_kept(tmp_path: Path) -> None:
+    arrived = threading.Event()
+
+    class Slow(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            arrived.set()
+            time.sleep(8)  # an endpoint that hangs (the client gives up after 5 s)
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        build_file_tree(tmp_path, {"job.py": JOB})
+        url = f"http://127.0.0.1:{server.server_port}/hook"
+        run = start_batchframe(
+            "exec", "job.py", "-d", "out", "-p", f"notify_url={url}", cwd=tmp_path, BATCHFRAME_PARAM_TOKEN="t"
+        )
+        assert arrived.wait(30), "the notification never came"
+        summary_path = only_run_dir(tmp_path / "out") / "summary.json"
+        assert summary_path.exists()  # written before the notification: a signal now loses nothing
+        run.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        run.send_signal(signal.SIGTERM)
+        _, err = run.communicate(timeout=20)
+        assert run.returncode == 3, err  # what the items did
+        warnings = json.loads(summary_path.read_text())["warnings"]
+        assert warnings == [
+            "The metrics and the notification at the end of the run were cut short (received SIGTERM twice)."
+        ]
+        assert "Traceback" not in err
+    finally:
+        server.shutdown()
+        server.server_close()

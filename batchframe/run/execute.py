@@ -302,6 +302,17 @@ def _telemetry(plan: RunPlan, driver: Driver) -> RunTelemetry | None:
     )
 
 
+def _told_the_outside(
+    supervisor: Supervisor, config: Any, report: dict[str, Any], metrics: RunMetrics | None, exit_code: int
+) -> list[str]:
+    """``_tell_the_outside`` as the end of a run goes: a signal lets it finish, a second one cuts it short."""
+    with _signals_while_ending(supervisor):
+        try:
+            return _tell_the_outside(config, report, metrics, exit_code)
+        except EndingInterrupted as exc:
+            return [f"The metrics and the notification at the end of the run were cut short ({exc})."]
+
+
 def _tell_the_outside(config: Any, report: dict[str, Any], metrics: RunMetrics | None, exit_code: int) -> list[str]:
     """The last metrics and the webhook, once the report is made; what failed, as warnings (never a failed run)."""
     warnings = []
@@ -455,8 +466,11 @@ def _end(
     if driver.telemetry is not None:
         driver.telemetry.end(report["outcome"], exit_code)
     if not plan.quiet:
-        report["warnings"] += _tell_the_outside(wired.config, report, metrics, exit_code)
-        summary.write_json(plan.run_dir, report)
+        summary.write_json(plan.run_dir, report)  # before the notifications: a signal meanwhile loses nothing
+        told = _told_the_outside(supervisor, wired.config, report, metrics, exit_code)
+        if told:
+            report["warnings"] += told
+            summary.write_json(plan.run_dir, report)
         if supervisor.link is not None:
             supervisor.link.finish(report["outcome"], exit_code)
         if plan.log_format == "json":  # the summary as one object, on the console and in logs.txt
