@@ -14,8 +14,7 @@ from typing import Any
 
 from batchframe.configuration import Configuration
 from batchframe.errors import ParamError, RunError
-from batchframe.project.params import params_of_class, split_assignments
-from batchframe.project.parsing import parse_value
+from batchframe.project.params import params_of_class, resolve_values, split_assignments
 from batchframe.run.limits import TUNABLE, DriverSettings
 from batchframe.runfolder.live import read_status, send_control
 
@@ -35,24 +34,15 @@ def parse_tune(assignments: Iterable[str]) -> dict[str, Any]:
             "Nothing to tune: give at least one -p NAME=VALUE.",
             hint=f"A running run takes: {', '.join(TUNABLE)}, e.g. -p max_per_second=5",
         )
-    specs = {spec.name: spec for spec in params_of_class(Configuration) if spec.name in TUNABLE}
-    values: dict[str, Any] = {}
-    for name, raws in given.items():
-        spec = specs.get(name)
-        if spec is None:
-            raise ParamError(
-                f"{name} cannot be changed while a run goes.",
-                hint=f"A running run takes: {', '.join(TUNABLE)}. Others need a new run (batchframe exec).",
-                param=name,
-            )
-        try:
-            values[name] = parse_value(spec.type, raws[-1])
-        except (ValueError, TypeError) as exc:
-            raise ParamError(
-                f"Parameter {name!r} expects {spec.type_name}, but got {raws[-1]!r}: {exc}.",
-                hint=f"Pass a valid value, e.g. -p {name}=... (see the type above).",
-                param=name,
-            ) from None
+    unknown = [name for name in given if name not in TUNABLE]
+    if unknown:
+        raise ParamError(
+            f"{unknown[0]} cannot be changed while a run goes.",
+            hint=f"A running run takes: {', '.join(TUNABLE)}. Others need a new run (batchframe exec).",
+            param=unknown[0],
+        )
+    specs = {spec.name: spec for spec in params_of_class(Configuration) if spec.name in given}
+    values = resolve_values(specs, given)  # -p's own parsing and messages (defaults of the others left out)
     DriverSettings(**{TUNABLE[name]: value for name, value in values.items()})  # the ranges, as -p
     return values
 
