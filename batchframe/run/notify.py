@@ -11,9 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Mapping
 from typing import Any
 
@@ -59,6 +57,9 @@ def notify(url: str, report: Mapping[str, Any]) -> str | None:
 
 def _post(url: str, body: bytes) -> str:
     """One POST; "" when it was answered 2xx, else what went wrong."""
+    import urllib.error  # 15 ms of imports (http.client, email): only for a run that notifies
+    import urllib.request
+
     request = urllib.request.Request(
         url, data=body, method="POST", headers={"Content-Type": "application/json", "User-Agent": "batchframe"}
     )
