@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from helpers import build_file_tree
+from helpers import build_file_tree, ray_head
 
 # pytest started in the background by a non-interactive shell (`pytest &`, some CI runners) inherits
 # SIGINT ignored, and so would every process the tests start: a Ctrl-C sent to one would be lost and the
@@ -46,6 +46,13 @@ def _location(module: object) -> str:
         return str(getattr(module, "__file__", None) or next(iter(getattr(module, "__path__", None) or [""]), ""))
     except KeyError:
         return ""
+
+
+@pytest.fixture(scope="session")
+def ray_address() -> Iterator[str]:
+    """One Ray cluster per test process, started when a test first asks for it (a Ray takes ~3 s to start)."""
+    with ray_head() as address:
+        yield address
 
 
 @pytest.fixture

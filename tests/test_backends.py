@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -12,12 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import batchframe_cli, build_file_tree, only_run_dir, read_jsonl, service_factory
+from helpers import batchframe_cli, build_file_tree, only_run_dir, read_jsonl
 
-from batchframe.backends import BackendError
-from batchframe.backends.dask import DaskBackend
-
-BACKENDS = ["asyncio", "threads", "processes", "dask"]
+BACKENDS = ["asyncio", "threads", "processes", "dask", "ray"]
 
 JOB = """
 import os
@@ -78,6 +74,16 @@ def done(job: Path) -> list[int]:
     return sorted(int(x) for x in path.read_text().split()) if path.exists() else []
 
 
+@pytest.fixture(autouse=True)
+def _ray_cases_share_a_cluster(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ray cases run on the test process's Ray cluster (``ray_address``), set as a user would
+    (``BATCHFRAME_PARAM_SCHEDULER``): a Ray of each run's own takes ~4 s to start and stop. The primes
+    example runs on a Ray of its own, as ``-p executor=ray`` alone does."""
+    callspec = getattr(request.node, "callspec", None)
+    if callspec is not None and callspec.params.get("backend") == "ray" and "primes" not in request.node.name:
+        monkeypatch.setenv("BATCHFRAME_PARAM_SCHEDULER", request.getfixturevalue("ray_address"))
+
+
 def exec_args(job: Path, backend: str, *extra: str) -> list[str]:
     return [
         "exec", "job.py", "-p", f"executor={backend}", "-p", f"state_dir={job / 'state'}",
@@ -128,7 +134,7 @@ def test_stop_persists_everything_and_resume_finishes(job: Path, backend: str) -
     assert done(job) == [i for i in range(200) if i % 10 != 7]
 
 
-@pytest.mark.parametrize("backend", ["processes", "dask"])
+@pytest.mark.parametrize("backend", ["processes", "dask", "ray"])
 def test_an_item_that_cannot_be_pickled_fails_and_the_run_goes_on(job: Path, backend: str) -> None:
     result = batchframe_cli(*exec_args(job, backend, "-p", "odd_item=true", "-p", "count=12"), cwd=job, timeout=120)
     assert result.returncode == 3, result.stderr
@@ -138,7 +144,7 @@ def test_an_item_that_cannot_be_pickled_fails_and_the_run_goes_on(job: Path, bac
     assert done(job) == [i for i in range(12) if i % 10 != 7 and i != 5]
 
 
-@pytest.mark.parametrize("backend", ["processes", "dask"])
+@pytest.mark.parametrize("backend", ["processes", "dask", "ray"])
 def test_a_worker_that_dies_mid_item_loses_nothing(job: Path, backend: str) -> None:
     result = batchframe_cli(*exec_args(job, backend, "-p", "die_at=4", "-p", "count=12"), cwd=job, timeout=180)
     assert result.returncode == 3, result.stderr
@@ -153,7 +159,7 @@ def test_a_worker_that_dies_mid_item_loses_nothing(job: Path, backend: str) -> N
 def test_an_unknown_executor_lists_the_valid_ones(job: Path) -> None:
     result = batchframe_cli(*exec_args(job, "gpu"), cwd=job)
     assert result.returncode == 2
-    assert "asyncio" in result.stderr and "processes" in result.stderr and "dask" in result.stderr
+    assert all(name in result.stderr for name in ("asyncio", "threads", "processes", "dask", "ray"))
 
 
 def test_an_unknown_executor_set_in_a_config_class(job: Path) -> None:
@@ -163,7 +169,9 @@ def test_an_unknown_executor_set_in_a_config_class(job: Path) -> None:
     result = batchframe_cli("exec", "job.py", "-p", f"state_dir={job / 'state'}", cwd=job)
     assert result.returncode == 2
     # The config check names the field, the value and the valid executors.
-    assert "Conf.executor = 'gpu' (str), expected one of 'asyncio', 'threads', 'processes', 'dask'" in result.stderr
+    assert (
+        "Conf.executor = 'gpu' (str), expected one of 'asyncio', 'threads', 'processes', 'dask', 'ray'" in result.stderr
+    )
 
 
 def test_a_scheduler_that_does_not_answer(job: Path) -> None:
@@ -180,12 +188,20 @@ def test_a_scheduler_that_does_not_answer(job: Path) -> None:
     assert done(job) == []
 
 
-def test_without_dask_installed_the_error_names_the_extra(job: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    factory = service_factory(job / "job.py", f"state_dir={job / 'state'}")
-    monkeypatch.setitem(sys.modules, "distributed", None)
-    backend = DaskBackend(factory, concurrency=2, scheduler=None, connect_timeout_s=1)
-    with pytest.raises(BackendError, match=r"pip install 'batchframe\[dask\]'"):
-        asyncio.run(backend.start())
+@pytest.mark.parametrize(("backend", "module"), [("dask", "distributed"), ("ray", "ray")])
+def test_without_the_extra_installed_the_error_names_it(job: Path, backend: str, module: str) -> None:
+    # The CLI in a Python where the engine cannot be imported, as after a plain `pip install batchframe`.
+    cli = f"import sys; sys.modules[{module!r}] = None; from batchframe.cli import app; app()"
+    result = subprocess.run(
+        [sys.executable, "-c", cli, *exec_args(job, backend)],
+        cwd=job, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+        env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1"},
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert f"executor={backend} needs" in result.stderr
+    assert f"pip install 'batchframe[{backend}]'" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert done(job) == []
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -25,10 +25,10 @@ if TYPE_CHECKING:
     from batchframe.backends._factory import ServiceFactory
     from batchframe.backends._loop import ServiceLoop
 
-ExecutorName = Literal["asyncio", "threads", "processes", "dask"]
+ExecutorName = Literal["asyncio", "threads", "processes", "dask", "ray"]
 """The back ends ``-p executor=`` takes (the type of ``Configuration.executor``): a new one is added here."""
 BACKENDS: tuple[str, ...] = get_args(ExecutorName)
-WORKER_BACKENDS = ("processes", "dask")
+WORKER_BACKENDS = ("processes", "dask", "ray")
 
 MAX_BATCH = 256
 """The largest batch a worker back end sends: enough to make a round trip negligible for items that take no time."""
@@ -130,6 +130,16 @@ def make_backend(
         from batchframe.backends.processes import ProcessBackend
 
         return ProcessBackend(factory, concurrency=concurrency, item_timeout_s=item_timeout_s)
+    if name == "ray":
+        from batchframe.backends.ray import RayBackend
+
+        return RayBackend(
+            factory,
+            concurrency=concurrency,
+            address=scheduler,
+            connect_timeout_s=connect_timeout_s,
+            item_timeout_s=item_timeout_s,
+        )
     from batchframe.backends.dask import DaskBackend
 
     return DaskBackend(

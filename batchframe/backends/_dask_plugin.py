@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import pickle
 from typing import Any
 
 from batchframe._text import format_exception
+from batchframe.backends._engine_logs import portable
 from batchframe.backends._factory import ServiceFactory, python_version
 from batchframe.backends._worker import describe, start_service, stop_service
 
@@ -103,19 +103,4 @@ class _LogEvents:
         self.topic = topic
 
     def __call__(self, record: logging.LogRecord) -> None:
-        self.worker.log_event(self.topic, _portable(record))
-
-
-def _portable(record: logging.LogRecord) -> bytes:
-    """The record pickled, its message formatted (its arguments may be objects the driver does not have)."""
-    copy = logging.makeLogRecord(record.__dict__)
-    copy.msg = copy.getMessage()
-    copy.args = None
-    if copy.exc_info:
-        copy.exc_text = copy.exc_text or logging.Formatter().formatException(copy.exc_info)
-    copy.exc_info = None
-    try:
-        return pickle.dumps(copy, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception:  # an extra= attribute that does not pickle
-        fields = ("name", "levelno", "levelname", "msg", "exc_text", "created", "process", "thread", "threadName")
-        return pickle.dumps(logging.makeLogRecord({name: getattr(copy, name, None) for name in fields}))
+        self.worker.log_event(self.topic, portable(record))

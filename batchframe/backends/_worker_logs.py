@@ -1,9 +1,9 @@
 """Where a worker's log records go: the driver's logs.txt.
 
 A ``processes`` worker serves one run: every record of the process goes to the driver
-(``forward_logs``). A dask worker may serve several runs at once: a record goes to the run whose
+(``forward_logs``). A dask worker or Ray actor process may serve several runs at once: a record goes to the run whose
 code the thread that logs it is running (``working_for``), through that run's sink; a record of a
-thread the user's code started goes to the only run, when there is one; dask's own records stay
+thread the user's code started goes to the only run, when there is one; the engine's own records stay
 in the worker's logs.
 
 The level a worker gets from the driver may carry the levels of loggers named in ``log_levels``
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from batchframe.project.log_levels import LogLevels, named_levels
-from batchframe.runfolder.logs import DASK_LOGGERS
+from batchframe.runfolder.logs import ENGINE_LOGGERS
 
 LogSink = Callable[[logging.LogRecord], None]
 """Takes a log record of a run (and sends it to the driver)."""
@@ -85,7 +85,7 @@ class _RunLogs(logging.Handler):
         key = getattr(_current, "key", None)
         if key is None:
             keys = list(_routes)
-            if len(keys) != 1 or record.name.startswith(DASK_LOGGERS):
+            if len(keys) != 1 or record.name.startswith(ENGINE_LOGGERS):
                 return
             key = keys[0]
         route = _routes.get(key) if key is not None else None

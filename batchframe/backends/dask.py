@@ -25,16 +25,16 @@ import asyncio
 import contextlib
 import logging
 import os
-import pickle
 import traceback
 from typing import Any
 
 from batchframe.backends import BackendError, ItemCall
 from batchframe.backends._batches import WINDOW, Batcher, BatchingBackend, BatchReply, BatchSizer
 from batchframe.backends._dask_plugin import ServicePlugin, WorkerSetupError, log_topic
+from batchframe.backends._engine_logs import EngineLogs, receive
 from batchframe.backends._factory import ServiceFactory
 from batchframe.backends._worker import NOT_RUN, describe, run_batch, unpack
-from batchframe.runfolder.logs import FILE_ONLY, dask_loggers
+from batchframe.runfolder.logs import FILE_ONLY
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class DaskBackend(BatchingBackend):
         self._client: Any = None
         self._plugin: str | None = None
         self._topic: str | None = None
-        self._logs = _DaskLogs()
+        self._logs = EngineLogs()
         self._cancels: set[asyncio.Task[Any]] = set()
         self._batcher: Batcher | None = None
         self._futures: dict[int, Any] = {}  # a batch's number -> its dask future
@@ -285,45 +285,4 @@ def _major_minor(version: Any) -> str | None:
 
 def _receive_log(event: tuple[float, Any]) -> None:
     """Hand a worker's log record (a dask event) to this process's handlers: logs.txt and the console."""
-    try:
-        record: logging.LogRecord = pickle.loads(event[1])
-    except BaseException as exc:
-        logger.warning("A log record from a dask worker could not be read: %s", describe(exc))
-        return
-    _dispatch(record)
-
-
-def _dispatch(record: logging.LogRecord) -> None:
-    for handler in logging.getLogger().handlers:
-        if record.levelno >= handler.level:
-            handler.handle(record)
-
-
-class _DaskLogs:
-    """While a run uses dask: dask's own records on this machine go to logs.txt only (errors to the console too)."""
-
-    def __init__(self) -> None:
-        self._saved: list[tuple[logging.Logger, list[logging.Handler], bool]] = []
-
-    def install(self) -> None:
-        """Route dask's loggers through ``_ToLogFile`` (``_logging.dask_loggers``: children with handlers too)."""
-        if self._saved:
-            return
-        relay = _ToLogFile()
-        for named in dask_loggers():
-            self._saved.append((named, list(named.handlers), named.propagate))
-            named.handlers[:] = [relay]
-            named.propagate = False
-
-    def restore(self) -> None:
-        """Put the loggers back as they were."""
-        for named, handlers, propagate in self._saved:
-            named.handlers[:] = handlers
-            named.propagate = propagate
-        self._saved.clear()
-
-
-class _ToLogFile(logging.Handler):
-    def emit(self, record: logging.LogRecord) -> None:
-        record.file_only = True  # see _logging.FILE_ONLY: what matters reaches the console as our own message
-        _dispatch(record)
+    receive(event[1], "dask")

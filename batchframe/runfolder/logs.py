@@ -201,35 +201,36 @@ def flush_run_logs() -> None:
             handler.flush()
 
 
-DASK_LOGGERS = ("distributed", "dask", "tornado", "bokeh")
-"""dask's loggers (and those of the web server of its dashboard): logs.txt only, the console with -v."""
+ENGINE_LOGGERS = ("distributed", "dask", "tornado", "bokeh", "ray")
+"""The distributed engines' own loggers (dask's, its dashboard's web server's, Ray's): logs.txt only, the
+console with -v."""
 
 
-def is_dask_record(record: logging.LogRecord) -> bool:
-    """Whether a record is dask's own (``distributed.scheduler``, ``tornado.application``...)."""
-    return record.name.split(".", 1)[0] in DASK_LOGGERS
+def is_engine_record(record: logging.LogRecord) -> bool:
+    """Whether a record is an engine's own (``distributed.scheduler``, ``tornado.application``, ``ray``...)."""
+    return record.name.split(".", 1)[0] in ENGINE_LOGGERS
 
 
-def dask_loggers() -> list[logging.Logger]:
-    """The top loggers of dask, and those under them that distributed gave a handler of their own.
+def engine_loggers() -> list[logging.Logger]:
+    """The engines' top loggers, and those under them that the engine gave a handler of their own.
 
     Imported while the root logger has no handler (a project that imports dask itself), distributed
     gives ``distributed``, ``distributed.client``, ``distributed.gc``, ``tornado``... each a handler
     that prints to stderr, and stops them from propagating: their records would bypass logs.txt.
     """
-    named = [logging.getLogger(name) for name in DASK_LOGGERS]
+    named = [logging.getLogger(name) for name in ENGINE_LOGGERS]
     manager = logging.Logger.manager
     for name, candidate in list(manager.loggerDict.items()):
-        dasks = "." in name and name.split(".", 1)[0] in DASK_LOGGERS
-        if dasks and isinstance(candidate, logging.Logger) and candidate.handlers:
+        engines = "." in name and name.split(".", 1)[0] in ENGINE_LOGGERS
+        if engines and isinstance(candidate, logging.Logger) and candidate.handlers:
             named.append(candidate)
     return named
 
 
 @contextmanager
-def _dask_records_to_the_run() -> Iterator[None]:
-    """While a run logs: dask's loggers lose their own console handlers and propagate to the run's."""
-    saved = [(named, list(named.handlers), named.propagate) for named in dask_loggers()]
+def _engine_records_to_the_run() -> Iterator[None]:
+    """While a run logs: the engines' loggers lose their own console handlers and propagate to the run's."""
+    saved = [(named, list(named.handlers), named.propagate) for named in engine_loggers()]
     for named, handlers, _ in saved:
         named.handlers[:] = [h for h in handlers if type(h) is not logging.StreamHandler]  # stderr; not a file
         named.propagate = True
@@ -300,7 +301,7 @@ class _ConsoleFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < self.thresholds.of(record.name)[1]:
             return False
-        if getattr(record, "file_only", False) or is_dask_record(record):
+        if getattr(record, "file_only", False) or is_engine_record(record):
             return self.verbose
         if record.name == FAILURES_LOGGER and not self.verbose:
             self.failures += 1
@@ -488,7 +489,7 @@ def run_logging(
         root.addHandler(handler)
     logging.captureWarnings(True)
     try:
-        with _named_levels(named), _dask_records_to_the_run(), LoggingGuard(root, handlers):
+        with _named_levels(named), _engine_records_to_the_run(), LoggingGuard(root, handlers):
             yield
     finally:
         logging.captureWarnings(False)

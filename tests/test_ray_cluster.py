@@ -1,0 +1,136 @@
+"""A real Ray cluster (``ray start --head`` on 127.0.0.1, conftest's ``ray_address``): two runs at once,
+stuck items, worker logs, and the cluster's errors."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from helpers import batchframe_cli, only_run_dir, service_factory
+from test_cluster import JOB, PLAIN_JOB, SHADOWS, SOURCE_A, SOURCE_B, TIMEOUT_JOB, failures, summary
+
+from batchframe.backends import BackendError
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.mark.timeout(120)
+def test_two_runs_on_one_ray_cluster_each_use_their_own_service_and_modules(
+    ray_address: str, make_project: Callable[..., Path]
+) -> None:
+    a = make_project({"job.py": JOB.format(name="Double"), "source.py": SOURCE_A}, name="a")
+    b = make_project({"job.py": JOB.format(name="Letter"), "source.py": SOURCE_B}, name="b")
+    for project in (a, b):
+        (project / "state").mkdir()
+    runs = [
+        subprocess.Popen(
+            [str(BIN / "batchframe"), "exec", project / "job.py", "-p", "executor=ray", "-p",
+             f"scheduler={ray_address}", "-p", f"state_dir={project / 'state'}", "-p",
+             f"peer={other / 'state'}", "-p", "concurrency=2"],
+            cwd=project, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "COLUMNS": "200", "RAY_AUTH_MODE": "disabled"},
+        )
+        for project, other in ((a, b), (b, a))
+    ]  # fmt: skip
+    results = [run.communicate(timeout=90) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], results
+    assert sorted((a / "state" / "out.txt").read_text().split()) == sorted(str(i * 2) for i in range(12))
+    assert sorted((b / "state" / "out.txt").read_text().split()) == sorted(f"B{i}" for i in range(12))
+    assert summary(a)["succeeded"] == summary(b)["succeeded"] == 12
+    for project in (a, b):  # each run's actors imported the copy of its project sent with the run
+        files = [p.read_text() for p in (project / "state").glob("file-*")]
+        assert len(files) == 2 and all(not f.startswith(str(project)) and "batchframe-" in f for f in files)
+        assert len(list((project / "state").glob("stopped-*"))) == 2  # each actor's on_worker_stop ran
+
+
+@pytest.mark.timeout(120)
+def test_a_version_mismatch_on_ray_is_a_clear_error(ray_address: str, make_project: Callable[..., Path]) -> None:
+    project = make_project({"job.py": PLAIN_JOB})
+    fake = dataclasses.replace(service_factory(project / "job.py"), batchframe_version="0.0.1", python_version="3.99")
+
+    async def start() -> None:
+        from batchframe.backends.ray import RayBackend
+
+        backend = RayBackend(fake, concurrency=2, address=ray_address, connect_timeout_s=10)
+        try:
+            await backend.start()
+        finally:
+            await backend.close()
+
+    with pytest.raises(BackendError) as on_start:
+        asyncio.run(start())
+    assert "must run this driver's batchframe 0.0.1 on Python 3.99" in str(on_start.value)
+
+
+@pytest.mark.timeout(120)
+def test_an_unreachable_ray_address_is_exit_1_with_a_clear_error(make_project: Callable[..., Path]) -> None:
+    project = make_project({"job.py": PLAIN_JOB})
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens there
+    result = batchframe_cli(
+        "exec", "job.py", "-p", "executor=ray", "-p", f"scheduler=127.0.0.1:{port}", cwd=project, timeout=110
+    )
+    assert result.returncode == 1
+    assert f"Could not reach Ray at 127.0.0.1:{port}" in " ".join(result.stderr.split())
+    assert "Traceback" not in result.stderr
+
+
+def on_ray(address: str, project: Path, *params: str) -> subprocess.CompletedProcess[str]:
+    return batchframe_cli(
+        "exec", project / "job.py", "-p", "executor=ray", "-p", f"scheduler={address}", *params,
+        cwd=project, timeout=100, RAY_AUTH_MODE="disabled",
+    )  # fmt: skip
+
+
+@pytest.mark.timeout(120)
+def test_a_stuck_item_times_out_its_worker_is_replaced_and_the_run_ends_on_time(
+    ray_address: str, make_project: Callable[..., Path]
+) -> None:
+    project = make_project({"job.py": TIMEOUT_JOB.replace("time.sleep(4 if", "time.sleep(600 if")})
+    started = time.monotonic()
+    result = on_ray(ray_address, project, "-p", "item_timeout_sec=1", "-p", "max_retries=0", "-p", "concurrency=2",
+                    "-p", "slow_s=0.05", "-p", "stuck=3", "-p", "count=40")  # fmt: skip
+    assert time.monotonic() - started < 60  # not the stuck item's 600 s
+    assert result.returncode == 3, result.stderr
+    records = failures(project)
+    assert list(records) == [3]
+    assert records[3]["error_type"] == "TimeoutError" and "item_timeout_sec=1" in records[3]["message"]
+    assert summary(project)["succeeded"] == 39
+    logs = (only_run_dir(project / "batchframe_outputs") / "logs.txt").read_text()
+    assert "A timed-out item is still running on a Ray worker: the worker is replaced." in logs
+
+
+@pytest.mark.timeout(120)
+def test_worker_logs_reach_logs_txt_and_a_project_beside_stdlib_named_modules_runs(
+    ray_address: str, make_project: Callable[..., Path]
+) -> None:
+    project = make_project({"job.py": PLAIN_JOB, **SHADOWS})
+    result = on_ray(ray_address, project)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    logs = (only_run_dir(project / "batchframe_outputs") / "logs.txt").read_text()
+    assert all(f"user.job: item {i} done" in logs for i in range(6))
+    assert summary(project)["succeeded"] == 6
+
+
+@pytest.mark.timeout(120)
+def test_a_service_that_cannot_be_built_on_the_ray_workers_stops_the_run_at_the_start(
+    ray_address: str, make_project: Callable[..., Path]
+) -> None:
+    project = make_project({"job.py": PLAIN_JOB.replace("    def process", "    def on_worker_start(self):\n"
+                                                        "        raise RuntimeError('no GPU here')\n\n    def process")})  # fmt: skip
+    result = on_ray(ray_address, project)
+    assert result.returncode == 1
+    assert "A Ray worker could not build the Service: RuntimeError: no GPU here" in " ".join(result.stderr.split())
+    assert "Traceback" not in result.stderr
+    logs = (only_run_dir(project / "batchframe_outputs") / "logs.txt").read_text()
+    assert "raise RuntimeError('no GPU here')" in logs  # the worker's traceback
