@@ -57,8 +57,8 @@ class Configuration:
         "and grows back up to max_per_second/max_per_minute while calls succeed",
     ] = False
     executor: Annotated[ExecutorName, BatchframeParam, _BACKENDS_IN_WORDS] = "asyncio"
-    scheduler: Annotated[str | None, BatchframeParam, "dask scheduler address (none = local cluster)"] = None
-    scheduler_timeout_sec: Annotated[float, BatchframeParam, "how long to try to reach the dask scheduler"] = 10.0
+    scheduler: Annotated[str | None, BatchframeParam, "dask scheduler or Ray head address (none = local)"] = None
+    scheduler_timeout_sec: Annotated[float, BatchframeParam, "how long to try to reach the scheduler address"] = 10.0
     journal: Annotated[bool, BatchframeParam, "keep journal.sqlite for resume and retry"] = True
     persist_unread_max: Annotated[
         int, BatchframeParam, "at a stop, items still unread that are read for persist_failed (at most)"

@@ -1,18 +1,20 @@
-"""Scale-out against doing it by hand: ``processes`` and ``dask`` beside their hand-written baselines, in one run.
+"""Scale-out against doing it by hand: ``processes``, ``dask`` and ``ray`` beside hand-written baselines, in one run.
 
 CPU-bound: 3,000 items of about 3 ms of pure Python each, whole process (start-up included) for
 every contestant:
 - ``batchframe exec -p executor=processes`` vs ``multiprocessing.Pool(2).imap_unordered(chunksize=8)``
   (target: at least 0.9 of the Pool's speed);
 - ``batchframe exec -p executor=dask`` vs dask by hand with 50 items per task on a 2-worker
-  LocalCluster (target: at least 0.85).
-No-op items: items per second through ``processes`` and ``dask`` once started (target: 20,000 each),
-beside the same hand-written baselines.
+  LocalCluster (target: at least 0.85);
+- ``batchframe exec -p executor=ray`` vs Ray by hand with 50 items per task on a local Ray of 2 CPUs
+  (target: at least 0.85).
+No-op items: items per second through each back end once started (target: 20,000 each), beside the
+same hand-written baselines.
 
 Each CPU-bound figure is the median of three alternating rounds (this machine varies by 20% from
 one run to the next).
 
-Usage: python benchmarks/scale_out.py [CPU_ITEMS] [NOOP_ITEMS]
+Usage: python benchmarks/scale_out.py [CPU_ITEMS] [NOOP_ITEMS] [BACK_END,...]   (default: processes,dask,ray)
 """
 
 from __future__ import annotations
@@ -102,6 +104,42 @@ if __name__ == "__main__":
     print(time.perf_counter() - ready)
 """
 
+HAND_RAY = f"""
+import sys, time
+import ray
+
+def count_primes(limit):
+    return sum(1 for n in range(2, limit) if all(n % d for d in range(2, int(n**0.5) + 1)))
+
+@ray.remote
+def work(batch):
+    for item in batch:
+        if item > 100:
+            count_primes(item)
+    return len(batch)
+
+if __name__ == "__main__":
+    items, base, per_task = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    ray.init(address="local", num_cpus={WORKERS}, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    ray.get(work.remote([1]))
+    ready = time.perf_counter()
+    work_items = [base + i % 7 if base else 0 for i in range(items)]
+    batches = [work_items[i : i + per_task] for i in range(0, items, per_task)]
+    assert sum(ray.get([work.remote(batch) for batch in batches])) == items
+    print(time.perf_counter() - ready)
+    ray.shutdown()
+"""
+
+BASELINES = {
+    "processes": ("hand multiprocessing.Pool imap_unordered(chunksize=8)", "hand_pool.py", HAND_POOL, 0.90),
+    "dask": ("hand dask, 50 items per task", "hand_dask.py", HAND_DASK, 0.85),
+    "ray": ("hand Ray, 50 items per task", "hand_ray.py", HAND_RAY, 0.85),
+}
+"""Each back end's hand-written baseline: what it is, its script, and the speed target against it."""
+
+NOOP_PER_TASK = {"processes": "0", "dask": "1000", "ray": "1000"}
+"""The no-op baselines' items per task (the Pool's chunksize stays 8; its script takes none)."""
+
 
 def _script(folder: Path, name: str, text: str) -> Path:
     path = folder / name
@@ -130,45 +168,45 @@ def _exec(folder: Path, executor: str, items: int, base: int) -> tuple[float, fl
 def main() -> None:
     cpu_items = int(sys.argv[1]) if len(sys.argv) > 1 else 3_000
     noop_items = int(sys.argv[2]) if len(sys.argv) > 2 else 100_000
+    engines = sys.argv[3].split(",") if len(sys.argv) > 3 else list(BASELINES)
     byte_compile_batchframe()
     folder = Path(tempfile.mkdtemp(prefix="batchframe-bench-"))
     _script(folder, "job.py", PROJECT)
-    pool = _script(folder, "hand_pool.py", HAND_POOL)
-    dask = _script(folder, "hand_dask.py", HAND_DASK)
+    hands = {engine: _script(folder, BASELINES[engine][1], BASELINES[engine][2]) for engine in engines}
     python = sys.executable
 
-    # A shared 2-core machine varies by 20% from one run to the next: take the median of alternating rounds.
-    rounds: dict[str, list[float]] = {"pool": [], "processes": [], "dask_hand": [], "dask": []}
-    for _ in range(ROUNDS):
-        rounds["pool"].append(_timed([python, str(pool), str(cpu_items), str(BASE)])[0])
-        rounds["processes"].append(_exec(folder, "processes", cpu_items, BASE)[0])
-        rounds["dask_hand"].append(_timed([python, str(dask), str(cpu_items), str(BASE), "50"])[0])
-        rounds["dask"].append(_exec(folder, "dask", cpu_items, BASE)[0])
-    pool_wall, processes_wall, dask_hand_wall, dask_wall = (statistics.median(rounds[k]) for k in rounds)
+    def hand(engine: str, items: int, base: int, per_task: str) -> list[str]:
+        return [python, str(hands[engine]), str(items), str(base), *([per_task] if engine != "processes" else [])]
 
-    _, pool_noop = _timed([python, str(pool), str(noop_items), "0"])
-    _, processes_noop = _exec(folder, "processes", noop_items, 0)
-    _, dask_hand_noop = _timed([python, str(dask), str(noop_items), "0", "1000"])
-    _, dask_noop = _exec(folder, "dask", noop_items, 0)
+    # A shared 2-core machine varies by 20% from one run to the next: take the median of alternating rounds.
+    rounds: dict[str, list[float]] = {f"{engine}{side}": [] for engine in engines for side in ("_hand", "")}
+    for _ in range(ROUNDS):
+        for engine in engines:
+            rounds[f"{engine}_hand"].append(_timed(hand(engine, cpu_items, BASE, "50"))[0])
+            rounds[engine].append(_exec(folder, engine, cpu_items, BASE)[0])
+    wall = {name: statistics.median(times) for name, times in rounds.items()}
 
     def rate(seconds: float | str) -> str:
         return f"{noop_items / float(seconds):,.0f} items/s"
 
+    cpu_rows: list[tuple[str, str]] = []
+    noop_rows: list[tuple[str, str]] = [(f"no-op items ({noop_items:,}), once started:", "")]
+    for engine in engines:
+        what, _, _, target = BASELINES[engine]
+        cpu_rows += [
+            (what, f"{wall[engine + '_hand']:.2f} s"),
+            (f"batchframe {engine}", f"{wall[engine]:.2f} s"),
+            (f"  {engine} / hand speed (target >= {target:.2f})", f"{wall[engine + '_hand'] / wall[engine]:.2f}"),
+        ]
+        per_task = NOOP_PER_TASK[engine]
+        noop_what = what.replace("50 items", f"{int(per_task):,} items")
+        noop_rows += [
+            (f"  {noop_what}", rate(_timed(hand(engine, noop_items, 0, per_task))[1])),
+            (f"  batchframe {engine} (target >= 20,000/s)", rate(_exec(folder, engine, noop_items, 0)[1])),
+        ]
     report(
         f"scale-out, {WORKERS} workers: {cpu_items:,} CPU-bound items (~3 ms), whole process, median of {ROUNDS}",
-        [
-            ("hand multiprocessing.Pool imap_unordered(chunksize=8)", f"{pool_wall:.2f} s"),
-            ("batchframe processes", f"{processes_wall:.2f} s"),
-            ("  processes / hand Pool speed (target >= 0.90)", f"{pool_wall / processes_wall:.2f}"),
-            ("hand dask, 50 items per task", f"{dask_hand_wall:.2f} s"),
-            ("batchframe dask", f"{dask_wall:.2f} s"),
-            ("  dask / hand dask speed (target >= 0.85)", f"{dask_hand_wall / dask_wall:.2f}"),
-            (f"no-op items ({noop_items:,}), once started:", ""),
-            ("  hand Pool imap_unordered(chunksize=8)", rate(pool_noop)),
-            ("  batchframe processes (target >= 20,000/s)", rate(processes_noop)),
-            ("  hand dask, 1,000 items per task", rate(dask_hand_noop)),
-            ("  batchframe dask (target >= 20,000/s)", rate(dask_noop)),
-        ],
+        cpu_rows + noop_rows,
     )
 
 

@@ -57,7 +57,7 @@ class Push(Service[dict]):
 
     async def on_worker_start(self) -> None:
         # Once per worker: in the run's process with asyncio and threads, in each worker process
-        # with processes and dask. It runs on the event loop that process() runs on.
+        # with processes, dask and ray. It runs on the event loop that process() runs on.
         self.client = httpx.AsyncClient(base_url=self.url, timeout=10)
 
     async def process(self, row: dict) -> None:

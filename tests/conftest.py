@@ -49,10 +49,22 @@ def _location(module: object) -> str:
 
 
 @pytest.fixture(scope="session")
-def ray_address() -> Iterator[str]:
+def ray_cluster() -> Iterator[tuple[str, str]]:
     """One Ray cluster per test process, started when a test first asks for it (a Ray takes ~3 s to start)."""
-    with ray_head() as address:
-        yield address
+    with ray_head() as addresses:
+        yield addresses
+
+
+@pytest.fixture
+def ray_address(ray_cluster: tuple[str, str]) -> str:
+    """The head node of the test process's Ray cluster: ``127.0.0.1:PORT``."""
+    return ray_cluster[0]
+
+
+@pytest.fixture
+def ray_client_address(ray_cluster: tuple[str, str]) -> str:
+    """The same cluster through Ray Client: ``ray://127.0.0.1:PORT``."""
+    return ray_cluster[1]
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from collections.abc import Callable, Iterator
@@ -162,20 +163,26 @@ class Api(Service[int]):
 """
 
 
+def free_port() -> int:
+    """A TCP port nothing listens on at the moment, on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 @contextlib.contextmanager
-def ray_head(num_cpus: int = 4) -> Iterator[str]:
-    """A Ray cluster (``ray start --head --block``) on 127.0.0.1 and a free port; yields its address.
+def ray_head(num_cpus: int = 4) -> Iterator[tuple[str, str]]:
+    """A Ray cluster (``ray start --head --block``) on 127.0.0.1; yields its address and its Ray Client address.
 
     Stopped through its process group with SIGINT (its raylet and GCS outlive the ``ray start``
     process; SIGTERM takes ~20 s, SIGINT ~1.5 s), then SIGKILL if it lingers.
     """
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port, client_port = free_port(), free_port()
     head = subprocess.Popen(
         [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
-         f"--port={port}", f"--num-cpus={num_cpus}", "--include-dashboard=false", "--disable-usage-stats"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+         f"--port={port}", f"--ray-client-server-port={client_port}", f"--num-cpus={num_cpus}",
+         "--include-dashboard=false", "--disable-usage-stats"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, cwd=tempfile.gettempdir(),
         env={**os.environ, "RAY_AUTH_MODE": "disabled"},
     )  # fmt: skip
     try:
@@ -188,7 +195,7 @@ def ray_head(num_cpus: int = 4) -> Iterator[str]:
                 if head.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"ray start --head did not come up (exit {head.poll()})") from None
                 time.sleep(0.1)
-        yield f"127.0.0.1:{port}"
+        yield f"127.0.0.1:{port}", f"ray://127.0.0.1:{client_port}"
     finally:
         os.killpg(head.pid, signal.SIGINT)
         try:

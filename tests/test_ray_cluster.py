@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import batchframe_cli, only_run_dir, service_factory
+from helpers import batchframe_cli, free_port, only_run_dir, service_factory
 from test_cluster import JOB, PLAIN_JOB, SHADOWS, SOURCE_A, SOURCE_B, TIMEOUT_JOB, failures, summary
 
 from batchframe.backends import BackendError
@@ -71,16 +70,17 @@ def test_a_version_mismatch_on_ray_is_a_clear_error(ray_address: str, make_proje
 
 
 @pytest.mark.timeout(120)
-def test_an_unreachable_ray_address_is_exit_1_with_a_clear_error(make_project: Callable[..., Path]) -> None:
+@pytest.mark.parametrize("scheme", ["", "ray://"])
+def test_an_unreachable_ray_address_is_exit_1_with_a_clear_error(
+    scheme: str, make_project: Callable[..., Path]
+) -> None:
     project = make_project({"job.py": PLAIN_JOB})
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]  # nothing listens there
+    address = f"{scheme}127.0.0.1:{free_port()}"  # nothing listens there
     result = batchframe_cli(
-        "exec", "job.py", "-p", "executor=ray", "-p", f"scheduler=127.0.0.1:{port}", cwd=project, timeout=110
+        "exec", "job.py", "-p", "executor=ray", "-p", f"scheduler={address}", cwd=project, timeout=110
     )
     assert result.returncode == 1
-    assert f"Could not reach Ray at 127.0.0.1:{port}" in " ".join(result.stderr.split())
+    assert f"Could not reach Ray at {address}" in " ".join(result.stderr.split())
     assert "Traceback" not in result.stderr
 
 
@@ -93,11 +93,12 @@ def on_ray(address: str, project: Path, *params: str) -> subprocess.CompletedPro
 
 @pytest.mark.timeout(120)
 def test_a_stuck_item_times_out_its_worker_is_replaced_and_the_run_ends_on_time(
-    ray_address: str, make_project: Callable[..., Path]
+    ray_client_address: str, make_project: Callable[..., Path]
 ) -> None:
+    # Through Ray Client (ray://), as from a laptop to a KubeRay cluster: killing and replacing the actor works there too.
     project = make_project({"job.py": TIMEOUT_JOB.replace("time.sleep(4 if", "time.sleep(600 if")})
     started = time.monotonic()
-    result = on_ray(ray_address, project, "-p", "item_timeout_sec=1", "-p", "max_retries=0", "-p", "concurrency=2",
+    result = on_ray(ray_client_address, project, "-p", "item_timeout_sec=1", "-p", "max_retries=0", "-p", "concurrency=2",
                     "-p", "slow_s=0.05", "-p", "stuck=3", "-p", "count=40")  # fmt: skip
     assert time.monotonic() - started < 60  # not the stuck item's 600 s
     assert result.returncode == 3, result.stderr
@@ -114,12 +115,13 @@ def test_worker_logs_reach_logs_txt_and_a_project_beside_stdlib_named_modules_ru
     ray_address: str, make_project: Callable[..., Path]
 ) -> None:
     project = make_project({"job.py": PLAIN_JOB, **SHADOWS})
-    result = on_ray(ray_address, project)
+    result = on_ray(ray_address, project, "-p", "concurrency=16")
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     logs = (only_run_dir(project / "batchframe_outputs") / "logs.txt").read_text()
     assert all(f"user.job: item {i} done" in logs for i in range(6))
     assert summary(project)["succeeded"] == 6
+    assert f"the cluster at {ray_address}, 4 actors" in logs  # no more actors than the cluster's 4 CPUs
 
 
 @pytest.mark.timeout(120)
