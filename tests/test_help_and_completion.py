@@ -98,7 +98,7 @@ def complete(words: str, cwd: Path, cword: int | None = None) -> list[str]:
 def test_p_completes_the_executors(make_project) -> None:
     root = make_project(PROJECT)
     values = complete("batchframe exec job.py -p executor=", root)
-    assert values == ["executor=asyncio", "executor=threads", "executor=processes", "executor=dask"]
+    assert values == ["executor=asyncio", "executor=threads", "executor=processes", "executor=dask", "executor=ray"]
     assert complete("batchframe exec job.py -p executor=th", root) == ["executor=threads"]
 
 

@@ -195,7 +195,7 @@ def test_describe_lists_every_field_with_its_widget_default_and_group(sink: Path
     )
     assert (fields["queue_size"].optional, fields["queue_size"].default) == (True, None)
     assert (fields["retry_delays_sec"].widget, fields["retry_delays_sec"].optional) == ("list", True)
-    assert fields["executor"].choices == ("asyncio", "threads", "processes", "dask")
+    assert fields["executor"].choices == ("asyncio", "threads", "processes", "dask", "ray")
     assert not any(name.startswith("executor_") for name in names)
 
 
