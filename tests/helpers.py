@@ -171,7 +171,7 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def ray_head(num_cpus: int = 4) -> Iterator[tuple[str, str]]:
+def ray_head(num_cpus: int = 2) -> Iterator[tuple[str, str]]:
     """A Ray cluster (``ray start --head --block``) on 127.0.0.1; yields its address and its Ray Client address.
 
     Stopped through its process group with SIGINT (its raylet and GCS outlive the ``ray start``

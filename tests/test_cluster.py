@@ -552,17 +552,19 @@ class Work(Service[int]):
 """
 
 
-@pytest.fixture(scope="module", params=["processes", "dask"])
-def failed_run(request: pytest.FixtureRequest, cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Path:
+@pytest.fixture(scope="module", params=["processes", "dask", "ray"])
+def failed_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run whose items raise an exception that cannot be pickled (once per back end, for several tests)."""
     where: str = request.param
     project = build_file_tree(tmp_path_factory.mktemp(f"failing-{where}"), {"job.py": FAILING_JOB})
     (project / "state").mkdir()
     params = ["-p", f"state_dir={project / 'state'}", "-p", "retry_backoff_sec=0.01", "-p", "max_retries=3"]
-    if where == "processes":
-        result = batchframe_cli("exec", project, "-p", "executor=processes", *params, cwd=project, timeout=60)
+    if where == "dask":
+        result = on_cluster(request.getfixturevalue("cluster"), project, *params, cwd=project)
     else:
-        result = on_cluster(cluster, project, *params, cwd=project)
+        if where == "ray":  # the test process's Ray cluster (conftest)
+            params += ["-p", f"scheduler={request.getfixturevalue('ray_cluster')[0]}"]
+        result = batchframe_cli("exec", project, "-p", f"executor={where}", *params, cwd=project, timeout=90)
     assert result.returncode == 3, result.stderr
     return project
 
