@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import batchframe_cli, build_file_tree, only_run_dir, read_jsonl, service_factory
+from helpers import batchframe_cli, build_file_tree, only_run_dir, read_jsonl, service_factory, start_batchframe
 
 from batchframe.backends import NOT_STARTED, BackendError
 from batchframe.backends._factory import VersionMismatch, archive_project, batchframe_version
@@ -213,31 +213,35 @@ class {name}(Service[Item]):
 
 
 def test_two_runs_on_one_cluster_each_use_their_own_service_and_modules(
-    cluster: Cluster, tmp_path: Path, make_project: Callable[..., Path]
+    cluster: Cluster, make_project: Callable[..., Path]
 ) -> None:
+    two_runs_at_once(make_project, ["executor=dask", f"scheduler={cluster.address}", "concurrency=4"], workers=2)
+
+
+def two_runs_at_once(make_project: Callable[..., Path], params: list[str], *, workers: int) -> None:
+    """Run two projects at once on one cluster (``-p`` values ``params``), both with a ``job.py`` and a
+    ``source.py`` of their own, and check each used its own Service and modules on its ``workers``."""
     a = make_project({"job.py": JOB.format(name="Double"), "source.py": SOURCE_A}, name="a")
     b = make_project({"job.py": JOB.format(name="Letter"), "source.py": SOURCE_B}, name="b")
     for project in (a, b):
         (project / "state").mkdir()
     runs = [
-        subprocess.Popen(
-            [str(BIN / "batchframe"), "exec", project / "job.py", "-p", "executor=dask", "-p",
-             f"scheduler={cluster.address}", "-p", f"state_dir={project / 'state'}", "-p",
-             f"peer={other / 'state'}", "-p", "concurrency=4"],
-            cwd=project, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env={**os.environ, "COLUMNS": "200"},
+        start_batchframe(
+            "exec", project / "job.py", *(arg for value in params for arg in ("-p", value)), "-p",
+            f"state_dir={project / 'state'}",
+            "-p", f"peer={other / 'state'}", cwd=project,
         )
         for project, other in ((a, b), (b, a))
     ]  # fmt: skip
-    results = [run.communicate(timeout=60) for run in runs]
+    results = [run.communicate(timeout=90) for run in runs]
     assert [run.returncode for run in runs] == [0, 0], results
     assert sorted((a / "state" / "out.txt").read_text().split()) == sorted(str(i * 2) for i in range(12))
     assert sorted((b / "state" / "out.txt").read_text().split()) == sorted(f"B{i}" for i in range(12))
     assert summary(a)["succeeded"] == summary(b)["succeeded"] == 12
     for project in (a, b):  # the workers imported the copy of the project sent with the run
         files = [p.read_text() for p in (project / "state").glob("file-*")]
-        assert len(files) == 2 and all(not f.startswith(str(project)) and "batchframe-" in f for f in files)
-        assert len(list((project / "state").glob("stopped-*"))) == 2  # each worker's on_worker_stop ran
+        assert len(files) == workers and all(not f.startswith(str(project)) and "batchframe-" in f for f in files)
+        assert len(list((project / "state").glob("stopped-*"))) == workers  # each worker's on_worker_stop ran
 
 
 # --------------------------------------------------------------------------- async, threads, timeouts

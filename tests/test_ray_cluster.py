@@ -5,49 +5,24 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from helpers import batchframe_cli, free_port, only_run_dir, service_factory
-from test_cluster import JOB, PLAIN_JOB, SHADOWS, SOURCE_A, SOURCE_B, TIMEOUT_JOB, failures, summary
+from test_cluster import PLAIN_JOB, SHADOWS, TIMEOUT_JOB, failures, summary, two_runs_at_once
 
 from batchframe.backends import BackendError
-
-BIN = Path(sys.executable).parent
 
 
 @pytest.mark.timeout(120)
 def test_two_runs_on_one_ray_cluster_each_use_their_own_service_and_modules(
     ray_address: str, make_project: Callable[..., Path]
 ) -> None:
-    a = make_project({"job.py": JOB.format(name="Double"), "source.py": SOURCE_A}, name="a")
-    b = make_project({"job.py": JOB.format(name="Letter"), "source.py": SOURCE_B}, name="b")
-    for project in (a, b):
-        (project / "state").mkdir()
-    runs = [
-        subprocess.Popen(
-            [str(BIN / "batchframe"), "exec", project / "job.py", "-p", "executor=ray", "-p",
-             f"scheduler={ray_address}", "-p", f"state_dir={project / 'state'}", "-p",
-             f"peer={other / 'state'}", "-p", "concurrency=1"],
-            cwd=project, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env={**os.environ, "COLUMNS": "200", "RAY_AUTH_MODE": "disabled"},
-        )
-        for project, other in ((a, b), (b, a))
-    ]  # fmt: skip
-    results = [run.communicate(timeout=90) for run in runs]
-    assert [run.returncode for run in runs] == [0, 0], results
-    assert sorted((a / "state" / "out.txt").read_text().split()) == sorted(str(i * 2) for i in range(12))
-    assert sorted((b / "state" / "out.txt").read_text().split()) == sorted(f"B{i}" for i in range(12))
-    assert summary(a)["succeeded"] == summary(b)["succeeded"] == 12
-    for project in (a, b):  # each run's actors imported the copy of its project sent with the run
-        files = [p.read_text() for p in (project / "state").glob("file-*")]
-        assert len(files) == 1 and all(not f.startswith(str(project)) and "batchframe-" in f for f in files)
-        assert len(list((project / "state").glob("stopped-*"))) == 1  # its actor's on_worker_stop ran
+    # One actor each: the shared Ray has 2 CPUs, and each run's on_worker_start waits for the other's.
+    two_runs_at_once(make_project, ["executor=ray", f"scheduler={ray_address}", "concurrency=1"], workers=1)
 
 
 @pytest.mark.timeout(120)
@@ -87,7 +62,7 @@ def test_an_unreachable_ray_address_is_exit_1_with_a_clear_error(
 def on_ray(address: str, project: Path, *params: str) -> subprocess.CompletedProcess[str]:
     return batchframe_cli(
         "exec", project / "job.py", "-p", "executor=ray", "-p", f"scheduler={address}", *params,
-        cwd=project, timeout=100, RAY_AUTH_MODE="disabled",
+        cwd=project, timeout=100,
     )  # fmt: skip
 
 
