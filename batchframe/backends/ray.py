@@ -173,7 +173,7 @@ class RayBackend(BatchingBackend):
             await self._init(ray)
         if self.address is not None:  # workers elsewhere may not have the project's files
             self.factory = await asyncio.to_thread(self.factory.with_archive)
-            self.workers = min(self.concurrency, await asyncio.to_thread(self._cluster_cpus))
+        self.workers = min(self.workers, await asyncio.to_thread(self._cluster_cpus))
         self._actor_class = ray.remote(num_cpus=1)(_Worker)
         self._level = logging.getLogger().getEffectiveLevel()
         self._actors = [self._new_actor() for _ in range(self.workers)]
