@@ -55,6 +55,16 @@ def ray_cluster() -> Iterator[tuple[str, str]]:
         yield addresses
 
 
+@pytest.fixture(autouse=True)
+def _ray_cases_share_a_cluster(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test parametrized with ``backend="ray"`` runs on the test process's Ray cluster, set as a user
+    would (``BATCHFRAME_PARAM_SCHEDULER``): a Ray of each run's own takes ~4 s to start and stop. (A Ray
+    of the run's own, what ``-p executor=ray`` alone starts, runs in docs/scaling-out.md's example.)"""
+    callspec = getattr(request.node, "callspec", None)
+    if callspec is not None and callspec.params.get("backend") == "ray":
+        monkeypatch.setenv("BATCHFRAME_PARAM_SCHEDULER", request.getfixturevalue("ray_cluster")[0])
+
+
 @pytest.fixture
 def ray_address(ray_cluster: tuple[str, str]) -> str:
     """The head node of the test process's Ray cluster: ``127.0.0.1:PORT``."""

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from helpers import EXAMPLES, batchframe_cli, read_jsonl, start_batchframe, wait_until
 
-BACKENDS = ["asyncio", "threads", "processes", "dask"]
+BACKENDS = ["asyncio", "threads", "processes", "dask", "ray"]
 
 
 def _load_local_api() -> ModuleType:
@@ -113,9 +113,12 @@ class Push(Service[int]):
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_client_opened_in_init_is_closed_by_an_async_finish(
-    make_project: Any, api: tuple[str, Any], backend: str
+    make_project: Any, api: tuple[str, Any], backend: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     url, store = api
+    # The job reads EVENTS from the environment when it is imported: the workers of a Ray the run starts
+    # inherit the driver's environment, those of a running cluster do not (as a remote dask cluster's).
+    monkeypatch.delenv("BATCHFRAME_PARAM_SCHEDULER", raising=False)
     project = make_project({"job.py": PER_RUN_JOB})
     events = project / "events.jsonl"
     result = batchframe_cli(

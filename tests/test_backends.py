@@ -74,16 +74,6 @@ def done(job: Path) -> list[int]:
     return sorted(int(x) for x in path.read_text().split()) if path.exists() else []
 
 
-@pytest.fixture(autouse=True)
-def _ray_cases_share_a_cluster(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The ray cases run on the test process's Ray cluster (``ray_address``), set as a user would
-    (``BATCHFRAME_PARAM_SCHEDULER``): a Ray of each run's own takes ~4 s to start and stop. (A Ray of
-    the run's own, what ``-p executor=ray`` alone starts, runs in docs/scaling-out.md's example.)"""
-    callspec = getattr(request.node, "callspec", None)
-    if callspec is not None and callspec.params.get("backend") == "ray":
-        monkeypatch.setenv("BATCHFRAME_PARAM_SCHEDULER", request.getfixturevalue("ray_address"))
-
-
 def exec_args(job: Path, backend: str, *extra: str) -> list[str]:
     return [
         "exec", "job.py", "-p", f"executor={backend}", "-p", f"state_dir={job / 'state'}",
