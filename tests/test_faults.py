@@ -73,7 +73,7 @@ EXPECTED_TYPES = {1: "KeyboardInterrupt", 2: "SystemExit", 3: "GeneratorExit", 4
 
 
 @pytest.mark.timeout(180)
-@pytest.mark.parametrize("backend", ["asyncio", "threads", "processes", "dask"])
+@pytest.mark.parametrize("backend", ["asyncio", "threads", "processes", "dask", "ray"])
 def test_user_code_faults_fail_their_item_and_the_run_exits(tmp_path: Path, backend: str) -> None:
     build_file_tree(tmp_path, {"job.py": FAULT_JOB})
     result = batchframe_cli(

@@ -215,7 +215,7 @@ class Work(Service[int]):
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("backend", ["asyncio", "threads", "processes", "dask"])
+@pytest.mark.parametrize("backend", ["asyncio", "threads", "processes", "dask", "ray"])
 def test_causes_context_notes_and_groups_reach_failed_jsonl(tmp_path: Path, backend: str) -> None:
     build_file_tree(tmp_path, {"job.py": RICH_JOB})
     result = batchframe_cli(

@@ -188,7 +188,7 @@ class Work(Service[int]):
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("backend", ["asyncio", "threads", "processes", "dask"])
+@pytest.mark.parametrize("backend", ["asyncio", "threads", "processes", "dask", "ray"])
 @pytest.mark.parametrize(("definition", "kind"), [("def", "a generator"), ("async def", "an async generator")])
 def test_a_generator_process_is_a_usage_error(tmp_path: Path, backend: str, definition: str, kind: str) -> None:
     job = GENERATOR_PROCESS.replace("{definition}", definition)
@@ -224,7 +224,7 @@ class Work(Service[int]):
 
 
 @pytest.mark.timeout(180)
-@pytest.mark.parametrize("backend", ["asyncio", "threads", "processes", "dask"])
+@pytest.mark.parametrize("backend", ["asyncio", "threads", "processes", "dask", "ray"])
 def test_a_coroutine_returned_by_a_plain_process_is_awaited_on_the_services_loop(tmp_path: Path, backend: str) -> None:
     code, stderr, run_dir = _exec(tmp_path, RETURNS_A_COROUTINE, f"executor={backend}", "concurrency=2", timeout=150)
     assert code == 3, stderr
