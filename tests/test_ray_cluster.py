@@ -111,3 +111,64 @@ def test_a_service_that_cannot_be_built_on_the_ray_workers_stops_the_run_at_the_
     assert "Traceback" not in result.stderr
     logs = (only_run_dir(project / "batchframe_outputs") / "logs.txt").read_text()
     assert "raise RuntimeError('no GPU here')" in logs  # the worker's traceback
+
+
+REPLACEMENT_JOB = """
+import os
+import time
+from pathlib import Path
+from batchframe import BatchframeParam, Service, Source
+
+class Items(Source[int]):
+    def __len__(self):
+        return 30
+
+    def __iter__(self):
+        return iter(range(30))
+
+class Work(Service[int]):
+    def __init__(self, state_dir: BatchframeParam[Path]):
+        self.state_dir = state_dir
+
+    def on_worker_start(self):
+        if (self.state_dir / "died").exists():
+            raise RuntimeError("no GPU left for a new worker")
+
+    def process(self, item):
+        time.sleep(0.02)
+        if item == 5 and not (self.state_dir / "died").exists():
+            (self.state_dir / "died").touch()
+            os._exit(1)  # the actor dies; the one that replaces it cannot build the Service
+        with open(self.state_dir / "done.txt", "a") as out:
+            out.write(f"{item}\\n")
+"""
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("concurrency", [2, 1])
+def test_a_replacement_that_cannot_build_the_service_leaves_the_run_to_the_others(
+    ray_address: str, make_project: Callable[..., Path], concurrency: int
+) -> None:
+    project = make_project({"job.py": REPLACEMENT_JOB})
+    (project / "state").mkdir()
+    params = [
+        "-p",
+        f"state_dir={project / 'state'}",
+        "-p",
+        "retry_backoff_sec=0.01",
+        "-p",
+        f"concurrency={concurrency}",
+    ]
+    result = on_ray(ray_address, project, *params)
+    logs = (only_run_dir(project / "batchframe_outputs") / "logs.txt").read_text()
+    assert "A new Ray worker could not build the Service (RuntimeError: no GPU left for a new worker)" in logs
+    assert 'raise RuntimeError("no GPU left for a new worker")' in logs  # its traceback
+    done = sorted(int(line) for line in (project / "state" / "done.txt").read_text().split())
+    if concurrency == 2:  # the other actor ran everything
+        assert result.returncode == 0, result.stderr
+        assert sorted(set(done)) == list(range(30))  # (items of the dead actor's batch may run twice)
+    else:  # no actor left: what was not done failed with the reason, for `batchframe retry`
+        assert result.returncode == 3, result.stderr
+        records = failures(project)
+        assert sorted(set(done) | set(records)) == list(range(30))  # nothing lost
+        assert records and all("No Ray worker is left" in record["message"] for record in records.values())

@@ -56,6 +56,11 @@ RAY_PORT = 6379
 CLIENT_PORT = 10001
 """A ``ray://`` address's port when it names none (Ray Client's default)."""
 
+NO_WORKER_LEFT = (
+    "No Ray worker is left to run this item: the workers started to replace those that died or held "
+    "a stuck item could not build the Service (see logs.txt). `batchframe retry` runs it again."
+)
+
 
 class _Worker:
     """The actor: builds the run's Service once, runs batches, hands back the log records of the run's code.
@@ -147,6 +152,7 @@ class RayBackend(BatchingBackend):
         self._refs: dict[int, Any] = {}  # a batch's number -> its actor call
         self._out: dict[Any, int] = {}  # an actor -> its batches sent and not answered yet
         self._retiring: set[Any] = set()  # replaced actors, killed once their last batch is answered
+        self._checks: set[asyncio.Task[None]] = set()  # replacements being checked (_check_replacement)
         self._level = logging.INFO
 
     async def start(self) -> ItemCall:
@@ -283,6 +289,8 @@ class RayBackend(BatchingBackend):
         return self._actor_class.remote(self.factory, self._level)
 
     async def _send(self, number: int, payload: bytes, count: int) -> BatchReply:
+        if not self._actors:  # every replacement failed to build the Service (see _check_replacement)
+            return BatchReply([RuntimeError(NO_WORKER_LEFT)] * count, 0.0, 0)
         actor = self._actors[next(self._next) % len(self._actors)]
         ref = actor.run.remote(payload, self.item_timeout_s)
         self._refs[number] = ref
@@ -316,10 +324,33 @@ class RayBackend(BatchingBackend):
         """
         if actor not in self._actors:
             return  # replaced already (another of its batches came back first)
-        self._actors[self._actors.index(actor)] = self._new_actor()
+        replacement = self._new_actor()
+        self._actors[self._actors.index(actor)] = replacement
         self._retiring.add(actor)
         if dead or not self._out.get(actor):
             self._kill(actor)
+        check = asyncio.get_running_loop().create_task(self._check_replacement(replacement))
+        self._checks.add(check)
+        check.add_done_callback(self._checks.discard)
+
+    async def _check_replacement(self, actor: Any) -> None:
+        """Take a replacement that could not build the Service out of the run (it would fail every item).
+
+        The items already sent to it come back as ``RunNotStarted`` and are retried on the others.
+        """
+        try:
+            _, failure = await actor.ready.remote()
+        except self._ray.exceptions.RayActorError as exc:
+            failure = (_last_error_line(exc), "")
+        if failure is None or actor not in self._actors:
+            return
+        message, trace = failure
+        self._actors.remove(actor)
+        self._ray.kill(actor, no_restart=True)
+        left = len(self._actors)
+        logger.error("A new Ray worker could not build the Service (%s): the run goes on with %d.", message, left)
+        if trace:
+            logger.error("The new Ray worker's traceback:\n%s", trace, extra=FILE_ONLY)
 
     def _answered(self, actor: Any) -> None:
         left = self._out.get(actor)
@@ -348,6 +379,8 @@ class RayBackend(BatchingBackend):
         try:
             if self._batcher is not None:
                 self._batcher.hold()
+            for check in list(self._checks):
+                check.cancel()
             replies = await asyncio.gather(*(a.stop.remote() for a in self._actors), return_exceptions=True)
             for reply in replies:
                 for record in reply if isinstance(reply, list) else []:
