@@ -75,9 +75,12 @@ def done(job: Path) -> list[int]:
 
 
 def exec_args(job: Path, backend: str, *extra: str) -> list[str]:
+    # One actor on ray: each is a Python process of its own (~1 s of CPU to start); several actors at
+    # once are the subject of test_ray_cluster.py.
+    concurrency = 1 if backend == "ray" else 4
     return [
         "exec", "job.py", "-p", f"executor={backend}", "-p", f"state_dir={job / 'state'}",
-        "-p", "retry_backoff_sec=0.01", "-p", "concurrency=4", *extra,
+        "-p", "retry_backoff_sec=0.01", "-p", f"concurrency={concurrency}", *extra,
     ]  # fmt: skip
 
 
