@@ -67,6 +67,15 @@ def printable(text: str) -> str:
     return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
 
 
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07]*\x07")
+"""A terminal's colour and style sequences (CSI) and its title and link sequences (OSC)."""
+
+
+def without_ansi(text: str) -> str:
+    """``text`` without the colour codes a program wrote for a terminal (Ray's messages, a child's output)."""
+    return _ANSI.sub("", text)
+
+
 def safe_str(value: object) -> str:
     """``str(value)``, or ``<unprintable TypeName>`` when that raises. Never raises."""
     try:

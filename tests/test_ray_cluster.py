@@ -172,3 +172,19 @@ def test_a_replacement_that_cannot_build_the_service_leaves_the_run_to_the_other
         records = failures(project)
         assert sorted(set(done) | set(records)) == list(range(30))  # nothing lost
         assert records and all("No Ray worker is left" in record["message"] for record in records.values())
+
+
+def test_ray_errors_are_shown_without_the_colour_codes_ray_writes_into_them() -> None:
+    from batchframe.backends.ray import _first_error_line, _last_error_line
+
+    # As Ray words an actor whose class a worker could not import (seen with Ray 2.60).
+    died = RuntimeError(
+        "The actor died because of an error raised in its creation task, \x1b[36mray::_Worker.__init__()\x1b[39m "
+        "(pid=1066, ip=192.0.2.2)\n           ^^^^^^^^\n\n"
+        "\x1b[36mray::_Worker.__init__()\x1b[39m (pid=1066)\nModuleNotFoundError: No module named 'batchframe'\n"
+    )
+    first, last = _first_error_line(died), _last_error_line(died)
+    assert "\x1b" not in first + last
+    assert first.startswith("RuntimeError: The actor died because of an error raised in its creation task, ray::")
+    assert last == "ModuleNotFoundError: No module named 'batchframe'"
+    assert _first_error_line(RuntimeError()) == _last_error_line(RuntimeError()) == "RuntimeError"

@@ -30,13 +30,12 @@ import asyncio
 import itertools
 import logging
 import os
-import re
 import shutil
 import socket
 import tempfile
 from typing import Any
 
-from batchframe._text import format_exception
+from batchframe._text import format_exception, without_ansi
 from batchframe.backends import BackendError, ItemCall
 from batchframe.backends import _worker as _worker_module
 from batchframe.backends._batches import WINDOW, Batcher, BatchingBackend, BatchReply, BatchSizer
@@ -137,8 +136,8 @@ class RayBackend(BatchingBackend):
         self.address = address
         self.connect_timeout_s = connect_timeout_s
         self.item_timeout_s = item_timeout_s
-        self.concurrency = max(1, concurrency)
-        self.workers = min(self.concurrency, os.cpu_count() or 1) if address is None else self.concurrency
+        concurrency = max(1, concurrency)
+        self.workers = min(concurrency, os.cpu_count() or 1) if address is None else concurrency
         self.slots = 0
         self.startup_s = 0.0
         self._ray: Any = None
@@ -397,7 +396,7 @@ class RayBackend(BatchingBackend):
 
 def _first_error_line(exc: BaseException) -> str:
     """A Ray error's first line: the rest is Ray's account of where the actor or task ran."""
-    return (describe(exc).splitlines() or [""])[0]
+    return _error_lines(exc)[0]
 
 
 def _last_error_line(exc: BaseException) -> str:
@@ -405,5 +404,9 @@ def _last_error_line(exc: BaseException) -> str:
 
     Such as ``ModuleNotFoundError: No module named 'batchframe'``.
     """
-    lines = [line.strip() for line in describe(exc).splitlines() if line.strip()]
-    return re.sub(r"\x1b\[[0-9;]*m", "", lines[-1]) if lines else ""
+    return _error_lines(exc)[-1]
+
+
+def _error_lines(exc: BaseException) -> list[str]:
+    """The lines of a Ray error, without the colour codes Ray writes into them (at least one line)."""
+    return [line.strip() for line in without_ansi(describe(exc)).splitlines() if line.strip()] or [""]

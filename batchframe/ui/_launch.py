@@ -27,6 +27,7 @@ from pathlib import Path
 
 import anyio.to_thread
 
+from batchframe._text import without_ansi
 from batchframe.errors import BatchframeError
 from batchframe.runfolder.live import LAUNCH_ID_ENV, read_status
 from batchframe.ui._runs_view import folder_names
@@ -34,7 +35,6 @@ from batchframe.ui._runs_view import folder_names
 FIND_EVERY_S = 0.1
 FIND_TIMEOUT_S = 20.0
 _OUTPUT_TAIL_BYTES = 16 * 1024
-_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07]*\x07")
 _PANEL_EDGE = re.compile(r"^\s*[╭╰┏┗].*[╮╯┓┛]\s*$")
 _PANEL_LINE = re.compile(r"^\s*[│┃] ?(.*?)\s*[│┃]\s*$")
 
@@ -180,7 +180,7 @@ def _read_output(path: Path) -> str:
             data = output.read()
     except OSError:
         return ""
-    return _unboxed(_ANSI.sub("", data.decode("utf-8", errors="replace"))).strip()
+    return _unboxed(without_ansi(data.decode("utf-8", errors="replace"))).strip()
 
 
 def _unboxed(text: str) -> str:
