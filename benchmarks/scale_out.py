@@ -33,12 +33,25 @@ WORKERS = 2
 ROUNDS = 3
 BASE = 1_900  # count primes below BASE + a little: about 3 ms of pure Python per item here
 
-PROJECT = """
-from batchframe import BatchframeParam, Service, Source
-
-
+COUNT_PRIMES = """
 def count_primes(limit):
     return sum(1 for n in range(2, limit) if all(n % d for d in range(2, int(n**0.5) + 1)))
+"""
+"""The work of one item, the same in the job and in every hand-written baseline."""
+
+WORK_ON_A_BATCH = """
+def work(batch):
+    for item in batch:
+        if item > 100:
+            count_primes(item)
+    return len(batch)
+"""
+"""A task of the dask and Ray baselines: a batch of items."""
+
+PROJECT = f"""
+from batchframe import BatchframeParam, Service, Source
+
+{COUNT_PRIMES}
 
 
 class Limits(Source[int]):
@@ -62,9 +75,7 @@ class Count(Service[int]):
 
 HAND_POOL = f"""
 import multiprocessing, sys, time
-def count_primes(limit):
-    return sum(1 for n in range(2, limit) if all(n % d for d in range(2, int(n**0.5) + 1)))
-
+{COUNT_PRIMES}
 def work(item):
     if item > 100:
         count_primes(item)
@@ -82,16 +93,7 @@ if __name__ == "__main__":
 HAND_DASK = f"""
 import sys, time
 from distributed import Client, LocalCluster
-
-def count_primes(limit):
-    return sum(1 for n in range(2, limit) if all(n % d for d in range(2, int(n**0.5) + 1)))
-
-def work(batch):
-    for item in batch:
-        if item > 100:
-            count_primes(item)
-    return len(batch)
-
+{COUNT_PRIMES}{WORK_ON_A_BATCH}
 if __name__ == "__main__":
     items, base, per_task = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
     with LocalCluster(n_workers={WORKERS}, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
@@ -107,25 +109,17 @@ if __name__ == "__main__":
 HAND_RAY = f"""
 import sys, time
 import ray
-
-def count_primes(limit):
-    return sum(1 for n in range(2, limit) if all(n % d for d in range(2, int(n**0.5) + 1)))
-
-@ray.remote
-def work(batch):
-    for item in batch:
-        if item > 100:
-            count_primes(item)
-    return len(batch)
+{COUNT_PRIMES}{WORK_ON_A_BATCH}
+remote_work = ray.remote(work)
 
 if __name__ == "__main__":
     items, base, per_task = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
     ray.init(address="local", num_cpus={WORKERS}, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-    ray.get(work.remote([1]))
+    ray.get(remote_work.remote([1]))
     ready = time.perf_counter()
     work_items = [base + i % 7 if base else 0 for i in range(items)]
     batches = [work_items[i : i + per_task] for i in range(0, items, per_task)]
-    assert sum(ray.get([work.remote(batch) for batch in batches])) == items
+    assert sum(ray.get([remote_work.remote(batch) for batch in batches])) == items
     print(time.perf_counter() - ready)
     ray.shutdown()
 """
